@@ -65,7 +65,8 @@ pub struct TestServer {
     credentials: Option<Credentials>,
     runtime: Option<tokio::runtime::Runtime>,
     shutdown: Option<oneshot::Sender<()>>,
-    stopped: std::sync::mpsc::Receiver<()>,
+    /// Behind a mutex only so the server is `Sync` (tests share it between reader threads).
+    stopped: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
 }
 
 impl TestServer {
@@ -75,7 +76,13 @@ impl TestServer {
             .thread_name("test-s3-server")
             .enable_all()
             .build()?;
-        let listener = runtime.block_on(TcpListener::bind(("127.0.0.1", config.port)))?;
+        // Bound with std and adopted under `enter`, so starting works inside another runtime too.
+        let listener = std::net::TcpListener::bind(("127.0.0.1", config.port))?;
+        listener.set_nonblocking(true)?;
+        let listener = {
+            let _context = runtime.enter();
+            TcpListener::from_std(listener)?
+        };
         let addr = listener.local_addr()?;
 
         let mut builder =
@@ -98,7 +105,7 @@ impl TestServer {
             credentials: config.credentials,
             runtime: Some(runtime),
             shutdown: Some(shutdown),
-            stopped,
+            stopped: std::sync::Mutex::new(stopped),
         })
     }
 
@@ -128,7 +135,8 @@ impl TestServer {
         if let Some(tx) = self.shutdown.take()
             && tx.send(()).is_ok()
         {
-            let _ = self.stopped.recv_timeout(std::time::Duration::from_secs(5));
+            let stopped = self.stopped.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let _ = stopped.recv_timeout(std::time::Duration::from_secs(5));
         }
     }
 }

@@ -22,6 +22,8 @@ use super::storage::{Storage, StorageError, StoredObject, multipart_etag};
 /// reset-after-N fault to act at a fine grain, large enough to keep copies cheap.
 const BODY_CHUNK: usize = 256 * 1024;
 const DEFAULT_MAX_KEYS: usize = 1000;
+/// How long a body stays open after its last byte before an injected reset.
+const RESET_FLUSH_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
 
 pub struct TestS3 {
     storage: Arc<Storage>,
@@ -119,6 +121,7 @@ struct ObjectBody {
     sent: u64,
     reset_after: Option<u64>,
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    reset_pause: Option<Pin<Box<tokio::time::Sleep>>>,
     knobs: Arc<Knobs>,
 }
 
@@ -143,7 +146,12 @@ impl Stream for ObjectBody {
         if let Some(limit) = self.reset_after {
             let allowed = limit.saturating_sub(self.sent);
             if allowed == 0 {
-                // An error from the body makes hyper drop the connection mid-response.
+                // Give hyper a moment to flush the bytes already handed over, then fail the body:
+                // an error from the body makes hyper drop the connection mid-response.
+                let pause = self.reset_pause.get_or_insert_with(|| Box::pin(tokio::time::sleep(RESET_FLUSH_PAUSE)));
+                if pause.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
                 return Poll::Ready(Some(Err(Box::new(InjectedReset(self.sent)))));
             }
             take = take.min(usize::try_from(allowed).unwrap_or(usize::MAX));
@@ -363,6 +371,7 @@ impl S3 for TestS3 {
                 Some(BodyFault::Stall(d)) => Some(Box::pin(tokio::time::sleep(d))),
                 _ => None,
             },
+            reset_pause: None,
             knobs: Arc::clone(&self.knobs),
         };
         let output = GetObjectOutput {
