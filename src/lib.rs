@@ -1,1 +1,15 @@
+//! fetchfs: mount an S3 bucket as a local, read-only directory tree whose reads become ranged GETs.
+//!
+//! Layers, top to bottom (see shared/DESIGN.md): `fuse` (the thin kernel adapter) -> `fs` (inodes,
+//! directories from key prefixes, open handles) -> `store` (the `ObjectStore` seam and its S3
+//! implementation). `cli`/`config` turn arguments into a checked `MountConfig`; `daemon` runs the
+//! mount in the foreground or background.
 
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod errno;
+pub mod fs;
+pub mod fuse;
+pub mod object_id;
+pub mod store;

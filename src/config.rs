@@ -1,0 +1,208 @@
+//! The checked mount configuration: everything wrong with the arguments or the mount directory is
+//! found here, before anything is mounted, and reported as one line naming the problem.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fuser::{MountOption, SessionACL};
+
+use crate::cli::MountArgs;
+use crate::fs::FsOptions;
+use crate::store::s3::S3Settings;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+fn error(message: impl Into<String>) -> ConfigError {
+    ConfigError(message.into())
+}
+
+#[derive(Debug)]
+pub struct MountConfig {
+    pub s3: S3Settings,
+    pub prefix: String,
+    pub mountpoint: PathBuf,
+    pub foreground: bool,
+    pub acl: SessionACL,
+    pub fs: FsOptions,
+    pub log_level: String,
+    pub log_file: Option<PathBuf>,
+}
+
+impl MountConfig {
+    pub fn from_args(args: MountArgs) -> Result<Self, ConfigError> {
+        let (bucket, url_prefix) = parse_source(&args.source)?;
+        let prefix = match (url_prefix, args.prefix) {
+            (Some(_), Some(_)) => {
+                return Err(error("a prefix was given both in the s3:// URL and with --prefix; give it once"));
+            }
+            (Some(p), None) | (None, Some(p)) => normalize_prefix(&p)?,
+            (None, None) => String::new(),
+        };
+        check_mountpoint(&args.mountpoint)?;
+        if !Path::new("/dev/fuse").exists() {
+            return Err(error("/dev/fuse does not exist: load the fuse kernel module (modprobe fuse)"));
+        }
+        if !args.read_only {
+            return Err(error("only read-only mounts are supported"));
+        }
+        let acl = match (args.allow_other, args.allow_root) {
+            (true, _) => SessionACL::All,
+            (false, true) => SessionACL::RootAndOwner,
+            (false, false) => SessionACL::Owner,
+        };
+        // SAFETY: geteuid and getegid cannot fail and touch no memory.
+        let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        let fs = FsOptions {
+            root_prefix: prefix.clone(),
+            uid: args.uid.unwrap_or(euid),
+            gid: args.gid.unwrap_or(egid),
+            file_mode: parse_mode(&args.file_mode, "--file-mode")?,
+            dir_mode: parse_mode(&args.dir_mode, "--dir-mode")?,
+            metadata_ttl: Duration::from_secs(args.metadata_ttl),
+        };
+        let s3 = S3Settings {
+            bucket,
+            region: args.region,
+            endpoint_url: args.endpoint_url,
+            force_path_style: args.force_path_style,
+            profile: args.profile,
+            no_sign_request: args.no_sign_request,
+            requester_pays: args.requester_pays,
+        };
+        let log_level = if args.debug { "debug".to_owned() } else { args.log_level };
+        Ok(Self {
+            s3,
+            prefix,
+            mountpoint: args.mountpoint,
+            foreground: args.foreground,
+            acl,
+            fs,
+            log_level,
+            log_file: args.log_file,
+        })
+    }
+
+    pub fn mount_options(&self) -> Vec<MountOption> {
+        vec![
+            MountOption::FSName(format!("fetchfs:{}", self.s3.bucket)),
+            MountOption::Subtype("fetchfs".into()),
+            MountOption::RO,
+            MountOption::NoDev,
+            MountOption::NoSuid,
+            MountOption::DefaultPermissions,
+        ]
+    }
+}
+
+/// `BUCKET` or `s3://BUCKET[/PREFIX]` -> (bucket, prefix if any).
+fn parse_source(source: &str) -> Result<(String, Option<String>), ConfigError> {
+    let (bucket, prefix) = match source.strip_prefix("s3://") {
+        Some(rest) => match rest.split_once('/') {
+            Some((bucket, prefix)) if !prefix.is_empty() => (bucket, Some(prefix.to_owned())),
+            Some((bucket, _)) => (bucket, None),
+            None => (rest, None),
+        },
+        None if source.contains("://") => {
+            return Err(error(format!("{source:?} is not a bucket: use BUCKET or s3://BUCKET/PREFIX/")));
+        }
+        None => (source, None),
+    };
+    check_bucket_name(bucket)?;
+    Ok((bucket.to_owned(), prefix))
+}
+
+/// S3's bucket naming rules: 3-63 characters of lowercase letters, digits, `.` and `-`, starting
+/// and ending with a letter or digit, no `..`, not an IP address.
+fn check_bucket_name(name: &str) -> Result<(), ConfigError> {
+    let bad = |why: &str| Err(error(format!("invalid bucket name {name:?}: {why}")));
+    if !(3..=63).contains(&name.len()) {
+        return bad("must be 3 to 63 characters long");
+    }
+    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-') {
+        return bad("only lowercase letters, digits, '.' and '-' are allowed");
+    }
+    let edge_ok = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if !edge_ok(name.bytes().next()) || !edge_ok(name.bytes().last()) {
+        return bad("must start and end with a letter or digit");
+    }
+    if name.contains("..") {
+        return bad("must not contain '..'");
+    }
+    if name.parse::<std::net::Ipv4Addr>().is_ok() {
+        return bad("must not be an IP address");
+    }
+    Ok(())
+}
+
+fn normalize_prefix(prefix: &str) -> Result<String, ConfigError> {
+    let trimmed = prefix.trim_start_matches('/');
+    if trimmed.is_empty() {
+        return Ok(String::new());
+    }
+    if trimmed.split('/').filter(|c| !c.is_empty()).any(|c| c == "." || c == "..") {
+        return Err(error(format!("invalid prefix {prefix:?}: '.' and '..' cannot be path components")));
+    }
+    Ok(if trimmed.ends_with('/') { trimmed.to_owned() } else { format!("{trimmed}/") })
+}
+
+fn parse_mode(text: &str, flag: &str) -> Result<u16, ConfigError> {
+    u16::from_str_radix(text.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|&m| m <= 0o7777)
+        .ok_or_else(|| error(format!("{flag} {text:?} is not an octal mode like 0644")))
+}
+
+fn check_mountpoint(path: &Path) -> Result<(), ConfigError> {
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => error(format!("mount point {shown} does not exist")),
+        std::io::ErrorKind::NotConnected => error(format!(
+            "mount point {shown} is a dead mount (transport endpoint is not connected): run `fusermount3 -u {shown}` first"
+        )),
+        _ => error(format!("mount point {shown}: {e}")),
+    })?;
+    if !meta.is_dir() {
+        return Err(error(format!("mount point {shown} is not a directory")));
+    }
+    let mut entries = std::fs::read_dir(path).map_err(|e| error(format!("mount point {shown}: {e}")))?;
+    if entries.next().is_some() {
+        return Err(error(format!("mount point {shown} is not empty")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_and_prefixes() {
+        assert_eq!(parse_source("my-bucket").unwrap(), ("my-bucket".into(), None));
+        assert_eq!(parse_source("s3://my-bucket").unwrap(), ("my-bucket".into(), None));
+        assert_eq!(parse_source("s3://my-bucket/").unwrap(), ("my-bucket".into(), None));
+        assert_eq!(parse_source("s3://my-bucket/a/b").unwrap(), ("my-bucket".into(), Some("a/b".into())));
+        assert_eq!(normalize_prefix("a/b").unwrap(), "a/b/");
+        assert_eq!(normalize_prefix("/a/b/").unwrap(), "a/b/");
+        assert!(normalize_prefix("a/../b").is_err());
+    }
+
+    #[test]
+    fn bucket_names_follow_s3_rules() {
+        for bad in ["ab", "Upper", "under_score", "-start", "end-", "a..b", "192.168.1.1", "http://x"] {
+            assert!(parse_source(bad).is_err(), "{bad}");
+        }
+        for good in ["abc", "my.bucket-1", "0bucket9"] {
+            assert!(check_bucket_name(good).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn modes_are_octal() {
+        assert_eq!(parse_mode("0644", "--file-mode").unwrap(), 0o644);
+        assert_eq!(parse_mode("755", "--dir-mode").unwrap(), 0o755);
+        assert!(parse_mode("0999", "--file-mode").is_err());
+        assert!(parse_mode("rw-r--r--", "--file-mode").is_err());
+    }
+}

@@ -1,0 +1,212 @@
+//! Running a mount: in the foreground, or forked into the background before any runtime or SDK
+//! starts, with the parent waiting on a pipe for "ready" or the reason it failed, so its exit
+//! status says whether the mount worked. SIGINT/SIGTERM unmount cleanly; an external `umount`
+//! ends the daemon.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::MountConfig;
+use crate::fs::Fs;
+use crate::fuse::FuseAdapter;
+use crate::store::s3::S3Store;
+use crate::store::{ObjectStore, StoreError};
+
+/// How long the startup check may take before the endpoint counts as unreachable.
+const REACHABILITY_TIMEOUT: Duration = Duration::from_secs(15);
+const READY: &[u8] = b"ready\n";
+
+/// Mounts as configured; returns when the mount has ended (foreground) or is ready (background).
+pub fn run(config: MountConfig) -> Result<(), String> {
+    if config.foreground {
+        return serve(config, &mut Readiness(None));
+    }
+    let (read_end, write_end) = pipe().map_err(|e| format!("creating a pipe: {e}"))?;
+    // SAFETY: no threads exist yet (no runtime, no SDK), so the child may continue normally.
+    match unsafe { libc::fork() } {
+        -1 => Err(format!("fork failed: {}", std::io::Error::last_os_error())),
+        0 => {
+            drop(read_end);
+            // SAFETY: setsid has no memory effects; it detaches the daemon from the terminal.
+            unsafe { libc::setsid() };
+            let mut readiness = Readiness(Some(File::from(write_end)));
+            let code = match serve(config, &mut readiness) {
+                Ok(()) => 0,
+                Err(message) => {
+                    readiness.failed(&message);
+                    1
+                }
+            };
+            std::process::exit(code);
+        }
+        _child => {
+            drop(write_end);
+            let mut answer = Vec::new();
+            let _ = File::from(read_end).read_to_end(&mut answer);
+            if answer.starts_with(READY) {
+                Ok(())
+            } else if answer.is_empty() {
+                Err("the daemon exited before the mount was ready".into())
+            } else {
+                Err(String::from_utf8_lossy(&answer).trim().to_owned())
+            }
+        }
+    }
+}
+
+/// The daemon's side of the readiness pipe: one report, "ready" or why not, then closed so the
+/// waiting parent sees the end of it.
+struct Readiness(Option<File>);
+
+impl Readiness {
+    fn ready(&mut self) -> Result<(), String> {
+        match self.0.take() {
+            Some(mut pipe) => pipe.write_all(READY).map_err(|e| format!("reporting readiness: {e}")),
+            None => Ok(()),
+        }
+    }
+
+    fn failed(&mut self, message: &str) {
+        if let Some(mut pipe) = self.0.take() {
+            let _ = pipe.write_all(message.as_bytes());
+        }
+    }
+
+    fn is_background(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into the array we own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn init_logging(config: &MountConfig) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(format!("warn,fetchfs={}", config.log_level))
+        .map_err(|e| format!("--log-level {:?}: {e}", config.log_level))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match &config.log_file {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("opening log file {}: {e}", path.display()))?;
+            builder.with_ansi(false).with_writer(std::sync::Mutex::new(file)).init();
+        }
+        None => builder.with_writer(std::io::stderr).init(),
+    }
+    Ok(())
+}
+
+/// Says in one line why the bucket cannot be used, naming the bucket and endpoint.
+fn reachability_error(config: &MountConfig, e: StoreError) -> String {
+    let bucket = &config.s3.bucket;
+    let endpoint = config.s3.endpoint_url.as_deref().unwrap_or("AWS S3");
+    match e {
+        StoreError::NoSuchBucket => format!("bucket {bucket} does not exist at {endpoint}"),
+        StoreError::AccessDenied(why) => {
+            format!("access to bucket {bucket} was denied ({why}): check the credentials and their permissions")
+        }
+        StoreError::WrongRegion(region) => format!("bucket {bucket} is in region {region}: pass --region {region}"),
+        StoreError::Unreachable(why) => format!("cannot reach {endpoint}: {why}"),
+        other => format!("checking bucket {bucket} at {endpoint} failed: {other}"),
+    }
+}
+
+fn serve(config: MountConfig, readiness: &mut Readiness) -> Result<(), String> {
+    init_logging(&config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("fetchfs-io")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))?;
+    let store = runtime.block_on(S3Store::connect(&config.s3));
+    let check = runtime.block_on(async {
+        tokio::time::timeout(REACHABILITY_TIMEOUT, store.list_page(&config.prefix, None, Some(1))).await
+    });
+    match check {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(reachability_error(&config, e)),
+        Err(_) => {
+            return Err(reachability_error(
+                &config,
+                StoreError::Unreachable(format!("no answer within {} s", REACHABILITY_TIMEOUT.as_secs())),
+            ));
+        }
+    }
+
+    let fs = Arc::new(Fs::new(Arc::new(store), config.fs.clone()));
+    let adapter = FuseAdapter::new(fs, runtime.handle().clone());
+    let mut fuse_config = fuser::Config::default();
+    fuse_config.mount_options = config.mount_options();
+    fuse_config.acl = config.acl;
+    fuse_config.n_threads = Some(4);
+    fuse_config.clone_fd = true;
+    let mut session = fuser::Session::new(adapter, &config.mountpoint, &fuse_config)
+        .map_err(|e| format!("mounting at {}: {e}", config.mountpoint.display()))?;
+    let mut unmounter = session.unmount_callable();
+    let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
+    let session_thread = std::thread::Builder::new()
+        .name("fuse-session".into())
+        .spawn(move || {
+            let result = session.run();
+            let _ = ended_tx.send(());
+            result
+        })
+        .map_err(|e| format!("starting the FUSE session: {e}"))?;
+    tracing::info!(bucket = %config.s3.bucket, prefix = %config.prefix, mountpoint = %config.mountpoint.display(), "mounted");
+
+    if readiness.is_background() {
+        readiness.ready()?;
+        detach_stdio();
+    }
+
+    let signalled = runtime.block_on(wait_for_end(ended_rx)).map_err(|e| format!("waiting for signals: {e}"))?;
+    if signalled {
+        tracing::info!("signal received: unmounting");
+        if let Err(e) = unmounter.unmount() {
+            tracing::warn!("unmounting {}: {e}", config.mountpoint.display());
+        }
+    }
+    match session_thread.join() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!("FUSE session ended with: {e}"),
+        Err(_) => tracing::error!("FUSE session thread panicked"),
+    }
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    Ok(())
+}
+
+/// Waits for SIGINT/SIGTERM (true) or for the session to end by an external unmount (false).
+async fn wait_for_end(ended: tokio::sync::oneshot::Receiver<()>) -> std::io::Result<bool> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => true,
+        _ = int.recv() => true,
+        _ = ended => false,
+    })
+}
+
+/// A background daemon must not hold its caller's terminal or pipes open; its logs go to
+/// --log-file (without one, a background daemon logs nowhere).
+fn detach_stdio() {
+    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+        use std::os::fd::AsRawFd;
+        for fd in 0..=2 {
+            // SAFETY: dup2 onto the standard descriptors, which this process owns.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
+}

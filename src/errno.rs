@@ -1,0 +1,38 @@
+//! The one place where internal errors become errnos for the reader.
+
+use crate::store::StoreError;
+
+/// A failure of a filesystem operation, as the kernel will be told.
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    #[error("no such file or directory")]
+    NotFound,
+    #[error("not a directory")]
+    NotADirectory,
+    #[error("is a directory")]
+    IsADirectory,
+    #[error("read-only file system")]
+    ReadOnly,
+    #[error("unknown file handle")]
+    BadHandle,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl FsError {
+    pub fn errno(&self) -> i32 {
+        match self {
+            FsError::NotFound => libc::ENOENT,
+            FsError::NotADirectory => libc::ENOTDIR,
+            FsError::IsADirectory => libc::EISDIR,
+            FsError::ReadOnly => libc::EROFS,
+            FsError::BadHandle => libc::EBADF,
+            FsError::Store(e) => match e {
+                StoreError::NotFound | StoreError::NoSuchBucket => libc::ENOENT,
+                StoreError::PreconditionFailed => libc::ESTALE,
+                StoreError::AccessDenied(_) => libc::EACCES,
+                StoreError::WrongRegion(_) | StoreError::Unreachable(_) | StoreError::Other(_) => libc::EIO,
+            },
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! Identity of an object version, shared by the store and everything above it: a key alone is not
+//! enough, since the object behind it can be replaced while a file is open.
+
+use std::fmt;
+
+/// An entity tag as S3 reports it, quotes included (`"<md5>"` or `"<md5>-<parts>"`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ETag(String);
+
+impl ETag {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ETag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One version of one object: reads pinned to it never see another version's bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ObjectId {
+    pub key: String,
+    pub etag: ETag,
+}

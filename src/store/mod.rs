@@ -1,0 +1,72 @@
+//! The `ObjectStore` seam: the few S3 operations fetchfs needs, in plain types. The store knows
+//! nothing of caching or FUSE; `s3` implements it with aws-sdk-s3.
+
+pub mod s3;
+
+use std::future::Future;
+use std::ops::Range;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+use crate::object_id::ETag;
+
+/// What a listing or a HEAD says about one object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+    pub etag: ETag,
+    pub last_modified: SystemTime,
+}
+
+/// One page of a delimited listing.
+#[derive(Clone, Debug, Default)]
+pub struct ListPage {
+    pub objects: Vec<ObjectMeta>,
+    /// Common prefixes, each ending with the delimiter.
+    pub prefixes: Vec<String>,
+    /// Token for the next page; `None` on the last one.
+    pub next: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no such key")]
+    NotFound,
+    #[error("no such bucket")]
+    NoSuchBucket,
+    /// The object no longer has the ETag the request was pinned to.
+    #[error("the object changed (If-Match failed)")]
+    PreconditionFailed,
+    #[error("access denied: {0}")]
+    AccessDenied(String),
+    /// The bucket lives in another region than the one the client uses.
+    #[error("the bucket is in region {0}")]
+    WrongRegion(String),
+    #[error("cannot reach the endpoint: {0}")]
+    Unreachable(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub trait ObjectStore: Send + Sync + 'static {
+    /// One page of keys under `prefix`, grouped at `/`.
+    fn list_page(
+        &self,
+        prefix: &str,
+        token: Option<String>,
+        max_keys: Option<i32>,
+    ) -> impl Future<Output = Result<ListPage, StoreError>> + Send;
+
+    fn head(&self, key: &str) -> impl Future<Output = Result<ObjectMeta, StoreError>> + Send;
+
+    /// The bytes of `range` (clamped to the object's end by the server), only if the object
+    /// still has `etag`.
+    fn get_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        etag: &ETag,
+    ) -> impl Future<Output = Result<Bytes, StoreError>> + Send;
+}

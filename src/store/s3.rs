@@ -1,0 +1,201 @@
+//! `ObjectStore` over aws-sdk-s3: the only module that speaks the SDK. HTTP statuses and S3 error
+//! codes become `StoreError` categories here, in one place.
+
+use std::ops::Range;
+use std::time::{Duration, SystemTime};
+
+use aws_config::environment::EnvironmentVariableRegionProvider;
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::profile::ProfileFileRegionProvider;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{BehaviorVersion, Region, timeout::TimeoutConfig};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::types::RequestPayer;
+use bytes::Bytes;
+
+use super::{ListPage, ObjectMeta, ObjectStore, StoreError};
+use crate::object_id::ETag;
+
+/// How to reach the bucket; built from the checked mount configuration.
+#[derive(Clone, Debug, Default)]
+pub struct S3Settings {
+    pub bucket: String,
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub force_path_style: bool,
+    pub profile: Option<String>,
+    pub no_sign_request: bool,
+    pub requester_pays: bool,
+}
+
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    requester_pays: bool,
+}
+
+impl S3Store {
+    /// Loads credentials and region through aws-config's default chain (environment, profile,
+    /// web identity, instance metadata), with our overrides.
+    pub async fn connect(settings: &S3Settings) -> Self {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(profile) = &settings.profile {
+            loader = loader.profile_name(profile);
+        }
+        // Region: the flag, else the environment or profile, else us-east-1. A bucket elsewhere
+        // answers with its region, which the startup check reports by name.
+        let region = RegionProviderChain::first_try(settings.region.clone().map(Region::new))
+            .or_else(EnvironmentVariableRegionProvider::new())
+            .or_else(
+                ProfileFileRegionProvider::builder()
+                    .profile_name(settings.profile.as_deref().unwrap_or("default"))
+                    .build(),
+            )
+            .or_else(Region::new("us-east-1"));
+        loader = loader.region(region);
+        if let Some(url) = &settings.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        if settings.no_sign_request {
+            loader = loader.no_credentials();
+        }
+        let shared = loader.load().await;
+        let builder = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(settings.force_path_style)
+            .timeout_config(TimeoutConfig::builder().connect_timeout(Duration::from_secs(5)).build());
+        Self {
+            client: Client::from_conf(builder.build()),
+            bucket: settings.bucket.clone(),
+            requester_pays: settings.requester_pays,
+        }
+    }
+
+    fn payer(&self) -> Option<RequestPayer> {
+        self.requester_pays.then_some(RequestPayer::Requester)
+    }
+}
+
+fn to_system_time(t: Option<aws_sdk_s3::primitives::DateTime>) -> SystemTime {
+    t.and_then(|t| SystemTime::try_from(t).ok()).unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+/// The one place where SDK failures become store error categories.
+fn classify<E>(err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    if let SdkError::ServiceError(service) = &err {
+        let raw = service.raw();
+        let status = raw.status().as_u16();
+        let code = service.err().code().unwrap_or("");
+        let message = service.err().message().unwrap_or("").to_owned();
+        match (status, code) {
+            (_, "NoSuchBucket") => return StoreError::NoSuchBucket,
+            (404, _) | (_, "NoSuchKey") => return StoreError::NotFound,
+            (412, _) => return StoreError::PreconditionFailed,
+            (301, _) | (_, "PermanentRedirect") | (_, "AuthorizationHeaderMalformed") => {
+                if let Some(region) = raw.headers().get("x-amz-bucket-region") {
+                    return StoreError::WrongRegion(region.to_owned());
+                }
+            }
+            (403, _) => {
+                let what = if code.is_empty() { "403 Forbidden".to_owned() } else { format!("{code}: {message}") };
+                return StoreError::AccessDenied(what);
+            }
+            _ => {}
+        }
+    }
+    match err {
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => StoreError::Unreachable(error_chain(&err)),
+        other => StoreError::Other(DisplayErrorContext(&other).to_string()),
+    }
+}
+
+/// An error and its causes on one line, innermost last ("dispatch failure: ...: Connection refused").
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
+}
+
+impl ObjectStore for S3Store {
+    async fn list_page(
+        &self,
+        prefix: &str,
+        token: Option<String>,
+        max_keys: Option<i32>,
+    ) -> Result<ListPage, StoreError> {
+        let out = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .delimiter("/")
+            .set_continuation_token(token)
+            .set_max_keys(max_keys)
+            .set_request_payer(self.payer())
+            .send()
+            .await
+            .map_err(classify)?;
+        let objects = out
+            .contents()
+            .iter()
+            .filter_map(|o| {
+                Some(ObjectMeta {
+                    key: o.key.clone()?,
+                    size: o.size.unwrap_or(0).max(0) as u64,
+                    etag: ETag::new(o.e_tag.clone().unwrap_or_default()),
+                    last_modified: to_system_time(o.last_modified),
+                })
+            })
+            .collect();
+        let prefixes = out.common_prefixes().iter().filter_map(|p| p.prefix.clone()).collect();
+        let next = if out.is_truncated == Some(true) { out.next_continuation_token } else { None };
+        Ok(ListPage { objects, prefixes, next })
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_request_payer(self.payer())
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(ObjectMeta {
+            key: key.to_owned(),
+            size: out.content_length.unwrap_or(0).max(0) as u64,
+            etag: ETag::new(out.e_tag.unwrap_or_default()),
+            last_modified: to_system_time(out.last_modified),
+        })
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>, etag: &ETag) -> Result<Bytes, StoreError> {
+        if range.is_empty() {
+            return Ok(Bytes::new());
+        }
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(format!("bytes={}-{}", range.start, range.end - 1))
+            .if_match(etag.as_str())
+            .set_request_payer(self.payer())
+            .send()
+            .await
+            .map_err(classify)?;
+        let body =
+            out.body.collect().await.map_err(|e| StoreError::Other(format!("reading the body of {key}: {e}")))?;
+        Ok(body.into_bytes())
+    }
+}
