@@ -91,7 +91,7 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
 }
 
 fn init_logging(config: &MountConfig) -> Result<(), String> {
-    let filter = tracing_subscriber::EnvFilter::try_new(format!("warn,fetchfs={}", config.log_level))
+    let filter = tracing_subscriber::EnvFilter::try_new(format!("error,fetchfs={}", config.log_level))
         .map_err(|e| format!("--log-level {:?}: {e}", config.log_level))?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match &config.log_file {
@@ -118,6 +118,10 @@ fn reachability_error(config: &MountConfig, e: StoreError) -> String {
             format!("access to bucket {bucket} was denied ({why}): check the credentials and their permissions")
         }
         StoreError::WrongRegion(region) => format!("bucket {bucket} is in region {region}: pass --region {region}"),
+        StoreError::Unreachable(why) if why.contains("loading credentials") => format!(
+            "no usable AWS credentials ({why}): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, use --profile, \
+             or --no-sign-request for a public bucket"
+        ),
         StoreError::Unreachable(why) => format!("cannot reach {endpoint}: {why}"),
         other => format!("checking bucket {bucket} at {endpoint} failed: {other}"),
     }

@@ -6,5 +6,6 @@ pub mod ceiling;
 pub mod client;
 pub mod data;
 pub mod moto;
+pub mod mount;
 pub mod profile;
 pub mod server;

@@ -1,0 +1,102 @@
+//! Mounting the `fetchfs` binary built from this checkout (found next to the running test, never
+//! on PATH) at a fresh directory, and always unmounting and cleaning up, also when a test fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::server::{Credentials, TestServer};
+
+/// `target/<profile>/fetchfs`, the binary cargo built with this test.
+pub fn fetchfs_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("path of the running test");
+    // target/<profile>/deps/<test> -> target/<profile>/fetchfs
+    let profile_dir = exe.parent().and_then(Path::parent).expect("test binary lives in target/<profile>/deps");
+    profile_dir.join("fetchfs")
+}
+
+/// A fresh, empty directory under the system temp dir, unique to this call.
+pub fn fresh_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fetchfs-{tag}-{:016x}", fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).expect("create a temp dir");
+    dir
+}
+
+/// Runs `fetchfs` with the server's keys in the environment (never on the command line).
+pub fn fetchfs_command(credentials: Option<&Credentials>) -> Command {
+    let mut cmd = Command::new(fetchfs_binary());
+    cmd.env_remove("AWS_PROFILE").env_remove("AWS_ENDPOINT_URL").env("AWS_EC2_METADATA_DISABLED", "true");
+    match credentials {
+        Some(c) => cmd.env("AWS_ACCESS_KEY_ID", &c.access_key).env("AWS_SECRET_ACCESS_KEY", &c.secret_key),
+        None => cmd.env_remove("AWS_ACCESS_KEY_ID").env_remove("AWS_SECRET_ACCESS_KEY"),
+    };
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// A live mount; dropping it unmounts and removes the directory.
+pub struct Mount {
+    pub dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Mount {
+    /// Mounts `bucket` of an S3 endpoint in the background (fetchfs's default mode).
+    pub fn new(endpoint: &str, credentials: &Credentials, bucket: &str, extra: &[&str]) -> Result<Self, String> {
+        let dir = fresh_dir("mnt");
+        let log = dir.with_extension("log");
+        let out = fetchfs_command(Some(credentials))
+            .arg("mount")
+            .arg(bucket)
+            .arg(&dir)
+            .args(["--endpoint-url", endpoint, "--force-path-style", "--debug", "--log-file"])
+            .arg(&log)
+            .args(extra)
+            .output()
+            .map_err(|e| format!("running fetchfs: {e}"))?;
+        if !out.status.success() {
+            let _ = std::fs::remove_dir(&dir);
+            return Err(format!("fetchfs mount failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr)));
+        }
+        Ok(Self { dir, log })
+    }
+
+    pub fn of(server: &TestServer, bucket: &str, extra: &[&str]) -> Self {
+        let credentials = server.credentials().cloned().unwrap_or_default();
+        Self::new(&server.endpoint_url(), &credentials, bucket, extra).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.dir.join(relative)
+    }
+
+    /// Runs a shell command line with the mount as its working directory.
+    pub fn sh(&self, script: &str) -> Output {
+        Command::new("sh").arg("-c").arg(script).current_dir(&self.dir).output().expect("run sh")
+    }
+}
+
+pub fn is_mounted(dir: &Path) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|m| m.lines().any(|l| l.split(' ').nth(4) == Some(dir.to_str().unwrap_or(""))))
+        .unwrap_or(false)
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            if !is_mounted(&self.dir) {
+                break;
+            }
+            let _ = Command::new("umount").arg(&self.dir).stderr(Stdio::null()).status();
+            if is_mounted(&self.dir) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        if is_mounted(&self.dir) {
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+        let _ = std::fs::remove_file(&self.log);
+    }
+}

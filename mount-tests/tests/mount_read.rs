@@ -1,0 +1,317 @@
+//! Real kernel mounts of the built fetchfs against a real S3-compatible server, read with standard
+//! tools; every byte compared with what was uploaded.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mount_tests::data;
+use mount_tests::mount::{Mount, fetchfs_command, fresh_dir, is_mounted};
+use mount_tests::server::{BodyFault, ServerConfig, StoredObject, TestServer};
+
+const BUCKET: &str = "dataset";
+const MIB: usize = 1024 * 1024;
+
+/// The sample bucket: (key, seed, size). Sizes probe block (1 MiB) and part (8 MiB) edges.
+fn layout() -> Vec<(String, u64, usize)> {
+    let mut objects: Vec<(String, u64, usize)> = vec![
+        ("empty".into(), 1, 0),
+        ("one-byte".into(), 2, 1),
+        ("nested/deeper/deepest/leaf.bin".into(), 3, 5000),
+        ("nested/sibling.txt".into(), 4, 123),
+        ("block-exact".into(), 5, MIB),
+        ("block-plus-one".into(), 6, MIB + 1),
+        ("part-exact".into(), 7, 8 * MIB),
+        ("part-plus-one".into(), 8, 8 * MIB + 1),
+        ("large.bin".into(), 9, 160 * MIB),
+        ("with space.txt".into(), 10, 77),
+        ("ünïcødé 文件.txt".into(), 11, 88),
+        ("plus+sign".into(), 12, 99),
+        ("percent%25literal".into(), 13, 111),
+        ("both".into(), 14, 10),
+        ("both/inside".into(), 15, 20),
+    ];
+    for i in 0..1000 {
+        objects.push((format!("small/f{i:04}.json"), 1000 + i, 100 + (i as usize % 50)));
+    }
+    objects
+}
+
+fn server_with_layout() -> TestServer {
+    let server = TestServer::start(ServerConfig::default()).expect("start server");
+    let storage = server.storage();
+    storage.create_bucket(BUCKET).unwrap();
+    for (key, seed, size) in layout() {
+        storage.put(BUCKET, &key, StoredObject::new(data::content(seed, size), None)).unwrap();
+    }
+    // A directory marker, as S3 consoles make them: an empty directory.
+    storage.put(BUCKET, "marker-dir/", StoredObject::new(Bytes::new(), None)).unwrap();
+    // Keys that cannot be file names are skipped, never fatal.
+    for odd in ["bad//double-slash", "dots/../escape", "dots/./here"] {
+        storage.put(BUCKET, odd, StoredObject::new(Bytes::from_static(b"x"), None)).unwrap();
+    }
+    server
+}
+
+fn expected(key: &str) -> Bytes {
+    let (_, seed, size) = layout().into_iter().find(|(k, ..)| k == key).expect("key in layout");
+    data::content(seed, size)
+}
+
+fn ok(out: std::process::Output, what: &str) -> String {
+    assert!(out.status.success(), "{what} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn standard_tools_read_exact_bytes() {
+    let server = server_with_layout();
+    let mount = Mount::of(&server, BUCKET, &[]);
+
+    // ls -la: names, sizes, kinds; the dual name shows the directory.
+    let listing = ok(mount.sh("ls -la"), "ls -la");
+    for name in ["empty", "nested", "with space.txt", "ünïcødé 文件.txt", "plus+sign", "percent%25literal", "small"]
+    {
+        assert!(listing.contains(name), "ls -la lacks {name:?}:\n{listing}");
+    }
+    assert!(listing.lines().any(|l| l.starts_with('d') && l.ends_with(" both")), "both is a directory:\n{listing}");
+    assert!(listing.lines().any(|l| l.starts_with('d') && l.ends_with(" marker-dir")));
+    assert!(!listing.contains("escape") && !listing.contains("double-slash"));
+    assert_eq!(ok(mount.sh("ls -A marker-dir | wc -l"), "ls marker-dir").trim(), "0", "a marker is an empty directory");
+
+    // find and stat agree with the layout.
+    let found = ok(mount.sh("find . -type f | wc -l"), "find");
+    let files = layout().iter().filter(|(k, ..)| k != "both").count();
+    assert_eq!(found.trim(), files.to_string(), "find sees every file (the file shadowed by a directory excepted)");
+    for (key, _, size) in layout().iter().filter(|(k, ..)| !k.starts_with("small/") && k != "both") {
+        let meta = std::fs::metadata(mount.path(key)).unwrap_or_else(|e| panic!("stat {key}: {e}"));
+        assert_eq!(meta.len(), *size as u64, "size of {key}");
+    }
+
+    // cat and python reads give exact bytes.
+    for key in [
+        "empty",
+        "one-byte",
+        "block-exact",
+        "block-plus-one",
+        "part-plus-one",
+        "with space.txt",
+        "ünïcødé 文件.txt",
+        "both/inside",
+    ] {
+        let out = Command::new("cat").arg(mount.path(key)).output().unwrap();
+        assert!(out.status.success());
+        assert!(out.stdout == expected(key), "cat {key} differs");
+    }
+
+    // dd and sha256sum over the large file, compared with a local copy.
+    let local = fresh_dir("expected");
+    std::fs::write(local.join("large.bin"), expected("large.bin")).unwrap();
+    let dd = mount.sh(&format!("dd if=large.bin of={}/dd.bin bs=1M status=none", local.display()));
+    ok(dd, "dd");
+    assert!(std::fs::read(local.join("dd.bin")).unwrap() == expected("large.bin"), "dd copy differs");
+    let theirs = ok(mount.sh("sha256sum large.bin part-exact"), "sha256sum mount");
+    std::fs::write(local.join("part-exact"), expected("part-exact")).unwrap();
+    let ours = ok(
+        Command::new("sh").arg("-c").arg("sha256sum large.bin part-exact").current_dir(&local).output().unwrap(),
+        "sha256sum local",
+    );
+    assert_eq!(theirs, ours);
+
+    // cp -r and tar round trips of a directory tree.
+    ok(mount.sh(&format!("cp -r nested small {}/", local.display())), "cp -r");
+    assert!(
+        std::fs::read(local.join("nested/deeper/deepest/leaf.bin")).unwrap()
+            == expected("nested/deeper/deepest/leaf.bin")
+    );
+    for i in [0usize, 499, 999] {
+        let key = format!("small/f{i:04}.json");
+        assert!(std::fs::read(local.join(&key)).unwrap() == expected(&key), "{key}");
+    }
+    ok(mount.sh(&format!("tar cf {}/t.tar nested", local.display())), "tar c");
+    let untar = local.join("untar");
+    std::fs::create_dir(&untar).unwrap();
+    ok(Command::new("tar").arg("xf").arg(local.join("t.tar")).current_dir(&untar).output().unwrap(), "tar x");
+    assert!(std::fs::read(untar.join("nested/sibling.txt")).unwrap() == expected("nested/sibling.txt"));
+
+    // python3 seek/read and mmap of the large file.
+    let script = r#"
+import mmap, sys
+path, offsets = sys.argv[1], [0, 1, 4095, 1048575, 8388608, 100000003, 167772150]
+with open(path, 'rb') as f:
+    out = []
+    for o in offsets:
+        f.seek(o)
+        out.append(f.read(16).hex())
+    with mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as m:
+        out.extend(m[o:o + 16].hex() for o in offsets)
+        out.append(str(len(m)))
+print(' '.join(out))
+"#;
+    let py =
+        ok(Command::new("python3").arg("-c").arg(script).arg(mount.path("large.bin")).output().unwrap(), "python3");
+    let large = expected("large.bin");
+    let offsets = [0usize, 1, 4095, 1048575, 8388608, 100000003, 167772150];
+    let slice_hex = |o: usize| hex::encode(&large[o..(o + 16).min(large.len())]);
+    let want: Vec<String> = offsets
+        .iter()
+        .map(|&o| slice_hex(o))
+        .chain(offsets.iter().map(|&o| slice_hex(o)))
+        .chain([large.len().to_string()])
+        .collect();
+    assert_eq!(py.split_whitespace().collect::<Vec<_>>(), want);
+    std::fs::remove_dir_all(&local).unwrap();
+}
+
+#[test]
+fn every_write_path_answers_erofs() {
+    let server = server_with_layout();
+    let mount = Mount::of(&server, BUCKET, &[]);
+    for script in [
+        "echo x > one-byte",
+        "echo x >> one-byte",
+        "touch new-file",
+        "mkdir new-dir",
+        "rm one-byte",
+        "rmdir marker-dir",
+        "mv one-byte renamed",
+        "chmod 600 one-byte",
+        "ln -s one-byte link",
+    ] {
+        let out = mount.sh(script);
+        assert!(!out.status.success(), "{script} succeeded on a read-only mount");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("Read-only file system"), "{script}: {stderr}");
+    }
+    assert!(std::fs::read(mount.path("one-byte")).unwrap() == expected("one-byte"), "nothing changed");
+}
+
+/// Runs a mount that must fail: one clear line, exit status 1, quickly, and nothing left mounted.
+fn refused(args: &[&str], credentials: Option<&mount_tests::server::Credentials>, dir: &Path) -> String {
+    let start = Instant::now();
+    let out = fetchfs_command(credentials).arg("mount").args(args).output().expect("run fetchfs");
+    assert!(start.elapsed() < Duration::from_secs(20), "{args:?} took {:?}", start.elapsed());
+    assert_eq!(out.status.code(), Some(1), "{args:?}");
+    assert!(!is_mounted(dir), "{args:?} left a mount behind");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{args:?} printed more than one line:\n{stderr}");
+    assert!(lines[0].starts_with("fetchfs: "), "{stderr}");
+    stderr
+}
+
+#[test]
+fn bad_input_gives_one_clear_line_and_exit_1() {
+    let server = server_with_layout();
+    let endpoint = server.endpoint_url();
+    let keys = server.credentials().cloned().unwrap();
+    let dir = fresh_dir("refused");
+    let d = dir.to_str().unwrap();
+    let common = ["--endpoint-url", endpoint.as_str(), "--force-path-style"];
+    fn with<'a>(first: &[&'a str], common: &[&'a str]) -> Vec<&'a str> {
+        [first, common].concat()
+    }
+
+    let msg = refused(&with(&["Not_A_Bucket", d], &common), Some(&keys), &dir);
+    assert!(msg.contains("invalid bucket name"), "{msg}");
+    let msg = refused(&with(&["missing-bucket", d], &common), Some(&keys), &dir);
+    assert!(msg.contains("missing-bucket does not exist"), "{msg}");
+    let wrong = mount_tests::server::Credentials { secret_key: "wrong".into(), ..keys.clone() };
+    let msg = refused(&with(&[BUCKET, d], &common), Some(&wrong), &dir);
+    assert!(msg.contains("denied"), "{msg}");
+    let msg = refused(&with(&[BUCKET, d], &common), None, &dir);
+    assert!(msg.contains("credentials"), "{msg}");
+    let unreachable = ["--endpoint-url", "http://127.0.0.1:9", "--force-path-style"];
+    let msg = refused(&[&[BUCKET, d][..], &unreachable[..]].concat(), Some(&keys), &dir);
+    assert!(msg.contains("cannot reach http://127.0.0.1:9"), "{msg}");
+    let missing = dir.join("does-not-exist");
+    let msg = refused(&with(&[BUCKET, missing.to_str().unwrap()], &common), Some(&keys), &missing);
+    assert!(msg.contains("does not exist"), "{msg}");
+    std::fs::write(dir.join("occupant"), b"x").unwrap();
+    let msg = refused(&with(&[BUCKET, d], &common), Some(&keys), &dir);
+    assert!(msg.contains("is not empty"), "{msg}");
+    std::fs::remove_file(dir.join("occupant")).unwrap();
+    let msg = refused(&with(&["s3://dataset/nested/", d, "--prefix", "small"], &common), Some(&keys), &dir);
+    assert!(msg.contains("prefix was given both"), "{msg}");
+    std::fs::remove_dir(&dir).unwrap();
+}
+
+#[test]
+fn prefix_mounts_show_only_that_subtree() {
+    let server = server_with_layout();
+    let mount = Mount::of(&server, "s3://dataset/nested/", &[]);
+    let names = ok(mount.sh("ls -A"), "ls");
+    assert_eq!(names.split_whitespace().collect::<Vec<_>>(), ["deeper", "sibling.txt"]);
+    assert!(
+        std::fs::read(mount.path("deeper/deepest/leaf.bin")).unwrap() == expected("nested/deeper/deepest/leaf.bin")
+    );
+}
+
+#[test]
+fn a_stalled_read_does_not_block_another_reader() {
+    let server = server_with_layout();
+    let mount = Mount::of(&server, BUCKET, &[]);
+    server.knobs().set_body_fault(Some(BodyFault::Stall(Duration::from_secs(4))));
+    let stalled_path = mount.path("part-exact");
+    let start = Instant::now();
+    let stalled = std::thread::spawn(move || {
+        let bytes = std::fs::read(stalled_path).expect("stalled read completes");
+        (bytes, start.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    server.knobs().set_body_fault(None);
+    let other = std::fs::read(mount.path("block-plus-one")).expect("other read");
+    let other_done = start.elapsed();
+    assert!(other == expected("block-plus-one"));
+    let (bytes, stalled_done) = stalled.join().unwrap();
+    assert!(bytes == expected("part-exact"));
+    assert!(stalled_done >= Duration::from_secs(4), "the stall lasted {stalled_done:?}");
+    assert!(
+        other_done < stalled_done,
+        "the other reader finished at {other_done:?}, the stalled one at {stalled_done:?}"
+    );
+}
+
+#[test]
+fn sigterm_unmounts_and_exits_zero() {
+    let server = server_with_layout();
+    let dir = fresh_dir("fg");
+    let keys = server.credentials().cloned().unwrap();
+    let mut child = fetchfs_command(Some(&keys))
+        .args(["mount", BUCKET])
+        .arg(&dir)
+        .args(["--endpoint-url", &server.endpoint_url(), "--force-path-style", "--foreground"])
+        .spawn()
+        .expect("spawn fetchfs");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !is_mounted(&dir) {
+        assert!(Instant::now() < deadline, "mount did not appear");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(std::fs::read(dir.join("one-byte")).unwrap() == expected("one-byte"));
+    // SAFETY: kill with a pid we spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(!is_mounted(&dir), "SIGTERM left the mount behind");
+    std::fs::remove_dir(&dir).unwrap();
+}
+
+#[test]
+fn external_umount_ends_the_daemon() {
+    let server = server_with_layout();
+    let mount = Mount::of(&server, BUCKET, &[]);
+    let pids = |dir: &Path| {
+        let out =
+            Command::new("pgrep").arg("-f").arg(format!("fetchfs mount {BUCKET} {}", dir.display())).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_owned).collect::<Vec<_>>()
+    };
+    assert_eq!(pids(&mount.dir).len(), 1, "one daemon serves the mount");
+    assert!(Command::new("umount").arg(&mount.dir).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pids(&mount.dir).is_empty() {
+        assert!(Instant::now() < deadline, "daemon still running after umount");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
