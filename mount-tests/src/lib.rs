@@ -8,4 +8,5 @@ pub mod data;
 pub mod moto;
 pub mod mount;
 pub mod profile;
+pub mod sample;
 pub mod server;

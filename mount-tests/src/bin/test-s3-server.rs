@@ -20,6 +20,9 @@ struct Args {
     /// Create this bucket at startup if it does not exist.
     #[arg(long)]
     bucket: Vec<String>,
+    /// Fill the `sample` bucket with the README demo's dataset.
+    #[arg(long)]
+    sample: bool,
     /// Serve unsigned requests only, with no credentials.
     #[arg(long, conflicts_with_all = ["access_key", "secret_key"])]
     anonymous: bool,
@@ -51,6 +54,9 @@ fn run(args: Args) -> Result<(), String> {
         if !storage.bucket_exists(bucket) {
             storage.create_bucket(bucket).map_err(|e| format!("creating bucket {bucket}: {e}"))?;
         }
+    }
+    if args.sample {
+        mount_tests::sample::seed(&storage)?;
     }
     let knobs = Arc::new(Knobs::default());
     knobs.set_first_byte_delay(Duration::from_millis(args.delay_ms));

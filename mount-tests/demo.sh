@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The README's first command: build fetchfs and the local S3-compatible test server, serve a
+# generated sample bucket on 127.0.0.1, mount it, and read it with ordinary tools.
+# DEMO_NONINTERACTIVE=1 unmounts and stops the server at the end (used by tests).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --release --quiet -p fetchfs -p mount-tests --bins
+bin=target/release
+mnt=${FETCHFS_DEMO_DIR:-/tmp/fetchfs-demo}
+port=${FETCHFS_DEMO_PORT:-9000}
+
+"$bin/test-s3-server" --port "$port" --sample >/tmp/fetchfs-demo-server.log 2>&1 &
+server=$!
+for _ in $(seq 100); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+  sleep 0.1
+done
+
+mkdir -p "$mnt"
+# The test server's keys; real use takes them from the AWS credential chain the same way.
+export AWS_ACCESS_KEY_ID=fetchfs-test-access AWS_SECRET_ACCESS_KEY=fetchfs-test-secret-key
+"$bin/fetchfs" mount sample "$mnt" --endpoint-url "http://127.0.0.1:$port" --force-path-style
+
+set -x
+ls -la "$mnt"
+find "$mnt" -maxdepth 2 | head -n 8
+cat "$mnt/README.txt" "$mnt/records/042.json"
+sha256sum "$mnt/images/train/shard-0000.bin"
+dd if="$mnt/big/random-64MiB.bin" of=/dev/null bs=1M
+set +x
+
+if [ "${DEMO_NONINTERACTIVE:-0}" = 1 ]; then
+  umount "$mnt"
+  kill "$server"
+  wait "$server" 2>/dev/null || true
+  echo "demo finished: unmounted $mnt and stopped the server"
+else
+  echo
+  echo "fetchfs is serving the sample bucket at $mnt (test server pid $server)."
+  echo "Stop with: umount $mnt && kill $server"
+fi
