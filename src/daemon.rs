@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use crate::config::MountConfig;
 use crate::fs::Fs;
-use crate::fuse::FuseAdapter;
 use crate::store::s3::S3Store;
 use crate::store::{ObjectStore, StoreError};
 
@@ -150,24 +149,9 @@ fn serve(config: MountConfig, readiness: &mut Readiness) -> Result<(), String> {
     }
 
     let fs = Arc::new(Fs::new(Arc::new(store), config.fs.clone()));
-    let adapter = FuseAdapter::new(fs, runtime.handle().clone());
-    let mut fuse_config = fuser::Config::default();
-    fuse_config.mount_options = config.mount_options();
-    fuse_config.acl = config.acl;
-    fuse_config.n_threads = Some(4);
-    fuse_config.clone_fd = true;
-    let mut session = fuser::Session::new(adapter, &config.mountpoint, &fuse_config)
-        .map_err(|e| format!("mounting at {}: {e}", config.mountpoint.display()))?;
-    let mut unmounter = session.unmount_callable();
     let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
-    let session_thread = std::thread::Builder::new()
-        .name("fuse-session".into())
-        .spawn(move || {
-            let result = session.run();
-            let _ = ended_tx.send(());
-            result
-        })
-        .map_err(|e| format!("starting the FUSE session: {e}"))?;
+    let mut session = crate::fuse::mount(fs, runtime.handle().clone(), &config, ended_tx)
+        .map_err(|e| format!("mounting at {}: {e}", config.mountpoint.display()))?;
     tracing::info!(bucket = %config.s3.bucket, prefix = %config.prefix, mountpoint = %config.mountpoint.display(), "mounted");
 
     if readiness.is_background() {
@@ -178,14 +162,12 @@ fn serve(config: MountConfig, readiness: &mut Readiness) -> Result<(), String> {
     let signalled = runtime.block_on(wait_for_end(ended_rx)).map_err(|e| format!("waiting for signals: {e}"))?;
     if signalled {
         tracing::info!("signal received: unmounting");
-        if let Err(e) = unmounter.unmount() {
+        if let Err(e) = session.unmount() {
             tracing::warn!("unmounting {}: {e}", config.mountpoint.display());
         }
     }
-    match session_thread.join() {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!("FUSE session ended with: {e}"),
-        Err(_) => tracing::error!("FUSE session thread panicked"),
+    if let Err(e) = session.join() {
+        tracing::warn!("FUSE session ended with: {e}");
     }
     runtime.shutdown_timeout(Duration::from_secs(2));
     Ok(())

@@ -16,12 +16,15 @@ use fuser::{
 };
 use tokio::runtime::Handle;
 
+use crate::config::MountConfig;
 use crate::errno::FsError;
 use crate::fs::{Attr, DirEntry, Fs, Kind};
 use crate::store::ObjectStore;
 
 /// Largest read the kernel is asked to send at once.
 const MAX_READ: u32 = 1024 * 1024;
+/// Threads reading requests from /dev/fuse; the work itself runs on the tokio runtime.
+const SESSION_THREADS: usize = 4;
 
 fn errno(e: &FsError) -> Errno {
     Errno::from_i32(e.errno())
@@ -317,5 +320,48 @@ fn log_failure(op: &str, what: &str, e: &FsError) {
     match e {
         FsError::NotFound => tracing::debug!("{op} {what}: {e}"),
         _ => tracing::warn!("{op} {what}: {e}"),
+    }
+}
+
+/// A mounted FUSE session, served by its own threads until unmounted.
+pub struct MountedSession {
+    unmounter: fuser::SessionUnmounter,
+    thread: std::thread::JoinHandle<std::io::Result<()>>,
+}
+
+/// Mounts `fs` as configured (several session threads, each with its own cloned /dev/fuse
+/// descriptor) and starts serving; `ended` fires when the session stops, e.g. on `umount`.
+pub fn mount<S: ObjectStore>(
+    fs: Arc<Fs<S>>,
+    runtime: Handle,
+    config: &MountConfig,
+    ended: tokio::sync::oneshot::Sender<()>,
+) -> std::io::Result<MountedSession> {
+    let mut fuse_config = fuser::Config::default();
+    fuse_config.mount_options = config.mount_options();
+    fuse_config.acl = config.acl;
+    fuse_config.n_threads = Some(SESSION_THREADS);
+    fuse_config.clone_fd = true;
+    let mut session = fuser::Session::new(FuseAdapter::new(fs, runtime), &config.mountpoint, &fuse_config)?;
+    let unmounter = session.unmount_callable();
+    let thread = std::thread::Builder::new().name("fuse-session".into()).spawn(move || {
+        let result = session.run();
+        let _ = ended.send(());
+        result
+    })?;
+    Ok(MountedSession { unmounter, thread })
+}
+
+impl MountedSession {
+    pub fn unmount(&mut self) -> std::io::Result<()> {
+        self.unmounter.unmount()
+    }
+
+    /// Waits for the session threads to finish.
+    pub fn join(self) -> Result<(), String> {
+        match self.thread.join() {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(_) => Err("the FUSE session thread panicked".into()),
+        }
     }
 }
