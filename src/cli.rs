@@ -83,6 +83,19 @@ pub struct MountArgs {
     /// Seconds a listing or lookup stays valid before S3 is asked again.
     #[arg(long, default_value_t = 5)]
     pub metadata_ttl: u64,
+    /// Memory budget of the block cache in MiB, for the whole mount (default 512).
+    #[arg(long, value_name = "MIB")]
+    pub cache_size: Option<u64>,
+    /// Largest readahead window of one sequential reader, in MiB (default 128).
+    #[arg(long, value_name = "MIB")]
+    pub max_readahead: Option<u64>,
+    /// Size of each ranged GET of readahead, in MiB; objects up to this size are fetched whole
+    /// at their first read (default 8).
+    #[arg(long, value_name = "MIB")]
+    pub part_size: Option<u64>,
+    /// Most readahead GETs in flight at once, for the whole mount (default 16).
+    #[arg(long)]
+    pub max_connections: Option<usize>,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, default_value = "warn")]
     pub log_level: String,

@@ -7,6 +7,7 @@ use std::time::Duration;
 use fuser::{MountOption, SessionACL};
 
 use crate::cli::MountArgs;
+use crate::fetch::FetchConfig;
 use crate::fs::FsOptions;
 use crate::store::s3::S3Settings;
 
@@ -26,6 +27,7 @@ pub struct MountConfig {
     pub foreground: bool,
     pub acl: SessionACL,
     pub fs: FsOptions,
+    pub fetch: FetchConfig,
     pub log_level: String,
     pub log_file: Option<PathBuf>,
 }
@@ -33,6 +35,7 @@ pub struct MountConfig {
 impl MountConfig {
     pub fn from_args(args: MountArgs) -> Result<Self, ConfigError> {
         let (bucket, url_prefix) = parse_source(&args.source)?;
+        let fetch = fetch_config(&args)?;
         let prefix = match (url_prefix, args.prefix) {
             (Some(_), Some(_)) => {
                 return Err(error("a prefix was given both in the s3:// URL and with --prefix; give it once"));
@@ -79,6 +82,7 @@ impl MountConfig {
             foreground: args.foreground,
             acl,
             fs,
+            fetch,
             log_level,
             log_file: args.log_file,
         })
@@ -94,6 +98,36 @@ impl MountConfig {
             MountOption::DefaultPermissions,
         ]
     }
+}
+
+/// Sizes of the fetch layer from the flags; each must be at least one block.
+fn fetch_config(args: &MountArgs) -> Result<FetchConfig, ConfigError> {
+    const MIB: u64 = 1024 * 1024;
+    let defaults = FetchConfig::default();
+    let mib = |value: Option<u64>, default: u64, flag: &str| match value {
+        None => Ok(default),
+        Some(0) => Err(error(format!("{flag} must be at least 1 (MiB)"))),
+        Some(v) => v.checked_mul(MIB).ok_or_else(|| error(format!("{flag} {v} is too large"))),
+    };
+    let config = FetchConfig {
+        cache_bytes: mib(args.cache_size, defaults.cache_bytes, "--cache-size")?,
+        max_readahead: mib(args.max_readahead, defaults.max_readahead, "--max-readahead")?,
+        part_size: mib(args.part_size, defaults.part_size, "--part-size")?,
+        max_connections: match args.max_connections {
+            Some(0) => return Err(error("--max-connections must be at least 1")),
+            Some(n) => n,
+            None => defaults.max_connections,
+        },
+        ..defaults
+    };
+    if config.cache_bytes < 4 * config.part_size {
+        return Err(error(format!(
+            "--cache-size must be at least four parts ({} MiB with --part-size {} MiB)",
+            4 * config.part_size / MIB,
+            config.part_size / MIB
+        )));
+    }
+    Ok(config)
 }
 
 /// `BUCKET` or `s3://BUCKET[/PREFIX]` -> (bucket, prefix if any).

@@ -148,7 +148,7 @@ fn serve(config: MountConfig, readiness: &mut Readiness) -> Result<(), String> {
         }
     }
 
-    let fs = Arc::new(Fs::new(Arc::new(store), config.fs.clone()));
+    let fs = Arc::new(Fs::new(Arc::new(store), config.fs.clone(), config.fetch));
     let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
     let mut session = crate::fuse::mount(fs, runtime.handle().clone(), &config, ended_tx)
         .map_err(|e| format!("mounting at {}: {e}", config.mountpoint.display()))?;

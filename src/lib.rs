@@ -5,10 +5,12 @@
 //! implementation). `cli`/`config` turn arguments into a checked `MountConfig`; `daemon` runs the
 //! mount in the foreground or background.
 
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod errno;
+pub mod fetch;
 pub mod fs;
 pub mod fuse;
 pub mod object_id;

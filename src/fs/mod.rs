@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 
 use crate::errno::FsError;
+use crate::fetch::{FetchConfig, Fetcher, ReadaheadWindow};
 use crate::object_id::ObjectId;
 use crate::store::{ObjectMeta, ObjectStore, StoreError};
 use inode::InodeTable;
@@ -57,10 +58,11 @@ pub struct DirEntry {
     pub name: String,
 }
 
-/// An open file: the object version it was opened on.
+/// An open file: the object version it was opened on, and its reader's readahead state.
 struct OpenFile {
-    object: ObjectId,
+    object: Arc<ObjectId>,
     size: u64,
+    window: Arc<Mutex<ReadaheadWindow>>,
 }
 
 /// The names a directory listing found, and when.
@@ -71,6 +73,7 @@ struct Listed {
 
 pub struct Fs<S> {
     store: Arc<S>,
+    fetcher: Arc<Fetcher<S>>,
     options: FsOptions,
     inodes: InodeTable,
     listed: Mutex<HashMap<Ino, Listed>>,
@@ -85,8 +88,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl<S: ObjectStore> Fs<S> {
-    pub fn new(store: Arc<S>, options: FsOptions) -> Self {
+    pub fn new(store: Arc<S>, options: FsOptions, fetch: FetchConfig) -> Self {
         Self {
+            fetcher: Arc::new(Fetcher::new(Arc::clone(&store), fetch)),
             store,
             inodes: InodeTable::new(options.root_prefix.clone()),
             options,
@@ -229,21 +233,22 @@ impl<S: ObjectStore> Fs<S> {
         }
         let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
         let ObjectMeta { key, size, etag, .. } = meta;
-        lock(&self.open_files).insert(handle, OpenFile { object: ObjectId { key, etag }, size });
+        let file = OpenFile { object: Arc::new(ObjectId { key, etag }), size, window: Arc::default() };
+        lock(&self.open_files).insert(handle, file);
         Ok(handle)
     }
 
     pub async fn read(&self, handle: u64, offset: u64, len: u32) -> Result<Bytes, FsError> {
-        let (object, size) = {
+        let (object, size, window) = {
             let files = lock(&self.open_files);
             let file = files.get(&handle).ok_or(FsError::BadHandle)?;
-            (file.object.clone(), file.size)
+            (Arc::clone(&file.object), file.size, Arc::clone(&file.window))
         };
-        let end = offset.saturating_add(u64::from(len)).min(size);
-        if offset >= end {
-            return Ok(Bytes::new());
-        }
-        Ok(self.store.get_range(&object.key, offset..end, &object.etag).await?)
+        Ok(self.fetcher.read(&object, size, &window, offset, len).await?)
+    }
+
+    pub fn fetcher(&self) -> &Fetcher<S> {
+        &self.fetcher
     }
 
     pub fn release(&self, handle: u64) {

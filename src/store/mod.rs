@@ -1,13 +1,16 @@
 //! The `ObjectStore` seam: the few S3 operations fetchfs needs, in plain types. The store knows
 //! nothing of caching or FUSE; `s3` implements it with aws-sdk-s3.
 
+pub mod memory;
 pub mod s3;
 
 use std::future::Future;
 use std::ops::Range;
+use std::pin::Pin;
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use futures::Stream;
 
 use crate::object_id::ETag;
 
@@ -30,7 +33,7 @@ pub struct ListPage {
     pub next: Option<String>,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     #[error("no such key")]
     NotFound,
@@ -62,11 +65,14 @@ pub trait ObjectStore: Send + Sync + 'static {
     fn head(&self, key: &str) -> impl Future<Output = Result<ObjectMeta, StoreError>> + Send;
 
     /// The bytes of `range` (clamped to the object's end by the server), only if the object
-    /// still has `etag`.
+    /// still has `etag`, as a stream of chunks in the order they arrive from the network.
     fn get_range(
         &self,
         key: &str,
         range: Range<u64>,
         etag: &ETag,
-    ) -> impl Future<Output = Result<Bytes, StoreError>> + Send;
+    ) -> impl Future<Output = Result<BodyStream, StoreError>> + Send;
 }
+
+/// A response body: chunks as they arrive. After an `Err`, the stream has nothing more to give.
+pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, StoreError>> + Send>>;

@@ -11,9 +11,8 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{BehaviorVersion, Region, timeout::TimeoutConfig};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::types::RequestPayer;
-use bytes::Bytes;
 
-use super::{ListPage, ObjectMeta, ObjectStore, StoreError};
+use super::{BodyStream, ListPage, ObjectMeta, ObjectStore, StoreError};
 use crate::object_id::ETag;
 
 /// How to reach the bucket; built from the checked mount configuration.
@@ -179,9 +178,9 @@ impl ObjectStore for S3Store {
         })
     }
 
-    async fn get_range(&self, key: &str, range: Range<u64>, etag: &ETag) -> Result<Bytes, StoreError> {
+    async fn get_range(&self, key: &str, range: Range<u64>, etag: &ETag) -> Result<BodyStream, StoreError> {
         if range.is_empty() {
-            return Ok(Bytes::new());
+            return Ok(Box::pin(futures::stream::empty()));
         }
         let out = self
             .client
@@ -194,8 +193,18 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(classify)?;
-        let body =
-            out.body.collect().await.map_err(|e| StoreError::Other(format!("reading the body of {key}: {e}")))?;
-        Ok(body.into_bytes())
+        let key = key.to_owned();
+        let chunks = futures::stream::try_unfold(Some(out.body), move |body| {
+            let key = key.clone();
+            async move {
+                let Some(mut body) = body else { return Ok(None) };
+                match body.try_next().await {
+                    Ok(Some(chunk)) => Ok(Some((chunk, Some(body)))),
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(StoreError::Other(format!("the body of {key} was cut off: {e}"))),
+                }
+            }
+        });
+        Ok(Box::pin(chunks))
     }
 }

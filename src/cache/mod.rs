@@ -1,0 +1,174 @@
+//! The block cache: fixed-size blocks of object versions, keyed by (ObjectId, block index), in one
+//! LRU under one byte budget for the whole mount. A block being fetched is in the cache already,
+//! as a slot that later readers wait on, so two readers of one block cause one GET.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use bytes::Bytes;
+use lru::LruCache;
+use tokio::sync::Notify;
+
+use crate::object_id::ObjectId;
+use crate::store::StoreError;
+
+pub type BlockIndex = u64;
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BlockKey {
+    pub object: Arc<ObjectId>,
+    pub index: BlockIndex,
+}
+
+/// One block's bytes, once they have arrived (or the reason they will not).
+#[derive(Default)]
+pub struct BlockSlot {
+    outcome: OnceLock<Result<Bytes, StoreError>>,
+    filled: Notify,
+}
+
+impl BlockSlot {
+    pub async fn wait(&self) -> Result<Bytes, StoreError> {
+        loop {
+            // Registered before the check, so a fill between the check and the await is not lost.
+            let filled = self.filled.notified();
+            if let Some(outcome) = self.outcome.get() {
+                return outcome.clone();
+            }
+            filled.await;
+        }
+    }
+
+    pub fn is_filled(&self) -> bool {
+        self.outcome.get().is_some()
+    }
+}
+
+struct Inner {
+    blocks: LruCache<BlockKey, Arc<BlockSlot>>,
+    /// Bytes of filled blocks currently in `blocks`.
+    used: u64,
+}
+
+pub struct BlockCache {
+    inner: Mutex<Inner>,
+    budget: u64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// The slot for a block, and whether the caller must fetch it.
+pub enum Lookup {
+    /// Filled, or being fetched by someone else: wait on it.
+    Present(Arc<BlockSlot>),
+    /// New: the caller fetches it and calls `fill`.
+    Claimed(Arc<BlockSlot>),
+}
+
+impl BlockCache {
+    pub fn new(budget: u64) -> Self {
+        Self {
+            inner: Mutex::new(Inner { blocks: LruCache::unbounded(), used: 0 }),
+            budget,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every change below keeps `used` equal to the filled bytes in `blocks` before unlocking.
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn get_or_claim(&self, key: BlockKey) -> Lookup {
+        let mut inner = self.lock();
+        if let Some(slot) = inner.blocks.get(&key) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Lookup::Present(Arc::clone(slot));
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let slot = Arc::new(BlockSlot::default());
+        inner.blocks.put(key, Arc::clone(&slot));
+        Lookup::Claimed(slot)
+    }
+
+    /// Delivers a claimed block to its waiters. Data is kept under the budget, evicting the least
+    /// recently used blocks; a failure is not kept, so the next reader tries again.
+    pub fn fill(&self, key: &BlockKey, slot: &BlockSlot, outcome: Result<Bytes, StoreError>) {
+        let len = outcome.as_ref().map_or(0, |b| b.len() as u64);
+        let ok = outcome.is_ok();
+        if slot.outcome.set(outcome).is_err() {
+            return;
+        }
+        slot.filled.notify_waiters();
+        let mut inner = self.lock();
+        let still_cached = inner.blocks.peek(key).is_some_and(|s| std::ptr::eq(Arc::as_ptr(s), slot));
+        if !still_cached {
+            return;
+        }
+        if !ok {
+            inner.blocks.pop(key);
+            return;
+        }
+        inner.used += len;
+        while inner.used > self.budget {
+            let Some((_, evicted)) = inner.blocks.pop_lru() else { break };
+            if let Some(Ok(bytes)) = evicted.outcome.get() {
+                inner.used -= bytes.len() as u64;
+            }
+        }
+    }
+
+    /// Bytes of block data held now.
+    pub fn used(&self) -> u64 {
+        self.lock().used
+    }
+
+    pub fn budget(&self) -> u64 {
+        self.budget
+    }
+
+    pub fn hits_and_misses(&self) -> (u64, u64) {
+        (self.hits.load(Ordering::Relaxed), self.misses.load(Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::object_id::ETag;
+
+    fn key(index: u64) -> BlockKey {
+        BlockKey { object: Arc::new(ObjectId { key: "k".into(), etag: ETag::new("\"e\"") }), index }
+    }
+
+    #[tokio::test]
+    async fn a_second_reader_waits_for_the_first_fetch() {
+        let cache = BlockCache::new(1 << 20);
+        let Lookup::Claimed(slot) = cache.get_or_claim(key(0)) else { panic!("first lookup claims") };
+        let Lookup::Present(waiter) = cache.get_or_claim(key(0)) else { panic!("second lookup waits") };
+        let waiting = tokio::spawn(async move { waiter.wait().await });
+        cache.fill(&key(0), &slot, Ok(Bytes::from_static(b"data")));
+        assert_eq!(waiting.await.unwrap().unwrap(), Bytes::from_static(b"data"));
+    }
+
+    #[test]
+    fn failures_are_not_cached() {
+        let cache = BlockCache::new(1 << 20);
+        let Lookup::Claimed(slot) = cache.get_or_claim(key(0)) else { panic!() };
+        cache.fill(&key(0), &slot, Err(StoreError::PreconditionFailed));
+        assert!(matches!(cache.get_or_claim(key(0)), Lookup::Claimed(_)), "the next reader fetches again");
+    }
+
+    #[test]
+    fn never_holds_more_than_the_budget() {
+        let cache = BlockCache::new(10_000);
+        for i in 0..100 {
+            let Lookup::Claimed(slot) = cache.get_or_claim(key(i)) else { panic!() };
+            cache.fill(&key(i), &slot, Ok(Bytes::from(vec![0u8; 3000])));
+            assert!(cache.used() <= 10_000, "used {} after block {i}", cache.used());
+        }
+        assert!(matches!(cache.get_or_claim(key(99)), Lookup::Present(_)), "the newest block stays");
+        assert!(matches!(cache.get_or_claim(key(0)), Lookup::Claimed(_)), "the oldest was evicted");
+    }
+}

@@ -1,0 +1,228 @@
+//! The fetch layer: which blocks a read needs now, which it will need next (readahead), and the
+//! ranged GETs that bring them, streamed into the block cache as bytes arrive so a reader can use
+//! a part's first block before the part is complete. Knows nothing of FUSE.
+
+pub mod readahead;
+
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use tokio::sync::Semaphore;
+
+use crate::cache::{BlockCache, BlockKey, BlockSlot, Lookup};
+use crate::object_id::ObjectId;
+use crate::store::{ObjectStore, StoreError};
+pub use readahead::{ReadaheadWindow, WindowLimits};
+
+#[derive(Clone, Copy, Debug)]
+pub struct FetchConfig {
+    /// Unit of caching (default 1 MiB).
+    pub block_size: u64,
+    /// Bytes per ranged GET of readahead; objects up to this size are fetched whole.
+    pub part_size: u64,
+    /// Largest readahead window of one stream.
+    pub max_readahead: u64,
+    /// Memory budget of the block cache, for the whole mount.
+    pub cache_bytes: u64,
+    /// Most readahead GETs in flight at once; reads a process waits on are never queued behind them.
+    pub max_connections: usize,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        const MIB: u64 = 1024 * 1024;
+        Self {
+            block_size: MIB,
+            part_size: 8 * MIB,
+            max_readahead: 128 * MIB,
+            cache_bytes: 512 * MIB,
+            max_connections: 16,
+        }
+    }
+}
+
+pub struct Fetcher<S> {
+    store: Arc<S>,
+    cache: Arc<BlockCache>,
+    config: FetchConfig,
+    prefetch_permits: Arc<Semaphore>,
+}
+
+/// Whether a process is blocked on these bytes, or they are wanted ahead of time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Urgency {
+    Demand,
+    Prefetch,
+}
+
+impl<S: ObjectStore> Fetcher<S> {
+    pub fn new(store: Arc<S>, config: FetchConfig) -> Self {
+        Self {
+            store,
+            cache: Arc::new(BlockCache::new(config.cache_bytes)),
+            prefetch_permits: Arc::new(Semaphore::new(config.max_connections.max(1))),
+            config,
+        }
+    }
+
+    pub fn cache(&self) -> &BlockCache {
+        &self.cache
+    }
+
+    fn window_limits(&self) -> WindowLimits {
+        // Readahead never claims more than a quarter of the budget, so blocks fetched ahead are
+        // not evicted before they are read.
+        let max = self.config.max_readahead.min(self.config.cache_bytes / 4).max(self.config.block_size);
+        WindowLimits { initial: self.config.block_size, max }
+    }
+
+    /// Reads `len` bytes at `offset` of `object` (of `size` bytes) for the stream `window`.
+    pub async fn read(
+        self: &Arc<Self>,
+        object: &Arc<ObjectId>,
+        size: u64,
+        window: &Mutex<ReadaheadWindow>,
+        offset: u64,
+        len: u32,
+    ) -> Result<Bytes, StoreError> {
+        let end = offset.saturating_add(u64::from(len)).min(size);
+        if offset >= end {
+            return Ok(Bytes::new());
+        }
+        let wanted = offset..end;
+        // Small objects are fetched whole at their first read, in one GET.
+        let demand = if size <= self.config.part_size { 0..size } else { wanted.clone() };
+        let prefetch = {
+            let mut w = window.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            w.on_read(wanted.clone(), size, self.window_limits())
+        };
+        let slots = self.ensure(object, size, demand, Urgency::Demand);
+        if let Some(ahead) = prefetch {
+            let this = Arc::clone(self);
+            let object = Arc::clone(object);
+            // Claimed now, fetched in the background: the slots are in the cache for the next read.
+            this.ensure(&object, size, ahead, Urgency::Prefetch);
+        }
+        self.assemble(&slots, wanted).await
+    }
+
+    /// Copies `wanted` out of the blocks, which start at the block containing the first byte asked
+    /// for in `ensure`. A read within one block is a zero-copy slice.
+    async fn assemble(&self, slots: &[(u64, Arc<BlockSlot>)], wanted: Range<u64>) -> Result<Bytes, StoreError> {
+        let bs = self.config.block_size;
+        let first = wanted.start / bs;
+        let last = (wanted.end - 1) / bs;
+        let mut out: Option<BytesMut> = None;
+        let mut single = None;
+        for (index, slot) in slots.iter().filter(|(i, _)| (first..=last).contains(i)) {
+            let block = slot.wait().await?;
+            let block_start = index * bs;
+            let from = wanted.start.max(block_start) - block_start;
+            let to = (wanted.end.min(block_start + block.len() as u64)).saturating_sub(block_start);
+            if from >= to {
+                continue;
+            }
+            let piece = block.slice(from as usize..to as usize);
+            if first == last {
+                single = Some(piece);
+            } else {
+                out.get_or_insert_with(|| BytesMut::with_capacity((wanted.end - wanted.start) as usize))
+                    .extend_from_slice(&piece);
+            }
+        }
+        Ok(single.or_else(|| out.map(BytesMut::freeze)).unwrap_or_default())
+    }
+
+    /// Makes sure every block overlapping `range` is cached or being fetched; starts GETs for the
+    /// missing ones (one per contiguous run, split into parts) and returns all the slots.
+    fn ensure(
+        self: &Arc<Self>,
+        object: &Arc<ObjectId>,
+        size: u64,
+        range: Range<u64>,
+        urgency: Urgency,
+    ) -> Vec<(u64, Arc<BlockSlot>)> {
+        let bs = self.config.block_size;
+        let first = range.start / bs;
+        let last = (range.end.max(range.start + 1) - 1) / bs;
+        let mut slots = Vec::with_capacity((last - first + 1) as usize);
+        let mut run: Vec<(BlockKey, Arc<BlockSlot>)> = Vec::new();
+        let blocks_per_part = (self.config.part_size / bs).max(1) as usize;
+        for index in first..=last {
+            let key = BlockKey { object: Arc::clone(object), index };
+            match self.cache.get_or_claim(key.clone()) {
+                Lookup::Present(slot) => {
+                    self.start_fetch(std::mem::take(&mut run), size, urgency);
+                    slots.push((index, slot));
+                }
+                Lookup::Claimed(slot) => {
+                    run.push((key, Arc::clone(&slot)));
+                    slots.push((index, slot));
+                    if run.len() == blocks_per_part {
+                        self.start_fetch(std::mem::take(&mut run), size, urgency);
+                    }
+                }
+            }
+        }
+        self.start_fetch(run, size, urgency);
+        slots
+    }
+
+    /// One ranged GET for a run of consecutive claimed blocks, filled block by block as the body
+    /// arrives. Every block of the run is filled, with data or with the error.
+    fn start_fetch(self: &Arc<Self>, run: Vec<(BlockKey, Arc<BlockSlot>)>, size: u64, urgency: Urgency) {
+        let Some((first_key, _)) = run.first() else { return };
+        let bs = self.config.block_size;
+        let start = first_key.index * bs;
+        let end = ((first_key.index + run.len() as u64) * bs).min(size);
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let _permit = match urgency {
+                Urgency::Prefetch => Arc::clone(&this.prefetch_permits).acquire_owned().await.ok(),
+                Urgency::Demand => None,
+            };
+            let object = Arc::clone(&run[0].0.object);
+            let mut pending = run.into_iter();
+            let result = this.stream_into_blocks(&object, start..end, &mut pending).await;
+            let error = match result {
+                Ok(()) => StoreError::Other("the response ended before the range did".into()),
+                Err(e) => e,
+            };
+            for (key, slot) in pending {
+                this.cache.fill(&key, &slot, Err(error.clone()));
+            }
+        });
+    }
+
+    async fn stream_into_blocks(
+        &self,
+        object: &ObjectId,
+        range: Range<u64>,
+        pending: &mut std::vec::IntoIter<(BlockKey, Arc<BlockSlot>)>,
+    ) -> Result<(), StoreError> {
+        let bs = self.config.block_size as usize;
+        let mut body = self.store.get_range(&object.key, range.clone(), &object.etag).await?;
+        let mut remaining = (range.end - range.start) as usize;
+        let mut block = BytesMut::with_capacity(bs.min(remaining));
+        while let Some(chunk) = body.next().await {
+            let mut chunk = chunk?;
+            while !chunk.is_empty() {
+                let want = bs.min(remaining) - block.len();
+                let take = want.min(chunk.len());
+                block.extend_from_slice(&chunk.split_to(take));
+                if block.len() == bs.min(remaining) {
+                    remaining -= block.len();
+                    let Some((key, slot)) = pending.next() else { return Ok(()) };
+                    self.cache.fill(&key, &slot, Ok(std::mem::take(&mut block).freeze()));
+                    if remaining == 0 {
+                        return Ok(());
+                    }
+                    block = BytesMut::with_capacity(bs.min(remaining));
+                }
+            }
+        }
+        Err(StoreError::Other("the response ended before the range did".into()))
+    }
+}

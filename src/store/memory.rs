@@ -1,0 +1,161 @@
+//! An in-memory `ObjectStore` with S3's semantics (ETags, If-Match, clamped ranges, delimited and
+//! paged listings), counters of the calls made and injectable faults and delays, so the layers
+//! above are tested in milliseconds. Tests only; never mounted.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+
+use super::{BodyStream, ListPage, ObjectMeta, ObjectStore, StoreError};
+use crate::object_id::ETag;
+
+/// Size of the chunks a GET body arrives in, like a socket's reads.
+const CHUNK: usize = 64 * 1024;
+const PAGE: usize = 1000;
+
+struct Object {
+    data: Bytes,
+    etag: ETag,
+    modified: SystemTime,
+}
+
+#[derive(Default)]
+pub struct MemoryStore {
+    objects: Mutex<BTreeMap<String, Object>>,
+    versions: AtomicU64,
+    gets: AtomicU64,
+    heads: AtomicU64,
+    lists: AtomicU64,
+    bytes_sent: AtomicU64,
+    get_delay_us: AtomicU64,
+    failing_gets: AtomicU64,
+}
+
+/// Calls made so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallCounts {
+    pub gets: u64,
+    pub heads: u64,
+    pub lists: u64,
+    pub bytes_sent: u64,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Object>> {
+        self.objects.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Stores a new version of `key`; every version gets a distinct ETag.
+    pub fn put(&self, key: &str, data: Bytes) -> ETag {
+        let version = self.versions.fetch_add(1, Ordering::Relaxed);
+        let etag = ETag::new(format!("\"v{version}-{}\"", data.len()));
+        let object = Object { data, etag: etag.clone(), modified: SystemTime::now() };
+        self.lock().insert(key.to_owned(), object);
+        etag
+    }
+
+    pub fn delete(&self, key: &str) {
+        self.lock().remove(key);
+    }
+
+    pub fn counts(&self) -> CallCounts {
+        CallCounts {
+            gets: self.gets.load(Ordering::Relaxed),
+            heads: self.heads.load(Ordering::Relaxed),
+            lists: self.lists.load(Ordering::Relaxed),
+            bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Each GET waits this long before answering.
+    pub fn set_get_delay(&self, delay: Duration) {
+        self.get_delay_us.store(delay.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// The next `n` GETs fail with a server error.
+    pub fn fail_next_gets(&self, n: u64) {
+        self.failing_gets.store(n, Ordering::Relaxed);
+    }
+
+    fn meta(key: &str, o: &Object) -> ObjectMeta {
+        ObjectMeta { key: key.to_owned(), size: o.data.len() as u64, etag: o.etag.clone(), last_modified: o.modified }
+    }
+}
+
+impl ObjectStore for MemoryStore {
+    async fn list_page(
+        &self,
+        prefix: &str,
+        token: Option<String>,
+        max_keys: Option<i32>,
+    ) -> Result<ListPage, StoreError> {
+        self.lists.fetch_add(1, Ordering::Relaxed);
+        let limit = max_keys.map_or(PAGE, |m| (m.max(0) as usize).min(PAGE));
+        let objects = self.lock();
+        let mut page = ListPage::default();
+        let mut last = None;
+        for (key, object) in objects.range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded)) {
+            if !key.starts_with(prefix) {
+                break;
+            }
+            let rest = &key[prefix.len()..];
+            let common = rest.find('/').map(|i| key[..prefix.len() + i + 1].to_owned());
+            let entry = common.clone().unwrap_or_else(|| key.clone());
+            if token.as_deref().is_some_and(|t| entry.as_str() <= t) || last.as_deref() == Some(entry.as_str()) {
+                continue;
+            }
+            if page.objects.len() + page.prefixes.len() == limit {
+                page.next = last.clone();
+                break;
+            }
+            match common {
+                Some(common) => page.prefixes.push(common),
+                None => page.objects.push(Self::meta(key, object)),
+            }
+            last = Some(entry);
+        }
+        Ok(page)
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
+        self.heads.fetch_add(1, Ordering::Relaxed);
+        self.lock().get(key).map(|o| Self::meta(key, o)).ok_or(StoreError::NotFound)
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>, etag: &ETag) -> Result<BodyStream, StoreError> {
+        self.gets.fetch_add(1, Ordering::Relaxed);
+        let delay = self.get_delay_us.load(Ordering::Relaxed);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_micros(delay)).await;
+        }
+        let failing = self.failing_gets.load(Ordering::Relaxed);
+        if failing > 0 {
+            self.failing_gets.store(failing - 1, Ordering::Relaxed);
+            return Err(StoreError::Other("injected server error".into()));
+        }
+        let data = {
+            let objects = self.lock();
+            let object = objects.get(key).ok_or(StoreError::NotFound)?;
+            if object.etag != *etag {
+                return Err(StoreError::PreconditionFailed);
+            }
+            let len = object.data.len() as u64;
+            if range.start >= len && !range.is_empty() {
+                return Err(StoreError::Other("416 range not satisfiable".into()));
+            }
+            object.data.slice(range.start.min(len) as usize..range.end.min(len) as usize)
+        };
+        self.bytes_sent.fetch_add(data.len() as u64, Ordering::Relaxed);
+        let chunks: Vec<Result<Bytes, StoreError>> =
+            (0..data.len()).step_by(CHUNK).map(|i| Ok(data.slice(i..(i + CHUNK).min(data.len())))).collect();
+        Ok(Box::pin(futures::stream::iter(chunks)))
+    }
+}
