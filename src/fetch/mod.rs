@@ -226,3 +226,6 @@ impl<S: ObjectStore> Fetcher<S> {
         Err(StoreError::Other("the response ended before the range did".into()))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,176 @@
+//! The fetch layer against the in-memory store: exact bytes, request counts, sharing, staleness
+//! and the memory budget.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use proptest::prelude::*;
+
+use super::*;
+use crate::object_id::ETag;
+use crate::store::memory::MemoryStore;
+
+const MIB: u64 = 1024 * 1024;
+
+/// Deterministic content: byte i of object `seed` (cheap to check anywhere).
+fn content(seed: u8, len: usize) -> Bytes {
+    (0..len).map(|i| (i as u64).wrapping_mul(2654435761).wrapping_add(seed as u64).to_le_bytes()[1]).collect()
+}
+
+fn setup(size: usize, config: FetchConfig) -> (Arc<MemoryStore>, Arc<Fetcher<MemoryStore>>, Arc<ObjectId>, Bytes) {
+    let store = Arc::new(MemoryStore::new());
+    let data = content(7, size);
+    let etag = store.put("obj", data.clone());
+    let fetcher = Arc::new(Fetcher::new(Arc::clone(&store), config));
+    (store, fetcher, Arc::new(ObjectId { key: "obj".into(), etag }), data)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_read_of_256_mib_makes_few_gets() {
+    let size = 256 * MIB as usize;
+    let config = FetchConfig::default();
+    let (store, fetcher, object, data) = setup(size, config);
+    let window = Mutex::new(ReadaheadWindow::default());
+    let mut offset = 0;
+    while offset < size as u64 {
+        let got = fetcher.read(&object, size as u64, &window, offset, 1 << 20).await.unwrap();
+        assert!(got == data.slice(offset as usize..offset as usize + got.len()), "bytes at {offset}");
+        offset += got.len() as u64;
+    }
+    let gets = store.counts().gets;
+    // Once the window is at its maximum every GET is one part; while it grows, a few smaller ones.
+    let parts = size as u64 / config.part_size;
+    assert!(gets <= parts + 16, "{gets} GETs for {parts} parts");
+    assert!(store.counts().bytes_sent <= size as u64 + config.part_size, "read each byte about once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_random_4k_read_fetches_at_most_one_block() {
+    let size = 64 * MIB as usize;
+    let (store, fetcher, object, data) = setup(size, FetchConfig::default());
+    let window = Mutex::new(ReadaheadWindow::default());
+    let offset = 40 * MIB + 12345;
+    let got = fetcher.read(&object, size as u64, &window, offset, 4096).await.unwrap();
+    assert!(got == data.slice(offset as usize..offset as usize + 4096));
+    assert_eq!(store.counts().gets, 1);
+    assert!(store.counts().bytes_sent <= MIB, "sent {} bytes for a 4 KiB read", store.counts().bytes_sent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_objects_are_fetched_whole_in_one_get() {
+    let size = 3 * MIB as usize + 5;
+    let (store, fetcher, object, data) = setup(size, FetchConfig::default());
+    let window = Mutex::new(ReadaheadWindow::default());
+    for offset in [2 * MIB, 0, MIB, 3 * MIB] {
+        let got = fetcher.read(&object, size as u64, &window, offset, 4096).await.unwrap();
+        assert!(got == data.slice(offset as usize..(offset as usize + 4096).min(size)));
+    }
+    assert_eq!(store.counts().gets, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_readers_of_one_region_cause_one_get_per_block() {
+    let size = 64 * MIB as usize;
+    let (store, fetcher, object, data) = setup(size, FetchConfig::default());
+    store.set_get_delay(std::time::Duration::from_millis(50));
+    let read = |offset: u64| {
+        let (fetcher, object) = (Arc::clone(&fetcher), Arc::clone(&object));
+        tokio::spawn(async move {
+            let window = Mutex::new(ReadaheadWindow::default());
+            fetcher.read(&object, size as u64, &window, offset, 2 * MIB as u32).await.unwrap()
+        })
+    };
+    let (a, b) = (read(30 * MIB), read(30 * MIB));
+    let (a, b) = (a.await.unwrap(), b.await.unwrap());
+    let want = data.slice(30 * MIB as usize..32 * MIB as usize);
+    assert!(a == want && b == want);
+    assert_eq!(store.counts().gets, 1, "the second reader waited for the first reader's GET");
+    assert_eq!(store.counts().bytes_sent, 2 * MIB);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_replaced_mid_read_fails_stale_never_mixed() {
+    let size = 64 * MIB as usize;
+    let (store, fetcher, object, data) = setup(size, FetchConfig::default());
+    let window = Mutex::new(ReadaheadWindow::default());
+    let first = fetcher.read(&object, size as u64, &window, 0, 4096).await.unwrap();
+    assert!(first == data.slice(0..4096));
+    store.put("obj", content(9, size));
+    let later = fetcher.read(&object, size as u64, &Mutex::default(), 50 * MIB, 4096).await;
+    assert_eq!(later, Err(StoreError::PreconditionFailed));
+    let again = fetcher.read(&object, size as u64, &Mutex::default(), 0, 4096).await.unwrap();
+    assert!(again == data.slice(0..4096), "bytes already cached for the old version stay the old version's");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_never_exceeds_its_budget() {
+    let size = 128 * MIB as usize;
+    let config = FetchConfig { cache_bytes: 32 * MIB, ..FetchConfig::default() };
+    let (_store, fetcher, object, data) = setup(size, config);
+    let window = Mutex::new(ReadaheadWindow::default());
+    let mut offset = 0;
+    while offset < size as u64 {
+        let got = fetcher.read(&object, size as u64, &window, offset, 1 << 20).await.unwrap();
+        assert!(got == data.slice(offset as usize..offset as usize + got.len()));
+        assert!(fetcher.cache().used() <= 32 * MIB, "cache holds {} bytes", fetcher.cache().used());
+        offset += got.len() as u64;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_get_is_an_error_and_the_next_read_retries() {
+    let size = 64 * MIB as usize;
+    let (store, fetcher, object, data) = setup(size, FetchConfig::default());
+    store.fail_next_gets(1);
+    let window = Mutex::new(ReadaheadWindow::default());
+    assert!(fetcher.read(&object, size as u64, &window, 10 * MIB, 4096).await.is_err());
+    let got = fetcher.read(&object, size as u64, &window, 10 * MIB, 4096).await.unwrap();
+    assert!(got == data.slice(10 * MIB as usize..10 * MIB as usize + 4096));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Any sequence of reads and seeks, with small blocks and parts so that reads cross block and
+    /// part edges and the cache evicts, returns exactly the source bytes.
+    #[test]
+    fn random_reads_and_seeks_return_the_source_bytes(
+        size in 1usize..300_000,
+        ops in prop::collection::vec((0u64..320_000, 1u32..70_000, any::<bool>()), 1..40),
+    ) {
+        let config = FetchConfig {
+            block_size: 4096,
+            part_size: 16384,
+            max_readahead: 65536,
+            cache_bytes: 65536,
+            max_connections: 4,
+        };
+        let (_store, fetcher, object, data) = setup(size, config);
+        let rt = runtime();
+        let window = Mutex::new(ReadaheadWindow::default());
+        let mut position = 0u64;
+        for (seek_to, len, seek) in ops {
+            if seek {
+                position = seek_to;
+            }
+            let got = rt.block_on(fetcher.read(&object, size as u64, &window, position, len)).unwrap();
+            let start = (position as usize).min(size);
+            let end = (position as usize + len as usize).min(size);
+            prop_assert_eq!(&got[..], &data[start..end]);
+            position += got.len() as u64;
+        }
+    }
+}
+
+#[test]
+fn etags_of_versions_differ() {
+    let store = MemoryStore::new();
+    let a = store.put("k", Bytes::from_static(b"x"));
+    let b = store.put("k", Bytes::from_static(b"x"));
+    assert_ne!(a, b);
+    assert_ne!(a, ETag::new(""));
+}
