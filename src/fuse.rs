@@ -349,7 +349,24 @@ pub fn mount<S: ObjectStore>(
         let _ = ended.send(());
         result
     })?;
+    raise_kernel_readahead(&config.mountpoint);
     Ok(MountedSession { unmounter, thread })
+}
+
+/// `init` can only lower the kernel's readahead for a FUSE mount (128 KiB by default), so small
+/// reads would reach us; root may raise it through the mount's backing-device entry in sysfs.
+fn raise_kernel_readahead(mountpoint: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let kb = MAX_READ / 1024;
+    let result = std::fs::metadata(mountpoint).and_then(|meta| {
+        let dev = meta.dev();
+        let path = format!("/sys/class/bdi/{}:{}/read_ahead_kb", libc::major(dev), libc::minor(dev));
+        std::fs::write(&path, format!("{kb}\n")).map(|()| path)
+    });
+    match result {
+        Ok(path) => tracing::debug!("kernel readahead raised to {kb} KiB ({path})"),
+        Err(e) => tracing::warn!("could not raise the kernel readahead to {kb} KiB ({e}); reads stay small"),
+    }
 }
 
 impl MountedSession {
