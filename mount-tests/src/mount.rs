@@ -7,12 +7,15 @@ use std::time::Duration;
 
 use crate::server::{Credentials, TestServer};
 
-/// `target/<profile>/fetchfs`, the binary cargo built with this test.
+/// `target/<profile>/fetchfs`, the binary cargo built with this test or tool.
 pub fn fetchfs_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("path of the running test");
-    // target/<profile>/deps/<test> -> target/<profile>/fetchfs
-    let profile_dir = exe.parent().and_then(Path::parent).expect("test binary lives in target/<profile>/deps");
-    profile_dir.join("fetchfs")
+    let exe = std::env::current_exe().expect("path of the running program");
+    // Tests run from target/<profile>/deps/, tools (bench) from target/<profile>/.
+    let mut dir = exe.parent().expect("a program lives in a directory");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("deps/ lives in target/<profile>/");
+    }
+    dir.join("fetchfs")
 }
 
 /// A fresh, empty directory under the system temp dir, unique to this call.
@@ -68,6 +71,18 @@ impl Mount {
 
     pub fn path(&self, relative: &str) -> PathBuf {
         self.dir.join(relative)
+    }
+
+    /// The daemon serving this mount, found by its command line.
+    pub fn daemon_pid(&self) -> Option<u32> {
+        let dir = self.dir.to_str()?;
+        std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+            let ours = args.first().is_some_and(|a| a.ends_with(b"fetchfs")) && args.contains(&dir.as_bytes());
+            ours.then_some(pid)
+        })
     }
 
     /// Runs a shell command line with the mount as its working directory.

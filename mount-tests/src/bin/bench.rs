@@ -1,0 +1,212 @@
+//! The fetch-layer benchmark: in one run, against the test server, under the loopback and s3-like
+//! profiles, fetchfs compared with the raw ceiling (16 parallel 8 MiB ranged GETs). Prints one
+//! table of figures and ratios; a benchmark, not a test: nothing here passes or fails.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use mount_tests::ceiling::parallel_ranged_read;
+use mount_tests::client::{Retries, s3_client};
+use mount_tests::data;
+use mount_tests::mount::Mount;
+use mount_tests::profile::Profile;
+use mount_tests::server::{ServerConfig, StoredObject, TestServer};
+
+const BUCKET: &str = "bench";
+const MIB: u64 = 1024 * 1024;
+
+#[derive(Parser)]
+#[command(about = "Benchmark fetchfs against the raw ceiling on the test server")]
+struct Args {
+    /// Size of the large file, in MiB.
+    #[arg(long, default_value_t = 1024)]
+    large_mib: u64,
+    /// Size of each of the four files read at once, in MiB.
+    #[arg(long, default_value_t = 256)]
+    quarter_mib: u64,
+    /// Number of random 256 KiB reads.
+    #[arg(long, default_value_t = 400)]
+    random_reads: u32,
+    /// Profiles to run.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "loopback,s3-like")]
+    profiles: Vec<Profile>,
+    /// Extra options for every `fetchfs mount`.
+    #[arg(long, allow_hyphen_values = true)]
+    mount_option: Vec<String>,
+}
+
+struct Row {
+    profile: &'static str,
+    measure: String,
+    value: String,
+    ratio: Option<f64>,
+}
+
+fn main() {
+    let args = Args::parse();
+    let server = TestServer::start(ServerConfig::default()).unwrap_or_else(|e| panic!("starting the test server: {e}"));
+    let storage = server.storage();
+    storage.create_bucket(BUCKET).expect("bucket");
+    eprintln!("generating {} MiB + 4 x {} MiB of data ...", args.large_mib, args.quarter_mib);
+    let large = (args.large_mib * MIB) as usize;
+    storage.put(BUCKET, "large.bin", StoredObject::new(data::content(1, large), None)).expect("put");
+    for i in 0..4 {
+        let q = (args.quarter_mib * MIB) as usize;
+        storage.put(BUCKET, &format!("q{i}.bin"), StoredObject::new(data::content(10 + i, q), None)).expect("put");
+    }
+    let extra: Vec<&str> = args.mount_option.iter().map(String::as_str).collect();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let client =
+        s3_client(&server.endpoint_url(), &server.credentials().cloned().unwrap_or_default(), Retries::Standard);
+    let mut rows = Vec::new();
+    for profile in &args.profiles {
+        let profile = *profile;
+        profile.apply(server.knobs());
+        let name = profile.name();
+        eprintln!("[{name}] raw ceiling ...");
+        let ceiling = runtime
+            .block_on(parallel_ranged_read(&client, BUCKET, "large.bin", large as u64, 16, 8 * MIB))
+            .expect("raw ceiling")
+            .mb_per_s();
+        rows.push(Row {
+            profile: name,
+            measure: "raw ceiling, 16 x 8 MiB GETs".into(),
+            value: mbps(ceiling),
+            ratio: Some(1.0),
+        });
+        let mut peak_rss = 0;
+
+        eprintln!("[{name}] dd ...");
+        let mount = Mount::of(&server, BUCKET, &extra);
+        let start = Instant::now();
+        run(Command::new("dd")
+            .arg(format!("if={}", mount.path("large.bin").display()))
+            .args(["of=/dev/null", "bs=1M"]));
+        let dd = large as f64 / 1e6 / start.elapsed().as_secs_f64();
+        rows.push(Row {
+            profile: name,
+            measure: format!("dd bs=1M of {} MiB", args.large_mib),
+            value: mbps(dd),
+            ratio: Some(dd / ceiling),
+        });
+        peak_rss = peak_rss.max(rss_peak_kib(&mount));
+        drop(mount);
+
+        eprintln!("[{name}] 4 readers ...");
+        let mount = Mount::of(&server, BUCKET, &extra);
+        let start = Instant::now();
+        let readers: Vec<_> = (0..4)
+            .map(|i| {
+                Command::new("dd")
+                    .arg(format!("if={}", mount.path(&format!("q{i}.bin")).display()))
+                    .args(["of=/dev/null", "bs=1M", "status=none"])
+                    .spawn()
+                    .expect("spawn dd")
+            })
+            .collect();
+        for mut r in readers {
+            r.wait().expect("dd");
+        }
+        let four = 4.0 * (args.quarter_mib * MIB) as f64 / 1e6 / start.elapsed().as_secs_f64();
+        rows.push(Row {
+            profile: name,
+            measure: format!("4 readers x {} MiB, total", args.quarter_mib),
+            value: mbps(four),
+            ratio: Some(four / ceiling),
+        });
+        peak_rss = peak_rss.max(rss_peak_kib(&mount));
+        drop(mount);
+
+        eprintln!("[{name}] random reads ...");
+        let mount = Mount::of(&server, BUCKET, &extra);
+        server.knobs().counters().reset();
+        let (random, amplification) = random_reads(&mount, large as u64, args.random_reads, server.knobs().counters());
+        rows.push(Row {
+            profile: name,
+            measure: format!("{} random 256 KiB reads", args.random_reads),
+            value: format!("{} ({amplification:.2} bytes sent per byte read)", mbps(random)),
+            ratio: Some(random / ceiling),
+        });
+        peak_rss = peak_rss.max(rss_peak_kib(&mount));
+        drop(mount);
+
+        eprintln!("[{name}] time to first byte ...");
+        let mount = Mount::of(&server, BUCKET, &extra);
+        let start = Instant::now();
+        let mut file = File::open(mount.path("large.bin")).expect("open");
+        let mut byte = [0u8; 1];
+        file.read_exact(&mut byte).expect("first byte");
+        let ttfb = start.elapsed();
+        rows.push(Row {
+            profile: name,
+            measure: "time to first byte (open + read)".into(),
+            value: format!("{:.1} ms", ms(ttfb)),
+            ratio: None,
+        });
+        drop(file);
+        peak_rss = peak_rss.max(rss_peak_kib(&mount));
+        drop(mount);
+        rows.push(Row {
+            profile: name,
+            measure: "daemon peak RSS".into(),
+            value: format!("{} MiB", peak_rss / 1024),
+            ratio: None,
+        });
+    }
+    server.knobs().clear();
+
+    println!("| profile | measure | result | ratio to raw ceiling |");
+    println!("|---|---|---|---|");
+    for row in rows {
+        let ratio = row.ratio.map_or(String::from("-"), |r| format!("{r:.2}"));
+        println!("| {} | {} | {} | {} |", row.profile, row.measure, row.value, ratio);
+    }
+}
+
+fn mbps(v: f64) -> String {
+    format!("{v:.0} MB/s")
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().expect("run");
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Random 256 KiB preads with the kernel's readahead off for the file; returns MB/s and the bytes
+/// the server sent per byte read.
+fn random_reads(mount: &Mount, size: u64, count: u32, counters: &mount_tests::server::Counters) -> (f64, f64) {
+    const READ: u64 = 256 * 1024;
+    let file = File::open(mount.path("large.bin")).expect("open");
+    // SAFETY: advice on a descriptor we own.
+    unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
+    let mut buf = vec![0u8; READ as usize];
+    let mut rng = fastrand::Rng::with_seed(42);
+    let start = Instant::now();
+    for _ in 0..count {
+        let offset = rng.u64(0..(size - READ) / 4096) * 4096;
+        file.read_exact_at(&mut buf, offset).expect("pread");
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let read = (count as u64 * READ) as f64;
+    (read / 1e6 / elapsed, counters.snapshot().body_bytes_sent as f64 / read)
+}
+
+/// VmHWM of the daemon serving `mount`, in KiB.
+fn rss_peak_kib(mount: &Mount) -> u64 {
+    let Some(pid) = mount.daemon_pid() else { return 0 };
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
