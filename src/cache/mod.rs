@@ -92,6 +92,14 @@ impl BlockCache {
         Lookup::Claimed(slot)
     }
 
+    /// The slot of a block that is cached or being fetched, without claiming it if not.
+    pub fn peek(&self, key: &BlockKey) -> Option<Arc<BlockSlot>> {
+        let slot = self.lock().blocks.get(key).cloned();
+        let counter = if slot.is_some() { &self.hits } else { &self.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+        slot
+    }
+
     /// Delivers a claimed block to its waiters. Data is kept under the budget, evicting the least
     /// recently used blocks; a failure is not kept, so the next reader tries again.
     pub fn fill(&self, key: &BlockKey, slot: &BlockSlot, outcome: Result<Bytes, StoreError>) {

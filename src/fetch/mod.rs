@@ -92,12 +92,22 @@ impl<S: ObjectStore> Fetcher<S> {
             return Ok(Bytes::new());
         }
         let wanted = offset..end;
-        // Small objects are fetched whole at their first read, in one GET.
-        let demand = if size <= self.config.part_size { 0..size } else { wanted.clone() };
-        let prefetch = {
+        let small_object = size <= self.config.part_size;
+        let (prefetch, sequential) = {
             let mut w = window.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            w.on_read(wanted.clone(), size, self.window_limits())
+            let prefetch = w.on_read(wanted.clone(), size, self.window_limits());
+            (prefetch, w.window() > 0)
         };
+        // A random read of less than a block costs only its own bytes (Parquet footers, archive
+        // indexes), unless the blocks are in the cache already; the kernel's page cache keeps it.
+        if !small_object && !sequential && end - offset < self.config.block_size {
+            return match self.cached_slots(object, &wanted) {
+                Some(slots) => self.assemble(&slots, wanted).await,
+                None => self.read_direct(object, wanted).await,
+            };
+        }
+        // Small objects are fetched whole at their first read, in one GET.
+        let demand = if small_object { 0..size } else { wanted.clone() };
         let slots = self.ensure(object, size, demand, Urgency::Demand);
         if let Some(ahead) = prefetch {
             let this = Arc::clone(self);
@@ -106,6 +116,27 @@ impl<S: ObjectStore> Fetcher<S> {
             this.ensure(&object, size, ahead, Urgency::Prefetch);
         }
         self.assemble(&slots, wanted).await
+    }
+
+    /// The slots of every block overlapping `wanted`, if all are cached or being fetched.
+    fn cached_slots(&self, object: &Arc<ObjectId>, wanted: &Range<u64>) -> Option<Vec<(u64, Arc<BlockSlot>)>> {
+        let bs = self.config.block_size;
+        (wanted.start / bs..=(wanted.end - 1) / bs)
+            .map(|index| self.cache.peek(&BlockKey { object: Arc::clone(object), index }).map(|slot| (index, slot)))
+            .collect()
+    }
+
+    /// One GET of exactly `wanted`, bypassing the block cache.
+    async fn read_direct(&self, object: &ObjectId, wanted: Range<u64>) -> Result<Bytes, StoreError> {
+        let mut body = self.store.get_range(&object.key, wanted.clone(), &object.etag).await?;
+        let mut out = BytesMut::with_capacity((wanted.end - wanted.start) as usize);
+        while let Some(chunk) = body.next().await {
+            out.extend_from_slice(&chunk?);
+        }
+        if out.len() as u64 != wanted.end - wanted.start {
+            return Err(StoreError::Other("the response ended before the range did".into()));
+        }
+        Ok(out.freeze())
     }
 
     /// Copies `wanted` out of the blocks, which start at the block containing the first byte asked

@@ -58,6 +58,22 @@ async fn a_random_4k_read_fetches_at_most_one_block() {
     assert!(got == data.slice(offset as usize..offset as usize + 4096));
     assert_eq!(store.counts().gets, 1);
     assert!(store.counts().bytes_sent <= MIB, "sent {} bytes for a 4 KiB read", store.counts().bytes_sent);
+    assert_eq!(store.counts().bytes_sent, 4096, "a random partial-block read fetches only its bytes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_random_read_of_cached_blocks_makes_no_get() {
+    let size = 64 * MIB as usize;
+    let (store, fetcher, object, data) = setup(size, FetchConfig::default());
+    let sequential = Mutex::new(ReadaheadWindow::default());
+    for i in 0..4 {
+        fetcher.read(&object, size as u64, &sequential, i * MIB, MIB as u32).await.unwrap();
+    }
+    // Any GET from here on fails, so a successful read proves it came from the cache.
+    store.fail_next_gets(u64::MAX);
+    let got = fetcher.read(&object, size as u64, &Mutex::default(), 2 * MIB + 100, 4096).await;
+    let got = got.expect("served from the blocks the sequential reader brought");
+    assert!(got == data.slice(2 * MIB as usize + 100..2 * MIB as usize + 4196));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
