@@ -80,6 +80,10 @@ pub struct MountArgs {
     /// Agree to pay for requests to a requester-pays bucket.
     #[arg(long)]
     pub requester_pays: bool,
+    /// PEM file of certificate authorities to trust for HTTPS endpoints, in addition to the
+    /// system's.
+    #[arg(long, env = "AWS_CA_BUNDLE", value_name = "PEM")]
+    pub ca_bundle: Option<PathBuf>,
     /// Seconds a listing or lookup stays valid before S3 is asked again.
     #[arg(long, default_value_t = 5)]
     pub metadata_ttl: u64,

@@ -73,6 +73,7 @@ impl MountConfig {
             profile: args.profile,
             no_sign_request: args.no_sign_request,
             requester_pays: args.requester_pays,
+            ca_bundle_pem: args.ca_bundle.as_deref().map(read_ca_bundle).transpose()?,
         };
         let log_level = if args.debug { "debug".to_owned() } else { args.log_level };
         Ok(Self {
@@ -179,6 +180,14 @@ fn normalize_prefix(prefix: &str) -> Result<String, ConfigError> {
         return Err(error(format!("invalid prefix {prefix:?}: '.' and '..' cannot be path components")));
     }
     Ok(if trimmed.ends_with('/') { trimmed.to_owned() } else { format!("{trimmed}/") })
+}
+
+fn read_ca_bundle(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    let pem = std::fs::read(path).map_err(|e| error(format!("reading CA bundle {}: {e}", path.display())))?;
+    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(error(format!("CA bundle {} holds no PEM certificate", path.display())));
+    }
+    Ok(pem)
 }
 
 fn parse_mode(text: &str, flag: &str) -> Result<u16, ConfigError> {

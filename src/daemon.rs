@@ -133,7 +133,7 @@ fn serve(config: MountConfig, readiness: &mut Readiness) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
-    let store = runtime.block_on(S3Store::connect(&config.s3));
+    let store = runtime.block_on(S3Store::connect(&config.s3)).map_err(|e| reachability_error(&config, e))?;
     let check = runtime.block_on(async {
         tokio::time::timeout(REACHABILITY_TIMEOUT, store.list_page(&config.prefix, None, Some(1))).await
     });

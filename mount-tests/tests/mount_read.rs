@@ -327,3 +327,37 @@ fn external_umount_ends_the_daemon() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn https_endpoints_work_with_a_custom_ca_bundle() {
+    let certs = mount_tests::server::tls::generate().expect("certificates");
+    let server = TestServer::start(ServerConfig { tls: Some(certs.server_config), ..Default::default() }).unwrap();
+    assert!(server.endpoint_url().starts_with("https://"));
+    server.storage().create_bucket(BUCKET).unwrap();
+    for (key, seed, size) in [("hello.txt", 1, 13), ("dir/data.bin", 2, 3 * MIB + 7), ("dir/big.bin", 3, 20 * MIB)] {
+        server.storage().put(BUCKET, key, StoredObject::new(data::content(seed, size), None)).unwrap();
+    }
+    let ca_dir = fresh_dir("ca");
+    let ca = ca_dir.join("ca.pem");
+    std::fs::write(&ca, &certs.ca_pem).unwrap();
+
+    let dir = fresh_dir("untrusted");
+    let endpoint = server.endpoint_url();
+    let keys = server.credentials().cloned().unwrap();
+    let args = [BUCKET, dir.to_str().unwrap(), "--endpoint-url", endpoint.as_str(), "--force-path-style"];
+    let msg = refused(&args, Some(&keys), &dir);
+    assert!(msg.contains("cannot reach") && msg.contains("certificate"), "{msg}");
+    std::fs::remove_dir(&dir).unwrap();
+
+    let mount = Mount::of(&server, BUCKET, &["--ca-bundle", ca.to_str().unwrap()]);
+    assert_eq!(std::fs::read(mount.path("hello.txt")).unwrap(), data::content(1, 13));
+    assert!(std::fs::read(mount.path("dir/data.bin")).unwrap() == data::content(2, 3 * MIB + 7));
+    let dd = mount.sh("dd if=dir/big.bin bs=1M status=none | sha256sum");
+    let local = fresh_dir("https-expected");
+    std::fs::write(local.join("big.bin"), data::content(3, 20 * MIB)).unwrap();
+    let want = Command::new("sh").arg("-c").arg("sha256sum < big.bin").current_dir(&local).output().unwrap();
+    assert_eq!(ok(dd, "dd | sha256sum"), ok(want, "sha256sum"));
+    drop(mount);
+    std::fs::remove_dir_all(&local).unwrap();
+    std::fs::remove_dir_all(&ca_dir).unwrap();
+}

@@ -25,6 +25,8 @@ pub struct S3Settings {
     pub profile: Option<String>,
     pub no_sign_request: bool,
     pub requester_pays: bool,
+    /// Extra certificate authorities (PEM) trusted for HTTPS, beside the system's.
+    pub ca_bundle_pem: Option<Vec<u8>>,
 }
 
 pub struct S3Store {
@@ -36,7 +38,7 @@ pub struct S3Store {
 impl S3Store {
     /// Loads credentials and region through aws-config's default chain (environment, profile,
     /// web identity, instance metadata), with our overrides.
-    pub async fn connect(settings: &S3Settings) -> Self {
+    pub async fn connect(settings: &S3Settings) -> Result<Self, StoreError> {
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
         if let Some(profile) = &settings.profile {
             loader = loader.profile_name(profile);
@@ -55,6 +57,9 @@ impl S3Store {
         if let Some(url) = &settings.endpoint_url {
             loader = loader.endpoint_url(url);
         }
+        if let Some(pem) = &settings.ca_bundle_pem {
+            loader = loader.http_client(https_client_trusting(pem)?);
+        }
         if settings.no_sign_request {
             loader = loader.no_credentials();
         }
@@ -62,16 +67,30 @@ impl S3Store {
         let builder = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(settings.force_path_style)
             .timeout_config(TimeoutConfig::builder().connect_timeout(Duration::from_secs(5)).build());
-        Self {
+        Ok(Self {
             client: Client::from_conf(builder.build()),
             bucket: settings.bucket.clone(),
             requester_pays: settings.requester_pays,
-        }
+        })
     }
 
     fn payer(&self) -> Option<RequestPayer> {
         self.requester_pays.then_some(RequestPayer::Requester)
     }
+}
+
+/// The SDK's own HTTPS client (rustls), trusting the system roots and the given PEM bundle.
+fn https_client_trusting(pem: &[u8]) -> Result<aws_sdk_s3::config::SharedHttpClient, StoreError> {
+    use aws_smithy_http_client::tls::{Provider, TlsContext, TrustStore, rustls_provider::CryptoMode};
+    let trust = TrustStore::empty().with_native_roots(true).with_pem_certificate(pem.to_vec());
+    let context = TlsContext::builder()
+        .with_trust_store(trust)
+        .build()
+        .map_err(|e| StoreError::Other(format!("loading the CA bundle: {e}")))?;
+    Ok(aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::AwsLc))
+        .tls_context(context)
+        .build_https())
 }
 
 fn to_system_time(t: Option<aws_sdk_s3::primitives::DateTime>) -> SystemTime {

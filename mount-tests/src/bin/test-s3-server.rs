@@ -66,8 +66,9 @@ fn run(args: Args) -> Result<(), String> {
         access_key: args.access_key.unwrap_or(defaults.access_key),
         secret_key: args.secret_key.unwrap_or(defaults.secret_key),
     });
-    let server = TestServer::start(ServerConfig { port: args.port, storage: Arc::new(storage), knobs, credentials })
-        .map_err(|e| format!("listening on 127.0.0.1:{}: {e}", args.port))?;
+    let server =
+        TestServer::start(ServerConfig { port: args.port, storage: Arc::new(storage), knobs, credentials, tls: None })
+            .map_err(|e| format!("listening on 127.0.0.1:{}: {e}", args.port))?;
     println!("{}", server.endpoint_url());
     wait_for_signal().map_err(|e| format!("waiting for a signal: {e}"))?;
     server.stop();

@@ -6,6 +6,7 @@ mod knobs;
 mod s3_api;
 mod storage;
 mod throttle;
+pub mod tls;
 
 pub use knobs::{BodyFault, CounterSnapshot, Counters, FaultStatus, FaultTrigger, Knobs};
 pub use storage::{Storage, StoredObject};
@@ -43,6 +44,8 @@ pub struct ServerConfig {
     pub storage: Arc<Storage>,
     pub knobs: Arc<Knobs>,
     pub credentials: Option<Credentials>,
+    /// Serve HTTPS with this configuration instead of plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for ServerConfig {
@@ -52,6 +55,7 @@ impl Default for ServerConfig {
             storage: Arc::new(Storage::in_memory()),
             knobs: Arc::new(Knobs::default()),
             credentials: Some(Credentials::default()),
+            tls: None,
         }
     }
 }
@@ -63,6 +67,7 @@ pub struct TestServer {
     storage: Arc<Storage>,
     knobs: Arc<Knobs>,
     credentials: Option<Credentials>,
+    https: bool,
     runtime: Option<tokio::runtime::Runtime>,
     shutdown: Option<oneshot::Sender<()>>,
     /// Behind a mutex only so the server is `Sync` (tests share it between reader threads).
@@ -94,8 +99,10 @@ impl TestServer {
         let (shutdown, shutdown_rx) = oneshot::channel();
         let (stopped_tx, stopped) = std::sync::mpsc::channel();
         let knobs = Arc::clone(&config.knobs);
+        let https = config.tls.is_some();
+        let tls = config.tls.map(tokio_rustls::TlsAcceptor::from);
         runtime.spawn(async move {
-            serve(listener, service, knobs, shutdown_rx).await;
+            serve(listener, service, knobs, tls, shutdown_rx).await;
             let _ = stopped_tx.send(());
         });
         Ok(Self {
@@ -103,6 +110,7 @@ impl TestServer {
             storage: config.storage,
             knobs: config.knobs,
             credentials: config.credentials,
+            https,
             runtime: Some(runtime),
             shutdown: Some(shutdown),
             stopped: std::sync::Mutex::new(stopped),
@@ -114,7 +122,8 @@ impl TestServer {
     }
 
     pub fn endpoint_url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     pub fn knobs(&self) -> &Arc<Knobs> {
@@ -153,6 +162,7 @@ async fn serve(
     listener: TcpListener,
     service: s3s::service::S3Service,
     knobs: Arc<Knobs>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut stopped: oneshot::Receiver<()>,
 ) {
     let http = ConnBuilder::new(TokioExecutor::new());
@@ -176,17 +186,27 @@ async fn serve(
         };
         knobs.counters().count_connection();
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(Throttled::new(stream, Arc::clone(&knobs)));
+        let io = Throttled::new(stream, Arc::clone(&knobs));
         let service = service.clone();
         let knobs = Arc::clone(&knobs);
-        let handler = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-            let service = service.clone();
-            let knobs = Arc::clone(&knobs);
-            async move { faults::answer(req, &service, &knobs).await }
-        });
-        let conn = http.serve_connection(io, handler).into_owned();
+        let (http, tls) = (http.clone(), tls.clone());
         connections.spawn(async move {
-            if let Err(e) = conn.await {
+            let handler = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let service = service.clone();
+                let knobs = Arc::clone(&knobs);
+                async move { faults::answer(req, &service, &knobs).await }
+            });
+            let served = match tls {
+                Some(acceptor) => match acceptor.accept(io).await {
+                    Ok(tls_io) => http.serve_connection(TokioIo::new(tls_io), handler).await,
+                    Err(e) => {
+                        tracing::debug!("TLS handshake failed: {e}");
+                        return;
+                    }
+                },
+                None => http.serve_connection(TokioIo::new(io), handler).await,
+            };
+            if let Err(e) = served {
                 tracing::debug!("connection ended: {e}");
             }
         });
