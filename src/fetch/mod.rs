@@ -43,6 +43,9 @@ impl Default for FetchConfig {
     }
 }
 
+/// Fewest GETs a readahead range is split into, while parts are smaller than the part size.
+const PARALLEL_SPLIT: u64 = 4;
+
 pub struct Fetcher<S> {
     store: Arc<S>,
     cache: Arc<BlockCache>,
@@ -180,7 +183,13 @@ impl<S: ObjectStore> Fetcher<S> {
         let last = (range.end.max(range.start + 1) - 1) / bs;
         let mut slots = Vec::with_capacity((last - first + 1) as usize);
         let mut run: Vec<(BlockKey, Arc<BlockSlot>)> = Vec::new();
-        let blocks_per_part = (self.config.part_size / bs).max(1) as usize;
+        let part_blocks = (self.config.part_size / bs).max(1);
+        // A window still growing is split into at least PARALLEL_SPLIT GETs (of whole blocks), so
+        // that even the first, small windows are fetched over several connections.
+        let blocks_per_part = match urgency {
+            Urgency::Prefetch => ((last - first + 1) / PARALLEL_SPLIT).clamp(1, part_blocks),
+            Urgency::Demand => part_blocks,
+        } as usize;
         for index in first..=last {
             let key = BlockKey { object: Arc::clone(object), index };
             match self.cache.get_or_claim(key.clone()) {
