@@ -28,7 +28,7 @@ pub struct ReadaheadWindow {
 impl ReadaheadWindow {
     /// Records a read of `range` in an object of `size` bytes and returns what to prefetch beyond
     /// it, if anything. A random read resets the window; a sequential one doubles it each time the
-    /// reader has consumed half of what was requested ahead, up to `limits.max`.
+    /// reader has consumed a quarter of what was requested ahead, up to `limits.max`.
     pub fn on_read(&mut self, range: Range<u64>, size: u64, limits: WindowLimits) -> Option<Range<u64>> {
         let sequential =
             range.start + SEQUENTIAL_TOLERANCE >= self.next && range.start <= self.next + SEQUENTIAL_TOLERANCE;
@@ -43,8 +43,10 @@ impl ReadaheadWindow {
             self.window = limits.initial;
             self.requested_to = self.requested_to.max(range.end);
         }
+        // Top the window up once a quarter of it has been consumed, so the bytes just ahead of the
+        // reader were requested long enough ago to have arrived.
         let remaining_ahead = self.requested_to.saturating_sub(range.end);
-        if remaining_ahead > self.window / 2 {
+        if remaining_ahead > self.window - self.window / 4 {
             return None;
         }
         let start = self.requested_to.max(range.end);
