@@ -94,10 +94,10 @@ pub struct MountArgs {
     #[arg(long, value_name = "MIB")]
     pub max_readahead: Option<u64>,
     /// Size of each ranged GET of readahead, in MiB; objects up to this size are fetched whole
-    /// at their first read (default 8).
+    /// at their first read (default 4).
     #[arg(long, value_name = "MIB")]
     pub part_size: Option<u64>,
-    /// Most readahead GETs in flight at once, for the whole mount (default 16).
+    /// Most readahead GETs in flight at once, for the whole mount (default 32).
     #[arg(long)]
     pub max_connections: Option<usize>,
     /// Log level: error, warn, info, debug or trace.

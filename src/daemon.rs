@@ -128,6 +128,10 @@ fn reachability_error(config: &MountConfig, e: StoreError) -> String {
 
 fn serve(config: MountConfig, readiness: &mut Readiness) -> Result<(), String> {
     init_logging(&config)?;
+    // Blocks are freed on other threads than allocated them; one malloc arena per thread would
+    // keep freed blocks out of reach of the others and push the resident size past the budget.
+    // SAFETY: mallopt only tunes the allocator, before any thread that allocates is started.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .thread_name("fetchfs-io")
         .enable_all()
