@@ -100,6 +100,11 @@ impl BlockCache {
         slot
     }
 
+    /// Marks a block as the next to go when room is needed.
+    pub fn demote(&self, key: &BlockKey) {
+        self.lock().blocks.demote(key);
+    }
+
     /// Delivers a claimed block to its waiters. Data is kept under the budget, evicting the least
     /// recently used blocks; a failure is not kept, so the next reader tries again.
     pub fn fill(&self, key: &BlockKey, slot: &BlockSlot, outcome: Result<Bytes, StoreError>) {

@@ -64,9 +64,12 @@ enum Urgency {
 
 impl<S: ObjectStore> Fetcher<S> {
     pub fn new(store: Arc<S>, config: FetchConfig) -> Self {
+        let in_flight = config.max_connections as u64 * config.block_size;
         Self {
             store,
-            cache: Arc::new(BlockCache::new(config.cache_bytes)),
+            // Blocks being received (one per GET in flight) live outside the cache until filled;
+            // the budget covers them too.
+            cache: Arc::new(BlockCache::new(config.cache_bytes.saturating_sub(in_flight).max(config.block_size))),
             prefetch_permits: Arc::new(Semaphore::new(config.max_connections.max(1))),
             config,
         }
@@ -120,7 +123,16 @@ impl<S: ObjectStore> Fetcher<S> {
             // Claimed now, fetched in the background: the slots are in the cache for the next read.
             this.ensure(&object, size, ahead, Urgency::Prefetch);
         }
-        self.assemble(&slots, wanted).await
+        let data = self.assemble(&slots, wanted.clone()).await?;
+        if sequential {
+            // A sequential reader does not come back for what it has read (the kernel's page
+            // cache has it): let those blocks go first, before blocks fetched ahead and not yet read.
+            let bs = self.config.block_size;
+            for index in wanted.start / bs..wanted.end / bs {
+                self.cache.demote(&BlockKey { object: Arc::clone(object), index });
+            }
+        }
+        Ok(data)
     }
 
     /// The slots of every block overlapping `wanted`, if all are cached or being fetched.
