@@ -13,7 +13,7 @@ use mount_tests::server::{BodyFault, ServerConfig, StoredObject, TestServer};
 const BUCKET: &str = "dataset";
 const MIB: usize = 1024 * 1024;
 
-/// The sample bucket: (key, seed, size). Sizes probe block (1 MiB) and part (8 MiB) edges.
+/// The sample bucket: (key, seed, size). Sizes probe block (1 MiB) and default part (4 MiB) edges.
 fn layout() -> Vec<(String, u64, usize)> {
     let mut objects: Vec<(String, u64, usize)> = vec![
         ("empty".into(), 1, 0),
@@ -22,8 +22,9 @@ fn layout() -> Vec<(String, u64, usize)> {
         ("nested/sibling.txt".into(), 4, 123),
         ("block-exact".into(), 5, MIB),
         ("block-plus-one".into(), 6, MIB + 1),
-        ("part-exact".into(), 7, 8 * MIB),
-        ("part-plus-one".into(), 8, 8 * MIB + 1),
+        ("part-exact".into(), 7, 4 * MIB),
+        ("part-plus-one".into(), 8, 4 * MIB + 1),
+        ("two-parts-plus-one".into(), 16, 8 * MIB + 1),
         ("with space.txt".into(), 10, 77),
         ("ünïcødé 文件.txt".into(), 11, 88),
         ("plus+sign".into(), 12, 99),
@@ -247,6 +248,20 @@ fn bad_input_gives_one_clear_line_and_exit_1() {
     let msg = refused(&with(&["s3://dataset/nested/", d, "--prefix", "small"], &common), Some(&keys), &dir);
     assert!(msg.contains("prefix was given both"), "{msg}");
     std::fs::remove_dir(&dir).unwrap();
+}
+
+#[test]
+fn ownership_and_modes_come_from_the_flags() {
+    use std::os::unix::fs::MetadataExt;
+    let server = server_with_layout();
+    let flags = ["--uid", "1234", "--gid", "4321", "--file-mode", "0640", "--dir-mode", "0750"];
+    let mount = Mount::of(&server, BUCKET, &flags);
+    let file = std::fs::metadata(mount.path("nested/sibling.txt")).unwrap();
+    assert_eq!((file.uid(), file.gid(), file.mode() & 0o7777), (1234, 4321, 0o640));
+    assert!(file.is_file());
+    let dir = std::fs::metadata(mount.path("nested")).unwrap();
+    assert_eq!((dir.uid(), dir.gid(), dir.mode() & 0o7777), (1234, 4321, 0o750));
+    assert!(dir.is_dir());
 }
 
 #[test]
