@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::cache::{BlockCache, BlockKey, BlockSlot, Lookup};
 use crate::object_id::ObjectId;
@@ -53,13 +53,6 @@ pub struct Fetcher<S> {
     cache: Arc<BlockCache>,
     config: FetchConfig,
     prefetch_permits: Arc<Semaphore>,
-}
-
-/// Whether a process is blocked on these bytes, or they are wanted ahead of time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Urgency {
-    Demand,
-    Prefetch,
 }
 
 impl<S: ObjectStore> Fetcher<S> {
@@ -116,12 +109,9 @@ impl<S: ObjectStore> Fetcher<S> {
         }
         // Small objects are fetched whole at their first read, in one GET.
         let demand = if small_object { 0..size } else { wanted.clone() };
-        let slots = self.ensure(object, size, demand, Urgency::Demand);
+        let slots = self.ensure(object, size, demand);
         if let Some(ahead) = prefetch {
-            let this = Arc::clone(self);
-            let object = Arc::clone(object);
-            // Claimed now, fetched in the background: the slots are in the cache for the next read.
-            this.ensure(&object, size, ahead, Urgency::Prefetch);
+            self.prefetch(Arc::clone(object), size, ahead);
         }
         let data = self.assemble(&slots, wanted.clone()).await?;
         if sequential {
@@ -183,60 +173,92 @@ impl<S: ObjectStore> Fetcher<S> {
         Ok(single.or_else(|| out.map(BytesMut::freeze)).unwrap_or_default())
     }
 
-    /// Makes sure every block overlapping `range` is cached or being fetched; starts GETs for the
-    /// missing ones (one per contiguous run, split into parts) and returns all the slots.
-    fn ensure(
-        self: &Arc<Self>,
-        object: &Arc<ObjectId>,
-        size: u64,
-        range: Range<u64>,
-        urgency: Urgency,
-    ) -> Vec<(u64, Arc<BlockSlot>)> {
+    /// Makes sure every block overlapping `range` is cached or being fetched, for a reader that is
+    /// waiting: GETs for the missing blocks start at once (one per part-sized run), never queued
+    /// behind readahead. Returns every block's slot.
+    fn ensure(self: &Arc<Self>, object: &Arc<ObjectId>, size: u64, range: Range<u64>) -> Vec<(u64, Arc<BlockSlot>)> {
         let bs = self.config.block_size;
-        let first = range.start / bs;
-        let last = (range.end.max(range.start + 1) - 1) / bs;
-        let mut slots = Vec::with_capacity((last - first + 1) as usize);
-        let mut run: Vec<(BlockKey, Arc<BlockSlot>)> = Vec::new();
-        let part_blocks = (self.config.part_size / bs).max(1);
+        let blocks = range.start / bs..=(range.end.max(range.start + 1) - 1) / bs;
+        let part_blocks = (self.config.part_size / bs).max(1) as usize;
+        self.claim(object, blocks, part_blocks, |run| self.start_fetch(run, size, None))
+    }
+
+    /// Fetches `range` ahead of the reader, in the background. Each part waits for a connection
+    /// permit before its blocks are claimed, so until then a reader that needs them claims and
+    /// fetches them itself instead of waiting behind readahead.
+    fn prefetch(self: &Arc<Self>, object: Arc<ObjectId>, size: u64, range: Range<u64>) {
+        let bs = self.config.block_size;
+        let (first, last) = (range.start / bs, (range.end.max(range.start + 1) - 1) / bs);
         // A window still growing is split into at least PARALLEL_SPLIT GETs (of whole blocks), so
         // that even the first, small windows are fetched over several connections.
-        let blocks_per_part = match urgency {
-            Urgency::Prefetch => ((last - first + 1) / PARALLEL_SPLIT).clamp(1, part_blocks),
-            Urgency::Demand => part_blocks,
-        } as usize;
-        for index in first..=last {
+        let part_blocks = (self.config.part_size / bs).max(1);
+        let blocks_per_part = ((last - first + 1) / PARALLEL_SPLIT).clamp(1, part_blocks);
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut index = first;
+            while index <= last {
+                let Ok(permit) = Arc::clone(&this.prefetch_permits).acquire_owned().await else { return };
+                let permit = Arc::new(permit);
+                let part = index..=(index + blocks_per_part - 1).min(last);
+                index = part.end() + 1;
+                this.claim(&object, part, blocks_per_part as usize, |run| {
+                    this.start_fetch(run, size, Some(Arc::clone(&permit)))
+                });
+            }
+        });
+    }
+
+    /// Claims the missing blocks among `blocks` and hands them to `fetch` in runs of consecutive
+    /// blocks, at most `max_run` long; returns the slots of all the blocks.
+    fn claim(
+        &self,
+        object: &Arc<ObjectId>,
+        blocks: std::ops::RangeInclusive<u64>,
+        max_run: usize,
+        mut fetch: impl FnMut(Vec<(BlockKey, Arc<BlockSlot>)>),
+    ) -> Vec<(u64, Arc<BlockSlot>)> {
+        let mut slots = Vec::new();
+        let mut run = Vec::new();
+        for index in blocks {
             let key = BlockKey { object: Arc::clone(object), index };
             match self.cache.get_or_claim(key.clone()) {
                 Lookup::Present(slot) => {
-                    self.start_fetch(std::mem::take(&mut run), size, urgency);
+                    if !run.is_empty() {
+                        fetch(std::mem::take(&mut run));
+                    }
                     slots.push((index, slot));
                 }
                 Lookup::Claimed(slot) => {
                     run.push((key, Arc::clone(&slot)));
                     slots.push((index, slot));
-                    if run.len() == blocks_per_part {
-                        self.start_fetch(std::mem::take(&mut run), size, urgency);
+                    if run.len() == max_run {
+                        fetch(std::mem::take(&mut run));
                     }
                 }
             }
         }
-        self.start_fetch(run, size, urgency);
+        if !run.is_empty() {
+            fetch(run);
+        }
         slots
     }
 
     /// One ranged GET for a run of consecutive claimed blocks, filled block by block as the body
-    /// arrives. Every block of the run is filled, with data or with the error.
-    fn start_fetch(self: &Arc<Self>, run: Vec<(BlockKey, Arc<BlockSlot>)>, size: u64, urgency: Urgency) {
+    /// arrives; readahead holds its connection `permit` until the GET ends. Every block of the
+    /// run is filled, with data or with the error.
+    fn start_fetch(
+        self: &Arc<Self>,
+        run: Vec<(BlockKey, Arc<BlockSlot>)>,
+        size: u64,
+        permit: Option<Arc<OwnedSemaphorePermit>>,
+    ) {
         let Some((first_key, _)) = run.first() else { return };
         let bs = self.config.block_size;
         let start = first_key.index * bs;
         let end = ((first_key.index + run.len() as u64) * bs).min(size);
         let this = Arc::clone(self);
         tokio::spawn(async move {
-            let _permit = match urgency {
-                Urgency::Prefetch => Arc::clone(&this.prefetch_permits).acquire_owned().await.ok(),
-                Urgency::Demand => None,
-            };
+            let _permit = permit;
             let object = Arc::clone(&run[0].0.object);
             let mut pending = run.into_iter();
             let result = this.stream_into_blocks(&object, start..end, &mut pending).await;
