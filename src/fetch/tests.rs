@@ -46,7 +46,10 @@ async fn sequential_read_of_256_mib_makes_few_gets() {
     // PARALLEL_SPLIT GETs (one more where a step ends mid-part); after that, one GET per part.
     let parts = size as u64 / config.part_size;
     let doublings = u64::from((config.max_readahead / config.block_size).ilog2());
-    let bound = parts + doublings * (PARALLEL_SPLIT + 1);
+    // A reader may also claim, in one GET each, blocks just ahead of it before a readahead task
+    // has run: at most a couple per top-up (every quarter of the largest window).
+    let top_ups = size as u64 / (config.max_readahead / 4);
+    let bound = parts + doublings * (PARALLEL_SPLIT + 1) + 2 * top_ups;
     assert!(gets <= bound, "{gets} GETs for {parts} parts (bound {bound})");
     assert!(gets >= parts, "parts are not merged beyond the part size");
     assert!(store.counts().bytes_sent <= size as u64 + config.part_size, "read each byte about once");
@@ -108,8 +111,10 @@ async fn two_readers_of_one_region_cause_one_get_per_block() {
     let (a, b) = (a.await.unwrap(), b.await.unwrap());
     let want = data.slice(30 * MIB as usize..32 * MIB as usize);
     assert!(a == want && b == want);
-    assert_eq!(store.counts().gets, 1, "the second reader waited for the first reader's GET");
-    assert_eq!(store.counts().bytes_sent, 2 * MIB);
+    // Blocks are claimed one by one, so the two readers may split the region between them, but
+    // no block is fetched twice.
+    assert!(store.counts().gets <= 2, "{} GETs for two blocks", store.counts().gets);
+    assert_eq!(store.counts().bytes_sent, 2 * MIB, "each block was fetched once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
