@@ -32,8 +32,9 @@ fn layout() -> Vec<(String, u64, usize)> {
         ("both".into(), 14, 10),
         ("both/inside".into(), 15, 20),
     ];
-    for i in 0..1000 {
-        objects.push((format!("small/f{i:04}.json"), 1000 + i, 100 + (i as usize % 50)));
+    // More than one listing page (1000 keys), so readdir follows continuation tokens.
+    for i in 0..1200 {
+        objects.push((format!("small/f{i:04}.json"), 2000 + i, 100 + (i as usize % 50)));
     }
     objects
 }
@@ -137,7 +138,7 @@ fn standard_tools_read_exact_bytes() {
         std::fs::read(local.join("nested/deeper/deepest/leaf.bin")).unwrap()
             == expected("nested/deeper/deepest/leaf.bin")
     );
-    for i in [0usize, 499, 999] {
+    for i in [0usize, 499, 999, 1000, 1199] {
         let key = format!("small/f{i:04}.json");
         assert!(std::fs::read(local.join(&key)).unwrap() == expected(&key), "{key}");
     }
