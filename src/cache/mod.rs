@@ -2,7 +2,6 @@
 //! LRU under one byte budget for the whole mount. A block being fetched is in the cache already,
 //! as a slot that later readers wait on, so two readers of one block cause one GET.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::Bytes;
@@ -38,10 +37,6 @@ impl BlockSlot {
             filled.await;
         }
     }
-
-    pub fn is_filled(&self) -> bool {
-        self.outcome.get().is_some()
-    }
 }
 
 struct Inner {
@@ -53,8 +48,6 @@ struct Inner {
 pub struct BlockCache {
     inner: Mutex<Inner>,
     budget: u64,
-    hits: AtomicU64,
-    misses: AtomicU64,
 }
 
 /// The slot for a block, and whether the caller must fetch it.
@@ -67,12 +60,7 @@ pub enum Lookup {
 
 impl BlockCache {
     pub fn new(budget: u64) -> Self {
-        Self {
-            inner: Mutex::new(Inner { blocks: LruCache::unbounded(), used: 0 }),
-            budget,
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
-        }
+        Self { inner: Mutex::new(Inner { blocks: LruCache::unbounded(), used: 0 }), budget }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -83,10 +71,8 @@ impl BlockCache {
     pub fn get_or_claim(&self, key: BlockKey) -> Lookup {
         let mut inner = self.lock();
         if let Some(slot) = inner.blocks.get(&key) {
-            self.hits.fetch_add(1, Ordering::Relaxed);
             return Lookup::Present(Arc::clone(slot));
         }
-        self.misses.fetch_add(1, Ordering::Relaxed);
         let slot = Arc::new(BlockSlot::default());
         inner.blocks.put(key, Arc::clone(&slot));
         Lookup::Claimed(slot)
@@ -94,10 +80,7 @@ impl BlockCache {
 
     /// The slot of a block that is cached or being fetched, without claiming it if not.
     pub fn peek(&self, key: &BlockKey) -> Option<Arc<BlockSlot>> {
-        let slot = self.lock().blocks.get(key).cloned();
-        let counter = if slot.is_some() { &self.hits } else { &self.misses };
-        counter.fetch_add(1, Ordering::Relaxed);
-        slot
+        self.lock().blocks.get(key).cloned()
     }
 
     /// Marks a block as the next to go when room is needed.
@@ -135,14 +118,6 @@ impl BlockCache {
     /// Bytes of block data held now.
     pub fn used(&self) -> u64 {
         self.lock().used
-    }
-
-    pub fn budget(&self) -> u64 {
-        self.budget
-    }
-
-    pub fn hits_and_misses(&self) -> (u64, u64) {
-        (self.hits.load(Ordering::Relaxed), self.misses.load(Ordering::Relaxed))
     }
 }
 

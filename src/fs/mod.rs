@@ -247,10 +247,6 @@ impl<S: ObjectStore> Fs<S> {
         Ok(self.fetcher.read(&object, size, &window, offset, len).await?)
     }
 
-    pub fn fetcher(&self) -> &Fetcher<S> {
-        &self.fetcher
-    }
-
     pub fn release(&self, handle: u64) {
         lock(&self.open_files).remove(&handle);
     }

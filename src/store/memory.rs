@@ -62,10 +62,6 @@ impl MemoryStore {
         etag
     }
 
-    pub fn delete(&self, key: &str) {
-        self.lock().remove(key);
-    }
-
     pub fn counts(&self) -> CallCounts {
         CallCounts {
             gets: self.gets.load(Ordering::Relaxed),

@@ -140,10 +140,6 @@ impl CounterSnapshot {
     pub fn requests_of(&self, operation: &str) -> u64 {
         self.requests.get(operation).copied().unwrap_or(0)
     }
-
-    pub fn total_requests(&self) -> u64 {
-        self.requests.values().sum()
-    }
 }
 
 impl Counters {
