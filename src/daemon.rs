@@ -17,6 +17,8 @@ use crate::store::{ObjectStore, StoreError};
 /// How long the startup check may take before the endpoint counts as unreachable.
 const REACHABILITY_TIMEOUT: Duration = Duration::from_secs(15);
 const READY: &[u8] = b"ready\n";
+/// Connections opened at mount time, ahead of the first reads.
+const WARM_CONNECTIONS: usize = 8;
 
 /// Mounts as configured; returns when the mount has ended (foreground) or is ready (background).
 pub fn run(config: MountConfig) -> Result<(), String> {
@@ -143,10 +145,15 @@ fn serve(config: MountConfig, readiness: &mut Readiness) -> Result<(), String> {
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
     let store = runtime.block_on(S3Store::connect(&config.s3)).map_err(|e| reachability_error(&config, e))?;
+    // The check runs as several requests at once, so it also opens that many connections, which
+    // stay in the pool for the first reads (a TCP and TLS handshake each, paid before any reader
+    // waits).
+    let warm = config.fetch.max_connections.min(WARM_CONNECTIONS);
     let check = runtime.block_on(async {
-        tokio::time::timeout(REACHABILITY_TIMEOUT, store.list_page(&config.prefix, None, Some(1))).await
+        let probes = (0..warm).map(|_| store.list_page(&config.prefix, None, Some(1)));
+        tokio::time::timeout(REACHABILITY_TIMEOUT, futures::future::join_all(probes)).await
     });
-    match check {
+    match check.map(|answers| answers.into_iter().collect::<Result<Vec<_>, _>>()) {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => return Err(reachability_error(&config, e)),
         Err(_) => {

@@ -377,3 +377,17 @@ fn https_endpoints_work_with_a_custom_ca_bundle() {
     std::fs::remove_dir_all(&local).unwrap();
     std::fs::remove_dir_all(&ca_dir).unwrap();
 }
+
+#[test]
+fn connections_are_opened_at_mount_and_reused_by_reads() {
+    let server = server_with_layout();
+    server.knobs().counters().reset();
+    let mount = Mount::of(&server, BUCKET, &[]);
+    let at_mount = server.knobs().counters().snapshot();
+    assert_eq!(at_mount.requests_of("ListObjectsV2"), 8, "the startup check runs on 8 connections at once");
+    assert!(at_mount.connections_opened >= 8, "{} connections opened at mount", at_mount.connections_opened);
+    assert!(std::fs::read(mount.path("nested/sibling.txt")).unwrap() == expected("nested/sibling.txt"));
+    let after = server.knobs().counters().snapshot();
+    assert!(after.requests_of("GetObject") >= 1);
+    assert_eq!(after.connections_opened, at_mount.connections_opened, "the first reads reuse those connections");
+}
