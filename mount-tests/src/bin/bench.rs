@@ -82,75 +82,70 @@ fn main() {
         let mut peak_rss = 0;
 
         eprintln!("[{name}] dd ...");
-        let mount = Mount::of(&server, BUCKET, &extra);
-        let start = Instant::now();
-        run(Command::new("dd")
-            .arg(format!("if={}", mount.path("large.bin").display()))
-            .args(["of=/dev/null", "bs=1M"]));
-        let dd = large as f64 / 1e6 / start.elapsed().as_secs_f64();
+        let dd = on_fresh_mount(&server, &extra, &mut peak_rss, |mount| {
+            let start = Instant::now();
+            run(Command::new("dd")
+                .arg(format!("if={}", mount.path("large.bin").display()))
+                .args(["of=/dev/null", "bs=1M"]));
+            large as f64 / 1e6 / start.elapsed().as_secs_f64()
+        });
         rows.push(Row {
             profile: name,
             measure: format!("dd bs=1M of {} MiB", args.large_mib),
             value: mbps(dd),
             ratio: Some(dd / ceiling),
         });
-        peak_rss = peak_rss.max(rss_peak_kib(&mount));
-        drop(mount);
 
         eprintln!("[{name}] 4 readers ...");
-        let mount = Mount::of(&server, BUCKET, &extra);
-        let start = Instant::now();
-        let readers: Vec<_> = (0..4)
-            .map(|i| {
-                Command::new("dd")
-                    .arg(format!("if={}", mount.path(&format!("q{i}.bin")).display()))
-                    .args(["of=/dev/null", "bs=1M", "status=none"])
-                    .spawn()
-                    .expect("spawn dd")
-            })
-            .collect();
-        for mut r in readers {
-            r.wait().expect("dd");
-        }
-        let four = 4.0 * (args.quarter_mib * MIB) as f64 / 1e6 / start.elapsed().as_secs_f64();
+        let four = on_fresh_mount(&server, &extra, &mut peak_rss, |mount| {
+            let start = Instant::now();
+            let readers: Vec<_> = (0..4)
+                .map(|i| {
+                    Command::new("dd")
+                        .arg(format!("if={}", mount.path(&format!("q{i}.bin")).display()))
+                        .args(["of=/dev/null", "bs=1M", "status=none"])
+                        .spawn()
+                        .expect("spawn dd")
+                })
+                .collect();
+            for mut r in readers {
+                r.wait().expect("dd");
+            }
+            4.0 * (args.quarter_mib * MIB) as f64 / 1e6 / start.elapsed().as_secs_f64()
+        });
         rows.push(Row {
             profile: name,
             measure: format!("4 readers x {} MiB, total", args.quarter_mib),
             value: mbps(four),
             ratio: Some(four / ceiling),
         });
-        peak_rss = peak_rss.max(rss_peak_kib(&mount));
-        drop(mount);
 
         eprintln!("[{name}] random reads ...");
-        let mount = Mount::of(&server, BUCKET, &extra);
-        server.knobs().counters().reset();
-        let (random, amplification) = random_reads(&mount, large as u64, args.random_reads, server.knobs().counters());
+        let (random, amplification) = on_fresh_mount(&server, &extra, &mut peak_rss, |mount| {
+            server.knobs().counters().reset();
+            random_reads(mount, large as u64, args.random_reads, server.knobs().counters())
+        });
         rows.push(Row {
             profile: name,
             measure: format!("{} random 256 KiB reads", args.random_reads),
             value: format!("{} ({amplification:.2} bytes sent per byte read)", mbps(random)),
             ratio: Some(random / ceiling),
         });
-        peak_rss = peak_rss.max(rss_peak_kib(&mount));
-        drop(mount);
 
         eprintln!("[{name}] time to first byte ...");
-        let mount = Mount::of(&server, BUCKET, &extra);
-        let start = Instant::now();
-        let mut file = File::open(mount.path("large.bin")).expect("open");
-        let mut byte = [0u8; 1];
-        file.read_exact(&mut byte).expect("first byte");
-        let ttfb = start.elapsed();
+        let ttfb = on_fresh_mount(&server, &extra, &mut peak_rss, |mount| {
+            let start = Instant::now();
+            let mut file = File::open(mount.path("large.bin")).expect("open");
+            let mut byte = [0u8; 1];
+            file.read_exact(&mut byte).expect("first byte");
+            start.elapsed()
+        });
         rows.push(Row {
             profile: name,
             measure: "time to first byte (open + read)".into(),
             value: format!("{:.1} ms", ms(ttfb)),
             ratio: None,
         });
-        drop(file);
-        peak_rss = peak_rss.max(rss_peak_kib(&mount));
-        drop(mount);
         rows.push(Row {
             profile: name,
             measure: "daemon peak RSS".into(),
@@ -198,6 +193,15 @@ fn random_reads(mount: &Mount, size: u64, count: u32, counters: &mount_tests::se
     let elapsed = start.elapsed().as_secs_f64();
     let read = (count as u64 * READ) as f64;
     (read / 1e6 / elapsed, counters.snapshot().body_bytes_sent as f64 / read)
+}
+
+/// Runs `measure` on a mount of its own (so no page cache carries over from another measure),
+/// folds the daemon's peak RSS into `peak_rss`, and unmounts.
+fn on_fresh_mount<T>(server: &TestServer, extra: &[&str], peak_rss: &mut u64, measure: impl FnOnce(&Mount) -> T) -> T {
+    let mount = Mount::of(server, BUCKET, extra);
+    let result = measure(&mount);
+    *peak_rss = (*peak_rss).max(rss_peak_kib(&mount));
+    result
 }
 
 /// VmHWM of the daemon serving `mount`, in KiB.
