@@ -84,9 +84,14 @@ pub struct MountArgs {
     /// system's.
     #[arg(long, env = "AWS_CA_BUNDLE", value_name = "PEM")]
     pub ca_bundle: Option<PathBuf>,
-    /// Seconds a listing or lookup stays valid before S3 is asked again.
-    #[arg(long, default_value_t = 5)]
-    pub metadata_ttl: u64,
+    /// Seconds a listing or lookup stays valid before S3 is asked again, or `indefinite` for a
+    /// bucket that does not change while mounted.
+    #[arg(long, default_value = "5", value_name = "SECONDS|indefinite")]
+    pub metadata_ttl: String,
+    /// Seconds a name found missing stays missing before S3 is asked again (0: always ask), or
+    /// `indefinite`.
+    #[arg(long, default_value = "5", value_name = "SECONDS|indefinite")]
+    pub negative_metadata_ttl: String,
     /// Memory budget of the block cache in MiB, for the whole mount (default 512).
     #[arg(long, value_name = "MIB")]
     pub cache_size: Option<u64>,

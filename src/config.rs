@@ -43,6 +43,8 @@ impl MountConfig {
             (Some(p), None) | (None, Some(p)) => normalize_prefix(&p)?,
             (None, None) => String::new(),
         };
+        let metadata_ttl = parse_ttl(&args.metadata_ttl, "--metadata-ttl")?;
+        let negative_metadata_ttl = parse_ttl(&args.negative_metadata_ttl, "--negative-metadata-ttl")?;
         check_mountpoint(&args.mountpoint)?;
         if !Path::new("/dev/fuse").exists() {
             return Err(error("/dev/fuse does not exist: load the fuse kernel module (modprobe fuse)"));
@@ -63,7 +65,8 @@ impl MountConfig {
             gid: args.gid.unwrap_or(egid),
             file_mode: parse_mode(&args.file_mode, "--file-mode")?,
             dir_mode: parse_mode(&args.dir_mode, "--dir-mode")?,
-            metadata_ttl: Duration::from_secs(args.metadata_ttl),
+            metadata_ttl,
+            negative_metadata_ttl,
         };
         let s3 = S3Settings {
             bucket,
@@ -197,6 +200,21 @@ fn parse_mode(text: &str, flag: &str) -> Result<u16, ConfigError> {
         .ok_or_else(|| error(format!("{flag} {text:?} is not an octal mode like 0644")))
 }
 
+/// What `indefinite` stands for: longer than any mount lives, and short enough for the kernel's
+/// timeout arithmetic.
+const INDEFINITE: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+fn parse_ttl(text: &str, flag: &str) -> Result<Duration, ConfigError> {
+    if text.eq_ignore_ascii_case("indefinite") {
+        return Ok(INDEFINITE);
+    }
+    text.parse::<u64>()
+        .ok()
+        .filter(|&s| Duration::from_secs(s) <= INDEFINITE)
+        .map(Duration::from_secs)
+        .ok_or_else(|| error(format!("{flag} {text:?} is neither a number of seconds nor `indefinite`")))
+}
+
 fn check_mountpoint(path: &Path) -> Result<(), ConfigError> {
     let shown = path.display();
     let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
@@ -238,6 +256,16 @@ mod tests {
         }
         for good in ["abc", "my.bucket-1", "0bucket9"] {
             assert!(check_bucket_name(good).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn ttls_are_seconds_or_indefinite() {
+        assert_eq!(parse_ttl("0", "--metadata-ttl").unwrap(), Duration::ZERO);
+        assert_eq!(parse_ttl("30", "--metadata-ttl").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_ttl("indefinite", "--metadata-ttl").unwrap(), INDEFINITE);
+        for bad in ["-1", "5s", "", "forever", "99999999999999"] {
+            assert!(parse_ttl(bad, "--metadata-ttl").is_err(), "{bad}");
         }
     }
 

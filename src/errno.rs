@@ -3,7 +3,7 @@
 use crate::store::StoreError;
 
 /// A failure of a filesystem operation, as the kernel will be told.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FsError {
     #[error("no such file or directory")]
     NotFound,

@@ -18,7 +18,7 @@ use tokio::runtime::Handle;
 
 use crate::config::MountConfig;
 use crate::errno::FsError;
-use crate::fs::{Attr, DirEntry, Fs, Kind};
+use crate::fs::{Attr, Fs, Kind, Listing};
 use crate::store::ObjectStore;
 
 /// Largest read the kernel is asked to send at once.
@@ -61,11 +61,11 @@ fn file_type(kind: Kind) -> FileType {
 #[derive(Default)]
 struct DirHandles {
     next: AtomicU64,
-    open: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
+    open: Mutex<HashMap<u64, Arc<Listing>>>,
 }
 
 impl DirHandles {
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Arc<Vec<DirEntry>>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Arc<Listing>>> {
         self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
@@ -74,14 +74,26 @@ pub struct FuseAdapter<S> {
     fs: Arc<Fs<S>>,
     runtime: Handle,
     dirs: Arc<DirHandles>,
+    /// How long the kernel may keep names and attributes, and names found missing.
     ttl: Duration,
+    negative_ttl: Duration,
 }
 
 impl<S: ObjectStore> FuseAdapter<S> {
     pub fn new(fs: Arc<Fs<S>>, runtime: Handle) -> Self {
         let ttl = fs.options().metadata_ttl;
-        Self { fs, runtime, dirs: Arc::default(), ttl }
+        let negative_ttl = fs.options().negative_metadata_ttl;
+        Self { fs, runtime, dirs: Arc::default(), ttl, negative_ttl }
     }
+}
+
+/// A lookup answer that says "no such name" and lets the kernel keep saying it for `ttl`.
+fn reply_missing(reply: ReplyEntry, ttl: Duration) {
+    if ttl.is_zero() {
+        return reply.error(Errno::ENOENT);
+    }
+    let none = Attr { ino: 0, kind: Kind::File, size: 0, mtime: SystemTime::UNIX_EPOCH, perm: 0, uid: 0, gid: 0 };
+    reply.entry_with_ttls(&Duration::ZERO, &ttl, &file_attr(&none), Generation(0));
 }
 
 fn name_str(name: &OsStr) -> Option<&str> {
@@ -102,16 +114,21 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
             reply.error(Errno::ENOENT);
             return;
         };
-        let (fs, ttl) = (Arc::clone(&self.fs), self.ttl);
+        let (fs, ttl, negative_ttl) = (Arc::clone(&self.fs), self.ttl, self.negative_ttl);
         self.runtime.spawn(async move {
             match fs.lookup(parent.0, &name).await {
                 Ok(attr) => reply.entry(&ttl, &file_attr(&attr), Generation(0)),
+                Err(FsError::NotFound) => reply_missing(reply, negative_ttl),
                 Err(e) => {
                     log_failure("lookup", &name, &e);
                     reply.error(errno(&e))
                 }
             }
         });
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -123,6 +140,8 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
+        // Opening may start fetching the files that come next, on the runtime.
+        let _runtime = self.runtime.enter();
         match self.fs.open(ino.0, write) {
             // The handle is pinned to one ETag, so the kernel's cached pages stay valid with it.
             Ok(handle) => reply.opened(FileHandle(handle), FopenFlags::FOPEN_KEEP_CACHE),
@@ -187,7 +206,6 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
                 Some(entries) if offset > 0 => entries,
                 _ => match fs.readdir(ino.0).await {
                     Ok(entries) => {
-                        let entries = Arc::new(entries);
                         dirs.lock().insert(fh.0, Arc::clone(&entries));
                         entries
                     }
@@ -198,13 +216,16 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
                     }
                 },
             };
-            // Offsets: 1 and 2 are `.` and `..`; entry i of the listing is i + 3.
+            // Offsets: 1 and 2 are `.` and `..`; entry i of the listing is i + 3. A large directory
+            // is read in many calls, each starting where the last ended, so index rather than skip.
             let dots = [(ino.0, "."), (ino.0, "..")];
-            let all = dots
-                .iter()
-                .map(|&(ino, name)| (ino, FileType::Directory, name))
-                .chain(entries.iter().map(|e| (e.ino, file_type(e.kind), e.name.as_str())));
-            for (i, (child, kind, name)) in all.enumerate().skip(offset as usize) {
+            let listed = entries.entries();
+            let offset = offset as usize;
+            let dots =
+                dots.iter().enumerate().skip(offset).map(|(i, &(ino, name))| (i, ino, FileType::Directory, name));
+            let rest = listed.iter().enumerate().skip(offset.saturating_sub(2));
+            let rest = rest.map(|(i, (name, ino, entry))| (i + 2, *ino, file_type(entry.kind()), name.as_str()));
+            for (i, child, kind, name) in dots.chain(rest) {
                 if reply.add(INodeNo(child), i as u64 + 1, kind, name) {
                     break;
                 }

@@ -72,6 +72,10 @@ impl<S: ObjectStore> Fetcher<S> {
         &self.cache
     }
 
+    pub fn config(&self) -> &FetchConfig {
+        &self.config
+    }
+
     fn window_limits(&self) -> WindowLimits {
         // Readahead never claims more than a quarter of the budget, so blocks fetched ahead are
         // not evicted before they are read.
@@ -205,6 +209,23 @@ impl<S: ObjectStore> Fetcher<S> {
                     this.start_fetch(run, size, Some(Arc::clone(&permit)))
                 });
             }
+        });
+    }
+
+    /// Fetches the start of an object before it is read (all of it when it is no larger than a
+    /// part) in one background GET, once a connection permit is free.
+    pub fn prefetch_start(self: &Arc<Self>, object: Arc<ObjectId>, size: u64) {
+        let end = size.min(self.config.part_size);
+        if end == 0 {
+            return;
+        }
+        let blocks = 0..=(end - 1) / self.config.block_size;
+        let run = blocks.clone().count();
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let Ok(permit) = Arc::clone(&this.prefetch_permits).acquire_owned().await else { return };
+            let permit = Arc::new(permit);
+            this.claim(&object, blocks, run, |run| this.start_fetch(run, size, Some(Arc::clone(&permit))));
         });
     }
 

@@ -3,14 +3,17 @@
 //! GETs. Answers are plain values and `FsError`s; `fuse` turns them into replies.
 
 mod inode;
+mod listing;
 pub mod names;
+mod next_file;
 
 pub use inode::{Entry, Ino, ROOT_INO};
+pub use listing::Listing;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
@@ -19,6 +22,8 @@ use crate::fetch::{FetchConfig, Fetcher, ReadaheadWindow};
 use crate::object_id::ObjectId;
 use crate::store::{ObjectMeta, ObjectStore, StoreError};
 use inode::InodeTable;
+use listing::{Known, MetadataCache};
+use next_file::NextFiles;
 
 /// Ownership, modes and cache lifetimes, fixed for the life of a mount.
 #[derive(Clone, Debug)]
@@ -31,12 +36,20 @@ pub struct FsOptions {
     pub dir_mode: u16,
     /// How long a listing or HEAD answers for the names it covered.
     pub metadata_ttl: Duration,
+    /// How long a name found missing stays missing without asking again.
+    pub negative_metadata_ttl: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Directory,
     File,
+}
+
+impl Entry {
+    pub fn kind(&self) -> Kind {
+        if self.is_dir() { Kind::Directory } else { Kind::File }
+    }
 }
 
 /// Attributes of one inode.
@@ -51,13 +64,6 @@ pub struct Attr {
     pub gid: u32,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DirEntry {
-    pub ino: Ino,
-    pub kind: Kind,
-    pub name: String,
-}
-
 /// An open file: the object version it was opened on, and its reader's readahead state.
 struct OpenFile {
     object: Arc<ObjectId>,
@@ -65,18 +71,13 @@ struct OpenFile {
     window: Arc<Mutex<ReadaheadWindow>>,
 }
 
-/// The names a directory listing found, and when.
-struct Listed {
-    at: Instant,
-    names: HashMap<String, Ino>,
-}
-
 pub struct Fs<S> {
     store: Arc<S>,
     fetcher: Arc<Fetcher<S>>,
     options: FsOptions,
     inodes: InodeTable,
-    listed: Mutex<HashMap<Ino, Listed>>,
+    metadata: MetadataCache,
+    next_files: NextFiles,
     open_files: Mutex<HashMap<u64, OpenFile>>,
     next_handle: AtomicU64,
     mounted_at: SystemTime,
@@ -93,8 +94,9 @@ impl<S: ObjectStore> Fs<S> {
             fetcher: Arc::new(Fetcher::new(Arc::clone(&store), fetch)),
             store,
             inodes: InodeTable::new(options.root_prefix.clone()),
+            metadata: MetadataCache::new(options.metadata_ttl, options.negative_metadata_ttl),
             options,
-            listed: Mutex::new(HashMap::new()),
+            next_files: NextFiles::default(),
             open_files: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             mounted_at: SystemTime::now(),
@@ -103,6 +105,11 @@ impl<S: ObjectStore> Fs<S> {
 
     pub fn options(&self) -> &FsOptions {
         &self.options
+    }
+
+    /// Inodes the kernel holds (and the root).
+    pub fn inodes_held(&self) -> usize {
+        self.inodes.len()
     }
 
     fn attr_of(&self, ino: Ino, entry: &Entry) -> Attr {
@@ -142,43 +149,58 @@ impl<S: ObjectStore> Fs<S> {
         Ok(self.attr_of(ino, &entry))
     }
 
+    /// Finds `name` in `parent`: from a recent listing or lookup when there is one, else by asking
+    /// S3 whether it is a file and whether it is a directory, at once. Each success is one more
+    /// reference the kernel holds, until `forget`.
     pub async fn lookup(&self, parent: Ino, name: &str) -> Result<Attr, FsError> {
         let prefix = self.dir_prefix(parent)?;
         if !names::is_valid_name(name) {
             return Err(FsError::NotFound);
         }
-        if let Some(answer) = self.lookup_in_listing(parent, name) {
-            let ino = answer?;
-            return self.getattr(ino);
-        }
+        let (entry, numbered) = match self.metadata.known(parent, name) {
+            Known::Present(ino, entry) => (entry, Some(ino)),
+            Known::Missing => return Err(FsError::NotFound),
+            Known::Unknown => match self.ask_store(&prefix, name).await {
+                Ok(entry) => (entry, None),
+                Err(FsError::NotFound) => {
+                    self.metadata.store_missing(parent, name);
+                    return Err(FsError::NotFound);
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        let ino = self.inodes.looked_up(parent, name, entry.clone(), numbered);
+        Ok(self.attr_of(ino, &entry))
+    }
+
+    async fn ask_store(&self, prefix: &str, name: &str) -> Result<Entry, FsError> {
         let key = format!("{prefix}{name}");
         let dir_prefix = format!("{key}/");
         // A name may be a file, a directory, or both (the directory wins): ask both at once.
         let (head, children) = tokio::join!(self.store.head(&key), self.store.list_page(&dir_prefix, None, Some(1)));
         let children = children?;
-        let entry = if !children.objects.is_empty() || !children.prefixes.is_empty() {
-            Entry::Directory { prefix: dir_prefix }
-        } else {
-            match head {
-                Ok(meta) => Entry::File(meta),
-                Err(StoreError::NotFound) => return Err(FsError::NotFound),
-                Err(e) => return Err(e.into()),
-            }
-        };
-        let ino = self.inodes.upsert(parent, name, entry.clone());
-        Ok(self.attr_of(ino, &entry))
+        if !children.objects.is_empty() || !children.prefixes.is_empty() {
+            return Ok(Entry::Directory { prefix: dir_prefix });
+        }
+        match head {
+            Ok(meta) => Ok(Entry::File(meta)),
+            Err(StoreError::NotFound) => Err(FsError::NotFound),
+            Err(e) => Err(e.into()),
+        }
     }
 
-    /// Answers a lookup from a recent listing of `parent`, when there is one.
-    fn lookup_in_listing(&self, parent: Ino, name: &str) -> Option<Result<Ino, FsError>> {
-        let listed = lock(&self.listed);
-        let listing = listed.get(&parent).filter(|l| l.at.elapsed() < self.options.metadata_ttl)?;
-        Some(listing.names.get(name).copied().ok_or(FsError::NotFound))
+    /// The kernel dropped `count` references to `ino`.
+    pub fn forget(&self, ino: Ino, count: u64) {
+        self.inodes.forget(ino, count);
     }
 
-    /// Every entry of a directory (all listing pages), also recorded for later lookups.
-    pub async fn readdir(&self, ino: Ino) -> Result<Vec<DirEntry>, FsError> {
+    /// Every entry of a directory, sorted, from a fresh listing if there is one, else from all the
+    /// listing pages S3 gives; later lookups and opens are answered from it.
+    pub async fn readdir(&self, ino: Ino) -> Result<Arc<Listing>, FsError> {
         let prefix = self.dir_prefix(ino)?;
+        if let Some(listing) = self.metadata.listing(ino) {
+            return Ok(listing);
+        }
         let mut found: BTreeMap<String, Entry> = BTreeMap::new();
         let mut token = None;
         loop {
@@ -209,16 +231,16 @@ impl<S: ObjectStore> Fs<S> {
                 None => break,
             }
         }
-        let mut entries = Vec::with_capacity(found.len());
-        let mut names = HashMap::with_capacity(found.len());
-        for (name, entry) in found {
-            let kind = if entry.is_dir() { Kind::Directory } else { Kind::File };
-            let child = self.inodes.upsert(ino, &name, entry);
-            names.insert(name.clone(), child);
-            entries.push(DirEntry { ino: child, kind, name });
-        }
-        lock(&self.listed).insert(ino, Listed { at: Instant::now(), names });
-        Ok(entries)
+        let entries = found
+            .into_iter()
+            .map(|(name, entry)| {
+                let child = self.inodes.number_for(ino, &name, entry.is_dir(), None);
+                (name, child, entry)
+            })
+            .collect();
+        let listing = Arc::new(Listing::new(entries));
+        self.metadata.store_listing(ino, Arc::clone(&listing));
+        Ok(listing)
     }
 
     /// Opens a file for reading; any write access is refused (the mount is read-only).
@@ -231,11 +253,32 @@ impl<S: ObjectStore> Fs<S> {
         if write {
             return Err(FsError::ReadOnly);
         }
+        self.prefetch_next_files(ino);
         let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
         let ObjectMeta { key, size, etag, .. } = meta;
         let file = OpenFile { object: Arc::new(ObjectId { key, etag }), size, window: Arc::default() };
         lock(&self.open_files).insert(handle, file);
         Ok(handle)
+    }
+
+    /// When `ino` is opened right after the files before it in its directory's listing, fetches the
+    /// start of the next files (small ones whole) before they are opened.
+    fn prefetch_next_files(&self, ino: Ino) {
+        let Some((parent, name)) = self.inodes.parent_and_name(ino) else { return };
+        let Some(listing) = self.metadata.listing(parent) else { return };
+        let Some(position) = listing.position(&name) else { return };
+        let fetch = self.fetcher.config();
+        let entries = listing.entries();
+        let cost = |p: usize| match &entries[p].2 {
+            Entry::File(meta) => Some(meta.size.min(fetch.part_size)),
+            Entry::Directory { .. } => None,
+        };
+        for next in self.next_files.on_open(parent, position, entries.len(), cost, fetch.cache_bytes / 8) {
+            if let Entry::File(meta) = &entries[next].2 {
+                let object = Arc::new(ObjectId { key: meta.key.clone(), etag: meta.etag.clone() });
+                self.fetcher.prefetch_start(object, meta.size);
+            }
+        }
     }
 
     pub async fn read(&self, handle: u64, offset: u64, len: u32) -> Result<Bytes, FsError> {
@@ -251,3 +294,6 @@ impl<S: ObjectStore> Fs<S> {
         lock(&self.open_files).remove(&handle);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -174,7 +174,7 @@ impl S3 for TestS3 {
     async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
         self.count("CreateBucket");
         self.storage.create_bucket(&req.input.bucket).map_err(storage_error)?;
-        let output = CreateBucketOutput { location: Some(format!("/{}", req.input.bucket)), ..Default::default() };
+        let output = CreateBucketOutput { location: Some(format!("/{}", req.input.bucket)) };
         Ok(S3Response::new(output))
     }
 

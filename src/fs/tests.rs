@@ -1,0 +1,118 @@
+//! The filesystem logic against the in-memory store: what listings save, negative answers, the
+//! inode table's bounds, and next-file prefetch.
+
+use std::time::Duration;
+
+use super::*;
+use crate::store::memory::MemoryStore;
+
+fn options(ttl: Duration, negative_ttl: Duration) -> FsOptions {
+    FsOptions {
+        root_prefix: String::new(),
+        uid: 0,
+        gid: 0,
+        file_mode: 0o644,
+        dir_mode: 0o755,
+        metadata_ttl: ttl,
+        negative_metadata_ttl: negative_ttl,
+    }
+}
+
+fn fs_with(files: usize, size: usize, ttl: Duration) -> (Arc<MemoryStore>, Fs<MemoryStore>) {
+    let store = Arc::new(MemoryStore::new());
+    for i in 0..files {
+        store.put(&format!("d/f{i:05}"), Bytes::from(vec![i as u8; size]));
+    }
+    let fs = Fs::new(Arc::clone(&store), options(ttl, ttl), FetchConfig::default());
+    (store, fs)
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn after_a_listing_lookups_and_opens_cost_no_request() {
+    let (store, fs) = fs_with(300, 10, MINUTE);
+    let dir = fs.lookup(ROOT_INO, "d").await.unwrap().ino;
+    let listing = fs.readdir(dir).await.unwrap();
+    assert_eq!(listing.entries().len(), 300);
+    let before = store.counts();
+    for (name, ino, _) in listing.entries() {
+        let attr = fs.lookup(dir, name).await.unwrap();
+        assert_eq!((attr.ino, attr.size), (*ino, 10), "{name}: the number readdir gave, and the size");
+    }
+    assert_eq!(fs.lookup(dir, "absent").await, Err(FsError::NotFound));
+    assert_eq!(fs.readdir(dir).await.unwrap().entries().len(), 300, "a fresh listing is reused");
+    let after = store.counts();
+    assert_eq!((after.heads, after.lists, after.gets), (before.heads, before.lists, before.gets));
+}
+
+#[tokio::test]
+async fn a_missing_name_is_asked_once_within_the_negative_ttl() {
+    let (store, fs) = fs_with(1, 10, MINUTE);
+    assert_eq!(fs.lookup(ROOT_INO, "nope").await, Err(FsError::NotFound));
+    let asked = store.counts();
+    assert_eq!(fs.lookup(ROOT_INO, "nope").await, Err(FsError::NotFound));
+    assert_eq!(store.counts(), asked);
+
+    let (store, fs) = fs_with(1, 10, Duration::ZERO);
+    assert_eq!(fs.lookup(ROOT_INO, "nope").await, Err(FsError::NotFound));
+    store.put("nope", Bytes::from_static(b"now here"));
+    assert_eq!(fs.lookup(ROOT_INO, "nope").await.unwrap().size, 8, "without a negative TTL, S3 is asked again");
+}
+
+#[tokio::test]
+async fn forgotten_inodes_leave_the_table() {
+    let (_store, fs) = fs_with(500, 10, MINUTE);
+    let dir = fs.lookup(ROOT_INO, "d").await.unwrap().ino;
+    let listing = fs.readdir(dir).await.unwrap();
+    let mut held = Vec::new();
+    for (name, _, _) in listing.entries() {
+        held.push(fs.lookup(dir, name).await.unwrap().ino);
+    }
+    assert_eq!(fs.inodes_held(), 502);
+    for ino in held {
+        fs.forget(ino, 1);
+    }
+    fs.forget(dir, 1);
+    assert_eq!(fs.inodes_held(), 1, "only the root is left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_opened_in_listing_order_are_fetched_ahead_once() {
+    let (store, fs) = fs_with(40, 100 * 1024, MINUTE);
+    let dir = fs.lookup(ROOT_INO, "d").await.unwrap().ino;
+    let listing = fs.readdir(dir).await.unwrap();
+    let names: Vec<String> = listing.entries().iter().map(|(n, _, _)| n.clone()).collect();
+    for (i, name) in names.iter().enumerate() {
+        let ino = fs.lookup(dir, name).await.unwrap().ino;
+        let handle = fs.open(ino, false).unwrap();
+        let data = fs.read(handle, 0, 1 << 20).await.unwrap();
+        assert_eq!(data.len(), 100 * 1024);
+        assert!(data.iter().all(|&b| b == i as u8), "{name}");
+        fs.release(handle);
+        if i == 2 {
+            // Give the prefetch of the next files time to land.
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while store.counts().gets <= 3 && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert!(store.counts().gets > 3, "files after the third were fetched before being opened");
+        }
+    }
+    assert_eq!(store.counts().gets, 40, "one GET per file, none twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_opened_out_of_order_are_not_fetched_ahead() {
+    let (store, fs) = fs_with(40, 1024, MINUTE);
+    let dir = fs.lookup(ROOT_INO, "d").await.unwrap().ino;
+    let listing = fs.readdir(dir).await.unwrap();
+    for position in [30, 3, 17, 9, 25, 0, 38, 12] {
+        let ino = fs.lookup(dir, &listing.entries()[position].0).await.unwrap().ino;
+        let handle = fs.open(ino, false).unwrap();
+        fs.read(handle, 0, 4096).await.unwrap();
+        fs.release(handle);
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(store.counts().gets, 8);
+}
