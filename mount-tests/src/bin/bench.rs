@@ -35,6 +35,9 @@ struct Args {
     /// Profiles to run.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "loopback,s3-like")]
     profiles: Vec<Profile>,
+    /// Skip the many-small-files measures (serial cat, data-loader workers, ls -l, find).
+    #[arg(long)]
+    no_small_files: bool,
     /// Extra options for every `fetchfs mount`.
     #[arg(long, allow_hyphen_values = true)]
     mount_option: Vec<String>,
@@ -58,6 +61,12 @@ fn main() {
     for i in 0..4 {
         let q = (args.quarter_mib * MIB) as usize;
         storage.put(BUCKET, &format!("q{i}.bin"), StoredObject::new(data::content(10 + i, q), None)).expect("put");
+    }
+    if !args.no_small_files {
+        eprintln!(
+            "generating {SMALL_FILES} x 100 KiB, {LS_FILES} and {TREE_DIRS} x {TREE_FILES_PER_DIR} tiny files ..."
+        );
+        seed_small_files(storage);
     }
     let extra: Vec<&str> = args.mount_option.iter().map(String::as_str).collect();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
@@ -146,6 +155,9 @@ fn main() {
             value: format!("{:.1} ms", ms(ttfb)),
             ratio: None,
         });
+        if !args.no_small_files {
+            small_file_rows(&server, &extra, &mut peak_rss, name, &mut rows);
+        }
         rows.push(Row {
             profile: name,
             measure: "daemon peak RSS".into(),
@@ -161,6 +173,114 @@ fn main() {
         let ratio = row.ratio.map_or(String::from("-"), |r| format!("{r:.2}"));
         println!("| {} | {} | {} | {} |", row.profile, row.measure, row.value, ratio);
     }
+}
+
+const SMALL_FILES: u64 = 1000;
+const LS_FILES: u64 = 10_000;
+const TREE_DIRS: u64 = 100;
+const TREE_FILES_PER_DIR: u64 = 1000;
+
+fn seed_small_files(storage: &mount_tests::server::Storage) {
+    for i in 0..SMALL_FILES {
+        let object = StoredObject::new(data::content(100 + i, 100 * 1024), None);
+        storage.put(BUCKET, &format!("small/f{i:05}.jpg"), object).expect("put");
+    }
+    let tiny = StoredObject::new(data::content(0, 16), None);
+    for i in 0..LS_FILES {
+        storage.put(BUCKET, &format!("ten-k/f{i:05}.json"), tiny.clone()).expect("put");
+    }
+    for d in 0..TREE_DIRS {
+        for f in 0..TREE_FILES_PER_DIR {
+            storage.put(BUCKET, &format!("tree/d{d:03}/f{f:04}"), tiny.clone()).expect("put");
+        }
+    }
+}
+
+/// A data-loader worker: reads every `workers`-th file of the sorted (or seeded-shuffled) listing,
+/// starting at its own index, as a PyTorch DataLoader over a file list hands them out.
+const WORKER: &str = r#"
+import os, random, sys
+root, order, k, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+names = sorted(os.listdir(root))
+if order == "shuffled":
+    random.Random(7).shuffle(names)
+for name in names[k::n]:
+    with open(os.path.join(root, name), "rb") as f:
+        while f.read(1 << 20):
+            pass
+"#;
+
+fn small_file_rows(server: &TestServer, extra: &[&str], peak_rss: &mut u64, name: &'static str, rows: &mut Vec<Row>) {
+    let files_per_s = |count: u64, took: Duration| format!("{:.0} files/s", count as f64 / took.as_secs_f64());
+    eprintln!("[{name}] serial cat of {SMALL_FILES} small files ...");
+    let took = on_fresh_mount(server, extra, peak_rss, |mount| {
+        timed(|| {
+            run(Command::new("sh")
+                .arg("-c")
+                .arg("for f in small/*; do cat \"$f\"; done > /dev/null")
+                .current_dir(&mount.dir))
+        })
+    });
+    rows.push(Row {
+        profile: name,
+        measure: format!("serial cat of {SMALL_FILES} x 100 KiB files"),
+        value: files_per_s(SMALL_FILES, took),
+        ratio: None,
+    });
+    for order in ["sorted", "shuffled"] {
+        eprintln!("[{name}] 8 data-loader workers, {order} ...");
+        let took = on_fresh_mount(server, extra, peak_rss, |mount| {
+            timed(|| {
+                let workers: Vec<_> = (0..8)
+                    .map(|k| {
+                        Command::new("python3")
+                            .args(["-c", WORKER])
+                            .arg(mount.path("small"))
+                            .args([order, &k.to_string(), "8"])
+                            .spawn()
+                            .expect("spawn python3")
+                    })
+                    .collect();
+                for mut worker in workers {
+                    assert!(worker.wait().expect("python3").success(), "a worker failed");
+                }
+            })
+        });
+        rows.push(Row {
+            profile: name,
+            measure: format!("8 python3 workers, {SMALL_FILES} x 100 KiB files, {order}"),
+            value: files_per_s(SMALL_FILES, took),
+            ratio: None,
+        });
+    }
+    eprintln!("[{name}] ls -l and find ...");
+    let took = on_fresh_mount(server, extra, peak_rss, |mount| {
+        timed(|| run(Command::new("ls").arg("-l").arg(mount.path("ten-k")).stdout(std::process::Stdio::null())))
+    });
+    rows.push(Row {
+        profile: name,
+        measure: format!("ls -l of {LS_FILES} files"),
+        value: format!("{:.2} s", took.as_secs_f64()),
+        ratio: None,
+    });
+    let took = on_fresh_mount(server, extra, peak_rss, |mount| {
+        timed(|| {
+            run(Command::new("find").arg(mount.path("tree")).args(["-type", "f"]).stdout(std::process::Stdio::null()))
+        })
+    });
+    let keys = TREE_DIRS * TREE_FILES_PER_DIR;
+    rows.push(Row {
+        profile: name,
+        measure: format!("find over {keys} keys"),
+        value: format!("{:.2} s", took.as_secs_f64()),
+        ratio: None,
+    });
+}
+
+fn timed(work: impl FnOnce()) -> Duration {
+    let start = Instant::now();
+    work();
+    start.elapsed()
 }
 
 fn mbps(v: f64) -> String {
