@@ -27,6 +27,10 @@ pub struct Cli {
 pub enum Command {
     /// Mount a bucket (or a prefix of one) at a directory.
     Mount(MountArgs),
+    /// Print a manual page (roff) on standard output, for packaging: fetchfs(8), or with `mount`,
+    /// fetchfs-mount(8).
+    #[command(hide = true)]
+    Manpage { subcommand: Option<String> },
 }
 
 #[derive(Args, Debug)]
@@ -105,6 +109,9 @@ pub struct MountArgs {
     /// Most readahead GETs in flight at once, for the whole mount (default 32).
     #[arg(long)]
     pub max_connections: Option<usize>,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, default_value = "warn")]
     pub log_level: String,
@@ -114,4 +121,123 @@ pub struct MountArgs {
     /// Append logs to this file (default: standard error, which a background daemon closes).
     #[arg(long)]
     pub log_file: Option<PathBuf>,
+}
+
+/// The names mount(8) runs fetchfs under, as the helper for `mount -t fuse.fetchfs` (or `-t fetchfs`).
+pub const HELPER_NAMES: [&str; 2] = ["mount.fuse.fetchfs", "mount.fetchfs"];
+
+/// Mount options that say how mount(8) or systemd should treat the line, not how to mount: fetchfs
+/// ignores them. (`rw` too: the mount is read-only whatever the line says, as writes answer EROFS.)
+fn is_generic_option(option: &str) -> bool {
+    const GENERIC: [&str; 22] = [
+        "defaults", "_netdev", "nofail", "auto", "noauto", "user", "nouser", "users", "owner", "group", "ro", "rw",
+        "dev", "nodev", "suid", "nosuid", "exec", "noexec", "atime", "noatime", "relatime", "nodiratime",
+    ];
+    GENERIC.contains(&option) || option.starts_with("x-") || option.starts_with("comment=")
+}
+
+/// What a mount(8) helper call asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HelperCall {
+    /// `fetchfs mount ...` arguments.
+    Mount(Vec<String>),
+    /// `-f` (fake): check nothing, mount nothing, succeed.
+    Fake,
+}
+
+/// Turns `mount.fuse.fetchfs SOURCE DIR [-sfnv] [-o OPTIONS] [-t TYPE]` into `fetchfs mount`
+/// arguments: each `-o` option `name=value` becomes `--name value` and `flag` becomes `--flag` (with
+/// `_` read as `-`), so clap checks them as it checks flags typed by hand.
+pub fn helper_args(args: &[String]) -> Result<HelperCall, String> {
+    let mut positional = Vec::new();
+    let mut flags = Vec::new();
+    let mut fake = false;
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "-o" => {
+                let options = rest.next().ok_or("-o needs a list of options")?;
+                for option in options.split(',').filter(|o| !o.is_empty() && !is_generic_option(o)) {
+                    let (name, value) = match option.split_once('=') {
+                        Some((name, value)) => (name, Some(value)),
+                        None => (option, None),
+                    };
+                    flags.push(format!("--{}", name.replace('_', "-")));
+                    flags.extend(value.map(str::to_owned));
+                }
+            }
+            "-t" => {
+                rest.next();
+            }
+            "-f" => fake = true,
+            "-s" | "-n" | "-v" => {}
+            "-N" => return Err("mounting in another namespace (-N) is not supported".into()),
+            other if other.starts_with('-') => return Err(format!("unknown mount helper option {other}")),
+            other => positional.push(other.to_owned()),
+        }
+    }
+    let [source, dir] = <[String; 2]>::try_from(positional)
+        .map_err(|got| format!("expected SOURCE and DIRECTORY, got {} arguments", got.len()))?;
+    if fake {
+        return Ok(HelperCall::Fake);
+    }
+    let mut mount = vec!["fetchfs".to_owned(), "mount".to_owned()];
+    mount.extend(flags);
+    mount.push("--".to_owned());
+    mount.extend([source, dir]);
+    Ok(HelperCall::Mount(mount))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn helper_options_become_flags() {
+        let call = helper_args(&strings(&[
+            "s3://b/p/",
+            "/mnt/data",
+            "-o",
+            "rw,_netdev,nofail,x-systemd.automount,allow_other,endpoint_url=http://h:9000,force_path_style,metadata_ttl=60",
+            "-t",
+            "fuse.fetchfs",
+        ]));
+        let expected = strings(&[
+            "fetchfs",
+            "mount",
+            "--allow-other",
+            "--endpoint-url",
+            "http://h:9000",
+            "--force-path-style",
+            "--metadata-ttl",
+            "60",
+            "--",
+            "s3://b/p/",
+            "/mnt/data",
+        ]);
+        assert_eq!(call, Ok(HelperCall::Mount(expected.clone())));
+        let Ok(HelperCall::Mount(args)) = call else { unreachable!() };
+        assert!(Cli::try_parse_from(args).is_ok(), "clap accepts the translation");
+    }
+
+    #[test]
+    fn an_unknown_option_is_refused_by_clap_by_name() {
+        let Ok(HelperCall::Mount(args)) = helper_args(&strings(&["b", "/mnt", "-o", "frobnicate=3"])) else {
+            panic!("translated")
+        };
+        let error = Cli::try_parse_from(args).unwrap_err().to_string();
+        assert!(error.contains("--frobnicate"), "{error}");
+    }
+
+    #[test]
+    fn fake_mounts_and_bad_calls() {
+        assert_eq!(helper_args(&strings(&["b", "/mnt", "-f", "-o", "ro"])), Ok(HelperCall::Fake));
+        assert!(helper_args(&strings(&["b"])).is_err());
+        assert!(helper_args(&strings(&["b", "/mnt", "-o"])).is_err());
+        assert!(helper_args(&strings(&["b", "/mnt", "-N", "x"])).is_err());
+    }
 }

@@ -30,6 +30,7 @@ pub struct MountConfig {
     pub fetch: FetchConfig,
     pub log_level: String,
     pub log_file: Option<PathBuf>,
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl MountConfig {
@@ -89,6 +90,7 @@ impl MountConfig {
             fetch,
             log_level,
             log_file: args.log_file,
+            metrics_addr: args.metrics_addr,
         })
     }
 

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use crate::config::MountConfig;
 use crate::fs::Fs;
+use crate::metrics::Metrics;
+use crate::store::counted::Counted;
 use crate::store::s3::S3Store;
 use crate::store::{ObjectStore, StoreError};
 
@@ -144,7 +146,10 @@ fn serve(config: MountConfig, readiness: &mut Readiness) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
-    let store = runtime.block_on(S3Store::connect(&config.s3)).map_err(|e| reachability_error(&config, e))?;
+    let metrics = Arc::new(Metrics::default());
+    let store = runtime
+        .block_on(S3Store::connect(&config.s3, metrics.retries.clone()))
+        .map_err(|e| reachability_error(&config, e))?;
     // The check runs as several requests at once, so it also opens that many connections, which
     // stay in the pool for the first reads (a TCP and TLS handshake each, paid before any reader
     // waits).
@@ -164,7 +169,14 @@ fn serve(config: MountConfig, readiness: &mut Readiness) -> Result<(), String> {
         }
     }
 
-    let fs = Arc::new(Fs::new(Arc::new(store), config.fs.clone(), config.fetch));
+    let store = Counted::new(store, Arc::clone(&metrics));
+    let fs = Arc::new(Fs::new(Arc::new(store), config.fs.clone(), config.fetch, Arc::clone(&metrics)));
+    if let Some(addr) = config.metrics_addr {
+        let fs = Arc::clone(&fs);
+        runtime
+            .block_on(crate::metrics::serve(addr, metrics, move || fs.refresh_gauges()))
+            .map_err(|e| format!("serving metrics at {addr}: {e}"))?;
+    }
     let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
     let mut session = crate::fuse::mount(fs, runtime.handle().clone(), &config, ended_tx)
         .map_err(|e| format!("mounting at {}: {e}", config.mountpoint.display()))?;

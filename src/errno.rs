@@ -20,6 +20,20 @@ pub enum FsError {
 }
 
 impl FsError {
+    /// The errno's name, for logs and metrics.
+    pub fn errno_name(&self) -> &'static str {
+        match self.errno() {
+            libc::ENOENT => "ENOENT",
+            libc::ENOTDIR => "ENOTDIR",
+            libc::EISDIR => "EISDIR",
+            libc::EROFS => "EROFS",
+            libc::EBADF => "EBADF",
+            libc::ESTALE => "ESTALE",
+            libc::EACCES => "EACCES",
+            _ => "EIO",
+        }
+    }
+
     pub fn errno(&self) -> i32 {
         match self {
             FsError::NotFound => libc::ENOENT,

@@ -118,11 +118,11 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         self.runtime.spawn(async move {
             match fs.lookup(parent.0, &name).await {
                 Ok(attr) => reply.entry(&ttl, &file_attr(&attr), Generation(0)),
-                Err(FsError::NotFound) => reply_missing(reply, negative_ttl),
-                Err(e) => {
-                    log_failure("lookup", &name, &e);
-                    reply.error(errno(&e))
+                Err(FsError::NotFound) => {
+                    fs.metrics().error(FsError::NotFound.errno_name());
+                    reply_missing(reply, negative_ttl)
                 }
+                Err(e) => reply.error(failed(&fs, "lookup", &name, &e)),
             }
         });
     }
@@ -134,7 +134,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.fs.getattr(ino.0) {
             Ok(attr) => reply.attr(&self.ttl, &file_attr(&attr)),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(failed(&self.fs, "getattr", &format_args!("inode {}", ino.0), &e)),
         }
     }
 
@@ -145,7 +145,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         match self.fs.open(ino.0, write) {
             // The handle is pinned to one ETag, so the kernel's cached pages stay valid with it.
             Ok(handle) => reply.opened(FileHandle(handle), FopenFlags::FOPEN_KEEP_CACHE),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(failed(&self.fs, "open", &format_args!("inode {}", ino.0), &e)),
         }
     }
 
@@ -164,10 +164,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         self.runtime.spawn(async move {
             match fs.read(fh.0, offset, size).await {
                 Ok(data) => reply.data(&data),
-                Err(e) => {
-                    log_failure("read", &format!("handle {} at {offset}", fh.0), &e);
-                    reply.error(errno(&e))
-                }
+                Err(e) => reply.error(failed(&fs, "read", &format_args!("handle {} at {offset}", fh.0), &e)),
             }
         });
     }
@@ -193,7 +190,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
                 reply.opened(FileHandle(handle), FopenFlags::empty());
             }
             Ok(_) => reply.error(Errno::ENOTDIR),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(failed(&self.fs, "opendir", &format_args!("inode {}", ino.0), &e)),
         }
     }
 
@@ -210,8 +207,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
                         entries
                     }
                     Err(e) => {
-                        log_failure("readdir", &format!("inode {}", ino.0), &e);
-                        reply.error(errno(&e));
+                        reply.error(failed(&fs, "readdir", &format_args!("inode {}", ino.0), &e));
                         return;
                     }
                 },
@@ -335,13 +331,15 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
     }
 }
 
-/// Failures the reader will see as an errno; the operator sees why in the log. A missing name is
-/// routine (shells probe for files), so it is logged at debug level only.
-fn log_failure(op: &str, what: &str, e: &FsError) {
+/// A failure the reader will see as the returned errno; the operator sees why in the log, and it
+/// is counted. A missing name is routine (shells probe for files), so it is logged at debug level.
+fn failed<S: ObjectStore>(fs: &Fs<S>, op: &str, what: &dyn std::fmt::Display, e: &FsError) -> Errno {
+    fs.metrics().error(e.errno_name());
     match e {
         FsError::NotFound => tracing::debug!("{op} {what}: {e}"),
         _ => tracing::warn!("{op} {what}: {e}"),
     }
+    errno(e)
 }
 
 /// A mounted FUSE session, served by its own threads until unmounted.

@@ -1,8 +1,9 @@
 //! fetchfs: mount an S3 bucket as a local, read-only directory tree whose reads become ranged GETs.
 //!
 //! Layers, top to bottom (see shared/DESIGN.md): `fuse` (the thin kernel adapter) -> `fs` (inodes,
-//! directories from key prefixes, open handles) -> `store` (the `ObjectStore` seam and its S3
-//! implementation). `cli`/`config` turn arguments into a checked `MountConfig`; `daemon` runs the
+//! directories from key prefixes, open handles) -> `fetch` (readahead, parallel ranged GETs) ->
+//! `cache` (the block LRU) and `store` (the `ObjectStore` seam and its S3 implementation);
+//! `metrics` counts what each layer does. `cli`/`config` turn arguments into a checked `MountConfig`; `daemon` runs the
 //! mount in the foreground or background.
 
 pub mod cache;
@@ -13,5 +14,6 @@ pub mod errno;
 pub mod fetch;
 pub mod fs;
 pub mod fuse;
+pub mod metrics;
 pub mod object_id;
 pub mod store;

@@ -1,16 +1,45 @@
 //! The `fetchfs` command: parse, check, run; an error is one line on stderr and exit status 1.
+//! Run as `mount.fuse.fetchfs` (a link mount(8) finds), it takes mount(8)'s helper arguments.
 
-use clap::Parser;
-use fetchfs::cli::{Cli, Command};
+use clap::{CommandFactory, Parser};
+use fetchfs::cli::{Cli, Command, HELPER_NAMES, HelperCall, helper_args};
 use fetchfs::config::MountConfig;
 
 fn main() {
-    let cli = Cli::parse();
+    let args: Vec<String> = std::env::args().collect();
+    let invoked_as = args.first().and_then(|a| a.rsplit('/').next()).unwrap_or_default();
+    let cli = if HELPER_NAMES.contains(&invoked_as) {
+        match helper_args(&args[1..]) {
+            Ok(HelperCall::Mount(translated)) => Cli::parse_from(translated),
+            Ok(HelperCall::Fake) => return,
+            Err(message) => fail(&message),
+        }
+    } else {
+        Cli::parse()
+    };
     let result = match cli.command {
         Command::Mount(args) => MountConfig::from_args(args).map_err(|e| e.to_string()).and_then(fetchfs::daemon::run),
+        Command::Manpage { subcommand } => manpage(subcommand.as_deref()),
     };
     if let Err(message) = result {
-        eprintln!("fetchfs: {message}");
-        std::process::exit(1);
+        fail(&message);
     }
+}
+
+fn manpage(subcommand: Option<&str>) -> Result<(), String> {
+    let top = Cli::command();
+    let page = match subcommand {
+        None => top,
+        Some("mount") => top.find_subcommand("mount").cloned().unwrap_or_default().name("fetchfs-mount"),
+        Some(other) => return Err(format!("no manual page for {other:?}; there is one for `mount`")),
+    };
+    clap_mangen::Man::new(page)
+        .section("8")
+        .render(&mut std::io::stdout())
+        .map_err(|e| format!("writing the manual page: {e}"))
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("fetchfs: {message}");
+    std::process::exit(1);
 }

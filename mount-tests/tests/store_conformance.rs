@@ -70,7 +70,7 @@ async fn s3() -> S3 {
         force_path_style: true,
         ..Default::default()
     };
-    S3 { store: S3Store::connect(&settings).await.unwrap(), server }
+    S3 { store: S3Store::connect(&settings, Default::default()).await.unwrap(), server }
 }
 
 fn memory() -> Memory {

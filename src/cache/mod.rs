@@ -2,10 +2,12 @@
 //! LRU under one byte budget for the whole mount. A block being fetched is in the cache already,
 //! as a slot that later readers wait on, so two readers of one block cause one GET.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::Bytes;
 use lru::LruCache;
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Notify;
 
 use crate::object_id::ObjectId;
@@ -24,9 +26,25 @@ pub struct BlockKey {
 pub struct BlockSlot {
     outcome: OnceLock<Result<Bytes, StoreError>>,
     filled: Notify,
+    /// Claimed by readahead rather than by a reader.
+    ahead: AtomicBool,
+    /// A reader has used it.
+    read: AtomicBool,
 }
 
 impl BlockSlot {
+    pub fn mark_ahead(&self) {
+        self.ahead.store(true, Ordering::Relaxed);
+    }
+
+    pub fn mark_read(&self) {
+        self.read.store(true, Ordering::Relaxed);
+    }
+
+    fn fetched_for_nothing(&self) -> bool {
+        self.ahead.load(Ordering::Relaxed) && !self.read.load(Ordering::Relaxed)
+    }
+
     pub async fn wait(&self) -> Result<Bytes, StoreError> {
         loop {
             // Registered before the check, so a fill between the check and the await is not lost.
@@ -48,6 +66,8 @@ struct Inner {
 pub struct BlockCache {
     inner: Mutex<Inner>,
     budget: u64,
+    /// Bytes evicted that readahead fetched and no reader used.
+    unread_evictions: Counter,
 }
 
 /// The slot for a block, and whether the caller must fetch it.
@@ -59,8 +79,8 @@ pub enum Lookup {
 }
 
 impl BlockCache {
-    pub fn new(budget: u64) -> Self {
-        Self { inner: Mutex::new(Inner { blocks: LruCache::unbounded(), used: 0 }), budget }
+    pub fn new(budget: u64, unread_evictions: Counter) -> Self {
+        Self { inner: Mutex::new(Inner { blocks: LruCache::unbounded(), used: 0 }), budget, unread_evictions }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -111,6 +131,9 @@ impl BlockCache {
             let Some((_, evicted)) = inner.blocks.pop_lru() else { break };
             if let Some(Ok(bytes)) = evicted.outcome.get() {
                 inner.used -= bytes.len() as u64;
+                if evicted.fetched_for_nothing() {
+                    self.unread_evictions.inc_by(bytes.len() as u64);
+                }
             }
         }
     }
@@ -132,7 +155,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_second_reader_waits_for_the_first_fetch() {
-        let cache = BlockCache::new(1 << 20);
+        let cache = BlockCache::new(1 << 20, Counter::default());
         let Lookup::Claimed(slot) = cache.get_or_claim(key(0)) else { panic!("first lookup claims") };
         let Lookup::Present(waiter) = cache.get_or_claim(key(0)) else { panic!("second lookup waits") };
         let waiting = tokio::spawn(async move { waiter.wait().await });
@@ -142,7 +165,7 @@ mod tests {
 
     #[test]
     fn failures_are_not_cached() {
-        let cache = BlockCache::new(1 << 20);
+        let cache = BlockCache::new(1 << 20, Counter::default());
         let Lookup::Claimed(slot) = cache.get_or_claim(key(0)) else { panic!() };
         cache.fill(&key(0), &slot, Err(StoreError::PreconditionFailed));
         assert!(matches!(cache.get_or_claim(key(0)), Lookup::Claimed(_)), "the next reader fetches again");
@@ -150,13 +173,18 @@ mod tests {
 
     #[test]
     fn never_holds_more_than_the_budget() {
-        let cache = BlockCache::new(10_000);
+        let unread = Counter::default();
+        let cache = BlockCache::new(10_000, unread.clone());
         for i in 0..100 {
             let Lookup::Claimed(slot) = cache.get_or_claim(key(i)) else { panic!() };
+            if i % 2 == 0 {
+                slot.mark_ahead();
+            }
             cache.fill(&key(i), &slot, Ok(Bytes::from(vec![0u8; 3000])));
             assert!(cache.used() <= 10_000, "used {} after block {i}", cache.used());
         }
         assert!(matches!(cache.get_or_claim(key(99)), Lookup::Present(_)), "the newest block stays");
         assert!(matches!(cache.get_or_claim(key(0)), Lookup::Claimed(_)), "the oldest was evicted");
+        assert!(unread.get() >= 40 * 3000, "evicted blocks fetched ahead and never read are counted");
     }
 }

@@ -12,6 +12,7 @@ use futures::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::cache::{BlockCache, BlockKey, BlockSlot, Lookup};
+use crate::metrics::Metrics;
 use crate::object_id::ObjectId;
 use crate::store::{ObjectStore, StoreError};
 pub use readahead::{ReadaheadWindow, WindowLimits};
@@ -53,18 +54,21 @@ pub struct Fetcher<S> {
     cache: Arc<BlockCache>,
     config: FetchConfig,
     prefetch_permits: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
 }
 
 impl<S: ObjectStore> Fetcher<S> {
-    pub fn new(store: Arc<S>, config: FetchConfig) -> Self {
+    pub fn new(store: Arc<S>, config: FetchConfig, metrics: Arc<Metrics>) -> Self {
         let in_flight = config.max_connections as u64 * config.block_size;
+        // Blocks being received (one per GET in flight) live outside the cache until filled; the
+        // budget covers them too.
+        let budget = config.cache_bytes.saturating_sub(in_flight).max(config.block_size);
         Self {
             store,
-            // Blocks being received (one per GET in flight) live outside the cache until filled;
-            // the budget covers them too.
-            cache: Arc::new(BlockCache::new(config.cache_bytes.saturating_sub(in_flight).max(config.block_size))),
+            cache: Arc::new(BlockCache::new(budget, metrics.prefetched_unread_bytes.clone())),
             prefetch_permits: Arc::new(Semaphore::new(config.max_connections.max(1))),
             config,
+            metrics,
         }
     }
 
@@ -100,15 +104,25 @@ impl<S: ObjectStore> Fetcher<S> {
         let small_object = size <= self.config.part_size;
         let (prefetch, sequential) = {
             let mut w = window.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let before = w.window();
             let prefetch = w.on_read(wanted.clone(), size, self.window_limits());
+            if w.window() != before && w.window() > 0 {
+                self.metrics.readahead_window_bytes.observe(w.window() as f64);
+            }
             (prefetch, w.window() > 0)
         };
         // A random read of less than a block costs only its own bytes (Parquet footers, archive
         // indexes), unless the blocks are in the cache already; the kernel's page cache keeps it.
         if !small_object && !sequential && end - offset < self.config.block_size {
             return match self.cached_slots(object, &wanted) {
-                Some(slots) => self.assemble(&slots, wanted).await,
-                None => self.read_direct(object, wanted).await,
+                Some(slots) => {
+                    self.metrics.cache_hits.inc_by(slots.len() as u64);
+                    self.assemble(&slots, wanted).await
+                }
+                None => {
+                    self.metrics.cache_misses.inc();
+                    self.read_direct(object, wanted).await
+                }
             };
         }
         // Small objects are fetched whole at their first read, in one GET.
@@ -159,6 +173,7 @@ impl<S: ObjectStore> Fetcher<S> {
         let mut out: Option<BytesMut> = None;
         let mut single = None;
         for (index, slot) in slots.iter().filter(|(i, _)| (first..=last).contains(i)) {
+            slot.mark_read();
             let block = slot.wait().await?;
             let block_start = index * bs;
             let from = wanted.start.max(block_start) - block_start;
@@ -184,7 +199,14 @@ impl<S: ObjectStore> Fetcher<S> {
         let bs = self.config.block_size;
         let blocks = range.start / bs..=(range.end.max(range.start + 1) - 1) / bs;
         let part_blocks = (self.config.part_size / bs).max(1) as usize;
-        self.claim(object, blocks, part_blocks, |run| self.start_fetch(run, size, None))
+        let mut missing = 0;
+        let slots = self.claim(object, blocks, part_blocks, |run| {
+            missing += run.len() as u64;
+            self.start_fetch(run, size, None)
+        });
+        self.metrics.cache_misses.inc_by(missing);
+        self.metrics.cache_hits.inc_by(slots.len() as u64 - missing);
+        slots
     }
 
     /// Fetches `range` ahead of the reader, in the background. Each part waits for a connection
@@ -206,6 +228,7 @@ impl<S: ObjectStore> Fetcher<S> {
                 let part = index..=(index + blocks_per_part - 1).min(last);
                 index = part.end() + 1;
                 this.claim(&object, part, blocks_per_part as usize, |run| {
+                    run.iter().for_each(|(_, slot)| slot.mark_ahead());
                     this.start_fetch(run, size, Some(Arc::clone(&permit)))
                 });
             }
@@ -225,7 +248,10 @@ impl<S: ObjectStore> Fetcher<S> {
         tokio::spawn(async move {
             let Ok(permit) = Arc::clone(&this.prefetch_permits).acquire_owned().await else { return };
             let permit = Arc::new(permit);
-            this.claim(&object, blocks, run, |run| this.start_fetch(run, size, Some(Arc::clone(&permit))));
+            this.claim(&object, blocks, run, |run| {
+                run.iter().for_each(|(_, slot)| slot.mark_ahead());
+                this.start_fetch(run, size, Some(Arc::clone(&permit)))
+            });
         });
     }
 

@@ -21,7 +21,7 @@ fn setup(size: usize, config: FetchConfig) -> (Arc<MemoryStore>, Arc<Fetcher<Mem
     let store = Arc::new(MemoryStore::new());
     let data = content(7, size);
     let etag = store.put("obj", data.clone());
-    let fetcher = Arc::new(Fetcher::new(Arc::clone(&store), config));
+    let fetcher = Arc::new(Fetcher::new(Arc::clone(&store), config, Arc::default()));
     (store, fetcher, Arc::new(ObjectId { key: "obj".into(), etag }), data)
 }
 

@@ -19,6 +19,7 @@ use bytes::Bytes;
 
 use crate::errno::FsError;
 use crate::fetch::{FetchConfig, Fetcher, ReadaheadWindow};
+use crate::metrics::Metrics;
 use crate::object_id::ObjectId;
 use crate::store::{ObjectMeta, ObjectStore, StoreError};
 use inode::InodeTable;
@@ -74,6 +75,7 @@ struct OpenFile {
 pub struct Fs<S> {
     store: Arc<S>,
     fetcher: Arc<Fetcher<S>>,
+    metrics: Arc<Metrics>,
     options: FsOptions,
     inodes: InodeTable,
     metadata: MetadataCache,
@@ -89,9 +91,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl<S: ObjectStore> Fs<S> {
-    pub fn new(store: Arc<S>, options: FsOptions, fetch: FetchConfig) -> Self {
+    pub fn new(store: Arc<S>, options: FsOptions, fetch: FetchConfig, metrics: Arc<Metrics>) -> Self {
         Self {
-            fetcher: Arc::new(Fetcher::new(Arc::clone(&store), fetch)),
+            fetcher: Arc::new(Fetcher::new(Arc::clone(&store), fetch, Arc::clone(&metrics))),
+            metrics,
             store,
             inodes: InodeTable::new(options.root_prefix.clone()),
             metadata: MetadataCache::new(options.metadata_ttl, options.negative_metadata_ttl),
@@ -110,6 +113,17 @@ impl<S: ObjectStore> Fs<S> {
     /// Inodes the kernel holds (and the root).
     pub fn inodes_held(&self) -> usize {
         self.inodes.len()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Sets the gauges read off the filesystem's state.
+    pub fn refresh_gauges(&self) {
+        self.metrics.open_handles.set(lock(&self.open_files).len() as i64);
+        self.metrics.inodes.set(self.inodes.len() as i64);
+        self.metrics.cache_bytes.set(self.fetcher.cache().used() as i64);
     }
 
     fn attr_of(&self, ino: Ino, entry: &Entry) -> Attr {

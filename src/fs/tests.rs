@@ -23,7 +23,7 @@ fn fs_with(files: usize, size: usize, ttl: Duration) -> (Arc<MemoryStore>, Fs<Me
     for i in 0..files {
         store.put(&format!("d/f{i:05}"), Bytes::from(vec![i as u8; size]));
     }
-    let fs = Fs::new(Arc::clone(&store), options(ttl, ttl), FetchConfig::default());
+    let fs = Fs::new(Arc::clone(&store), options(ttl, ttl), FetchConfig::default(), Arc::default());
     (store, fs)
 }
 

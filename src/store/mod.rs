@@ -1,6 +1,7 @@
 //! The `ObjectStore` seam: the few S3 operations fetchfs needs, in plain types. The store knows
 //! nothing of caching or FUSE; `s3` implements it with aws-sdk-s3.
 
+pub mod counted;
 pub mod memory;
 pub mod s3;
 

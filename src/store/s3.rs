@@ -10,7 +10,12 @@ use aws_config::profile::ProfileFileRegionProvider;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{BehaviorVersion, Region, timeout::TimeoutConfig};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_s3::types::RequestPayer;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::retries::RequestAttempts;
+use prometheus_client::metrics::counter::Counter;
 
 use super::{BodyStream, ListPage, ObjectMeta, ObjectStore, StoreError};
 use crate::object_id::ETag;
@@ -38,7 +43,7 @@ pub struct S3Store {
 impl S3Store {
     /// Loads credentials and region through aws-config's default chain (environment, profile,
     /// web identity, instance metadata), with our overrides.
-    pub async fn connect(settings: &S3Settings) -> Result<Self, StoreError> {
+    pub async fn connect(settings: &S3Settings, retries: Counter) -> Result<Self, StoreError> {
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
         if let Some(profile) = &settings.profile {
             loader = loader.profile_name(profile);
@@ -66,7 +71,8 @@ impl S3Store {
         let shared = loader.load().await;
         let builder = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(settings.force_path_style)
-            .timeout_config(TimeoutConfig::builder().connect_timeout(Duration::from_secs(5)).build());
+            .timeout_config(TimeoutConfig::builder().connect_timeout(Duration::from_secs(5)).build())
+            .interceptor(RetryCounter(retries));
         Ok(Self {
             client: Client::from_conf(builder.build()),
             bucket: settings.bucket.clone(),
@@ -76,6 +82,28 @@ impl S3Store {
 
     fn payer(&self) -> Option<RequestPayer> {
         self.requester_pays.then_some(RequestPayer::Requester)
+    }
+}
+
+/// Counts the attempts after the first of each request: the SDK's retries.
+#[derive(Debug)]
+struct RetryCounter(Counter);
+
+impl Intercept for RetryCounter {
+    fn name(&self) -> &'static str {
+        "RetryCounter"
+    }
+
+    fn read_before_attempt(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if cfg.load::<RequestAttempts>().is_some_and(|a| a.attempts() > 1) {
+            self.0.inc();
+        }
+        Ok(())
     }
 }
 

@@ -1,0 +1,175 @@
+//! The mount's counters, in Prometheus terms: what was fetched and how, what the cache and
+//! readahead did, and which errors readers saw. Each layer counts its own events here; `serve`
+//! answers scrapes with the text exposition format.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `list`, `head` or `get`.
+    pub op: &'static str,
+    /// `ok`, or the kind of failure (`not_found`, `precondition_failed`, `access_denied`, ...).
+    pub status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrnoLabels {
+    pub errno: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub bytes_fetched: Counter,
+    pub requests: Family<RequestLabels, Counter>,
+    pub retries: Counter,
+    pub cache_hits: Counter,
+    pub cache_misses: Counter,
+    pub cache_bytes: Gauge,
+    pub readahead_window_bytes: Histogram,
+    pub prefetched_unread_bytes: Counter,
+    pub errors: Family<ErrnoLabels, Counter>,
+    pub open_handles: Gauge,
+    pub inodes: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("fetchfs");
+        let bytes_fetched = Counter::default();
+        registry.register("fetched_bytes", "Body bytes received from S3", bytes_fetched.clone());
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("requests", "S3 requests by operation and outcome (after retries)", requests.clone());
+        let retries = Counter::default();
+        registry.register("retries", "S3 request attempts that were retries", retries.clone());
+        let cache_hits = Counter::default();
+        registry.register("cache_hits", "Blocks readers found cached or already being fetched", cache_hits.clone());
+        let cache_misses = Counter::default();
+        registry.register("cache_misses", "Blocks readers had to fetch", cache_misses.clone());
+        let cache_bytes = Gauge::default();
+        registry.register("cache_bytes", "Bytes of block data held in the cache", cache_bytes.clone());
+        let readahead_window_bytes = Histogram::new(exponential_buckets(1024.0 * 1024.0, 2.0, 10));
+        registry.register(
+            "readahead_window_bytes",
+            "Readahead window sizes, each time a sequential reader's window changes",
+            readahead_window_bytes.clone(),
+        );
+        let prefetched_unread_bytes = Counter::default();
+        registry.register(
+            "prefetched_unread_bytes",
+            "Bytes fetched ahead of readers and evicted without being read",
+            prefetched_unread_bytes.clone(),
+        );
+        let errors = Family::<ErrnoLabels, Counter>::default();
+        registry.register("errors", "Errors returned to readers, by errno", errors.clone());
+        let open_handles = Gauge::default();
+        registry.register("open_handles", "Files open now", open_handles.clone());
+        let inodes = Gauge::default();
+        registry.register("inodes", "Inodes the kernel holds", inodes.clone());
+        Self {
+            registry,
+            bytes_fetched,
+            requests,
+            retries,
+            cache_hits,
+            cache_misses,
+            cache_bytes,
+            readahead_window_bytes,
+            prefetched_unread_bytes,
+            errors,
+            open_handles,
+            inodes,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn request(&self, op: &'static str, status: &'static str) {
+        self.requests.get_or_create(&RequestLabels { op, status }).inc();
+    }
+
+    pub fn error(&self, errno: &'static str) {
+        self.errors.get_or_create(&ErrnoLabels { errno }).inc();
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// Serves `GET /metrics` (any path, in fact) on `addr` until the runtime stops; `refresh` updates
+/// the gauges that are read off the filesystem's state just before each scrape.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    refresh: impl Fn() + Send + Sync + 'static,
+) -> std::io::Result<()> {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    use hyper::service::service_fn;
+
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let refresh = Arc::new(refresh);
+    tokio::spawn(async move {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!("metrics endpoint: accepting a connection: {e}");
+                    continue;
+                }
+            };
+            let (metrics, refresh) = (Arc::clone(&metrics), Arc::clone(&refresh));
+            let service = service_fn(move |_request| {
+                refresh();
+                let response = hyper::Response::builder()
+                    .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+                    .body(Full::new(Bytes::from(metrics.render())));
+                async move { response }
+            });
+            tokio::spawn(async move {
+                let io = hyper_util::rt::TokioIo::new(stream);
+                if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await {
+                    tracing::debug!("metrics endpoint: {e}");
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_is_rendered_with_its_labels() {
+        let metrics = Metrics::default();
+        metrics.bytes_fetched.inc_by(1234);
+        metrics.request("get", "ok");
+        metrics.error("ESTALE");
+        metrics.readahead_window_bytes.observe(8.0 * 1024.0 * 1024.0);
+        let text = metrics.render();
+        for line in [
+            "fetchfs_fetched_bytes_total 1234",
+            "fetchfs_requests_total{op=\"get\",status=\"ok\"} 1",
+            "fetchfs_errors_total{errno=\"ESTALE\"} 1",
+            "fetchfs_readahead_window_bytes_count 1",
+            "fetchfs_cache_bytes 0",
+            "fetchfs_open_handles 0",
+        ] {
+            assert!(text.contains(line), "{line:?} missing from:\n{text}");
+        }
+    }
+}

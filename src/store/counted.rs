@@ -1,0 +1,89 @@
+//! Any `ObjectStore`, with its requests (by operation and outcome) and body bytes counted.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use futures::StreamExt;
+
+use super::{BodyStream, ListPage, ObjectMeta, ObjectStore, StoreError};
+use crate::metrics::Metrics;
+use crate::object_id::ETag;
+
+pub struct Counted<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S> Counted<S> {
+    pub fn new(inner: S, metrics: Arc<Metrics>) -> Self {
+        Self { inner, metrics }
+    }
+}
+
+fn status<T>(result: &Result<T, StoreError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(StoreError::NotFound) => "not_found",
+        Err(StoreError::NoSuchBucket) => "no_such_bucket",
+        Err(StoreError::PreconditionFailed) => "precondition_failed",
+        Err(StoreError::AccessDenied(_)) => "access_denied",
+        Err(StoreError::WrongRegion(_)) => "wrong_region",
+        Err(StoreError::Unreachable(_)) => "unreachable",
+        Err(StoreError::Other(_)) => "error",
+    }
+}
+
+impl<S: ObjectStore> ObjectStore for Counted<S> {
+    async fn list_page(&self, prefix: &str, token: Option<String>, max_keys: Option<i32>) -> Result<ListPage, StoreError> {
+        let result = self.inner.list_page(prefix, token, max_keys).await;
+        self.metrics.request("list", status(&result));
+        result
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
+        let result = self.inner.head(key).await;
+        self.metrics.request("head", status(&result));
+        result
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>, etag: &ETag) -> Result<BodyStream, StoreError> {
+        let result = self.inner.get_range(key, range, etag).await;
+        self.metrics.request("get", status(&result));
+        let metrics = Arc::clone(&self.metrics);
+        let body = result?.inspect(move |chunk| {
+            if let Ok(bytes) = chunk {
+                metrics.bytes_fetched.inc_by(bytes.len() as u64);
+            }
+        });
+        Ok(Box::pin(body))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::store::memory::MemoryStore;
+
+    #[tokio::test]
+    async fn requests_and_body_bytes_are_counted() {
+        let memory = MemoryStore::new();
+        let etag = memory.put("k", Bytes::from_static(b"0123456789"));
+        let metrics = Arc::new(Metrics::default());
+        let store = Counted::new(memory, Arc::clone(&metrics));
+        let mut body = store.get_range("k", 2..6, &etag).await.unwrap();
+        while body.next().await.is_some() {}
+        assert_eq!(store.head("absent").await, Err(StoreError::NotFound));
+        store.list_page("", None, None).await.unwrap();
+        let text = metrics.render();
+        for line in [
+            "fetchfs_fetched_bytes_total 4",
+            "fetchfs_requests_total{op=\"get\",status=\"ok\"} 1",
+            "fetchfs_requests_total{op=\"head\",status=\"not_found\"} 1",
+            "fetchfs_requests_total{op=\"list\",status=\"ok\"} 1",
+        ] {
+            assert!(text.contains(line), "{line:?} missing from:\n{text}");
+        }
+    }
+}
