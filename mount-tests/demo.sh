@@ -5,8 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release --quiet -p fetchfs -p mount-tests --bins
-bin=target/release
+# FETCHFS_DEMO_BIN: a directory with fetchfs and test-s3-server already built (the test uses it).
+bin=${FETCHFS_DEMO_BIN:-target/release}
+if [ -z "${FETCHFS_DEMO_BIN:-}" ]; then
+  cargo build --release --quiet -p fetchfs -p mount-tests --bins
+fi
 mnt=${FETCHFS_DEMO_DIR:-/tmp/fetchfs-demo}
 port=${FETCHFS_DEMO_PORT:-9000}
 

@@ -26,7 +26,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Mount a bucket (or a prefix of one) at a directory.
-    Mount(MountArgs),
+    Mount(Box<MountArgs>),
     /// Print a manual page (roff) on standard output, for packaging: fetchfs(8), or with `mount`,
     /// fetchfs-mount(8).
     #[command(hide = true)]
@@ -130,8 +130,28 @@ pub const HELPER_NAMES: [&str; 2] = ["mount.fuse.fetchfs", "mount.fetchfs"];
 /// ignores them. (`rw` too: the mount is read-only whatever the line says, as writes answer EROFS.)
 fn is_generic_option(option: &str) -> bool {
     const GENERIC: [&str; 22] = [
-        "defaults", "_netdev", "nofail", "auto", "noauto", "user", "nouser", "users", "owner", "group", "ro", "rw",
-        "dev", "nodev", "suid", "nosuid", "exec", "noexec", "atime", "noatime", "relatime", "nodiratime",
+        "defaults",
+        "_netdev",
+        "nofail",
+        "auto",
+        "noauto",
+        "user",
+        "nouser",
+        "users",
+        "owner",
+        "group",
+        "ro",
+        "rw",
+        "dev",
+        "nodev",
+        "suid",
+        "nosuid",
+        "exec",
+        "noexec",
+        "atime",
+        "noatime",
+        "relatime",
+        "nodiratime",
     ];
     GENERIC.contains(&option) || option.starts_with("x-") || option.starts_with("comment=")
 }

@@ -18,7 +18,7 @@ fn main() {
         Cli::parse()
     };
     let result = match cli.command {
-        Command::Mount(args) => MountConfig::from_args(args).map_err(|e| e.to_string()).and_then(fetchfs::daemon::run),
+        Command::Mount(args) => MountConfig::from_args(*args).map_err(|e| e.to_string()).and_then(fetchfs::daemon::run),
         Command::Manpage { subcommand } => manpage(subcommand.as_deref()),
     };
     if let Err(message) = result {

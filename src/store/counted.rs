@@ -34,7 +34,12 @@ fn status<T>(result: &Result<T, StoreError>) -> &'static str {
 }
 
 impl<S: ObjectStore> ObjectStore for Counted<S> {
-    async fn list_page(&self, prefix: &str, token: Option<String>, max_keys: Option<i32>) -> Result<ListPage, StoreError> {
+    async fn list_page(
+        &self,
+        prefix: &str,
+        token: Option<String>,
+        max_keys: Option<i32>,
+    ) -> Result<ListPage, StoreError> {
         let result = self.inner.list_page(prefix, token, max_keys).await;
         self.metrics.request("list", status(&result));
         result

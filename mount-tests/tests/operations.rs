@@ -1,0 +1,317 @@
+//! How operators run fetchfs: the Debian package (installed into a scratch root, never into this
+//! machine's /usr), mounting through mount(8) and /etc/fstab lines, the metrics endpoint, the
+//! systemd unit, container and Kubernetes examples, and the README's demo script.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use mount_tests::data;
+use mount_tests::mount::{Mount, fetchfs_binary, fresh_dir, is_mounted};
+use mount_tests::profile::Profile;
+use mount_tests::server::{ServerConfig, StoredObject, TestServer};
+use yaml_rust2::{Yaml, YamlLoader};
+
+const BUCKET: &str = "ops";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root").to_path_buf()
+}
+
+fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The package built from the binary under test, and the scratch root it was unpacked into.
+fn installed() -> &'static (PathBuf, PathBuf) {
+    static INSTALLED: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let out_dir = fresh_dir("deb");
+        let built = Command::new("bash")
+            .arg(repo().join("packaging/deb/build-deb.sh"))
+            .arg(fetchfs_binary())
+            .arg(&out_dir)
+            .output()
+            .expect("run build-deb.sh");
+        let deb = PathBuf::from(ok(built, "build-deb.sh").trim());
+        let root = fresh_dir("scratch-root");
+        ok(Command::new("dpkg").arg("-x").arg(&deb).arg(&root).output().expect("dpkg -x"), "dpkg -x");
+        (deb, root)
+    })
+}
+
+fn server_with_files() -> TestServer {
+    let server = TestServer::start(ServerConfig::default()).expect("start server");
+    server.storage().create_bucket(BUCKET).unwrap();
+    for i in 0..3u64 {
+        server.storage().put(BUCKET, &format!("f{i}"), StoredObject::new(data::content(i, 1000), None)).unwrap();
+    }
+    server
+}
+
+#[test]
+fn the_deb_builds_and_installs_into_a_scratch_root() {
+    let (deb, root) = installed();
+    let info = ok(Command::new("dpkg-deb").arg("-I").arg(deb).output().expect("dpkg-deb -I"), "dpkg-deb -I");
+    assert!(info.contains("Package: fetchfs") && info.contains("Depends: fuse3"), "{info}");
+    for file in [
+        "usr/bin/fetchfs",
+        "usr/share/man/man8/fetchfs.8.gz",
+        "usr/share/man/man8/fetchfs-mount.8.gz",
+        "lib/systemd/system/fetchfs@.service",
+        "etc/fetchfs/example.env",
+    ] {
+        let meta = std::fs::metadata(root.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(meta.len() > 0, "{file} is empty");
+    }
+    let helper = std::fs::read_link(root.join("usr/sbin/mount.fuse.fetchfs")).expect("the helper is a link");
+    assert_eq!(helper, Path::new("../bin/fetchfs"));
+    let version = ok(Command::new(root.join("usr/bin/fetchfs")).arg("--version").output().expect("run"), "--version");
+    assert!(version.starts_with("fetchfs "), "{version}");
+    let manual = Command::new("sh")
+        .arg("-c")
+        .arg(format!("gzip -dc {} | grep -c metadata", root.join("usr/share/man/man8/fetchfs-mount.8.gz").display()))
+        .output()
+        .expect("read the manual page");
+    assert!(ok(manual, "manual page").trim().parse::<u32>().unwrap_or(0) > 0, "the manual names the options");
+
+    // The maintainer scripts succeed on a machine without systemd (this one has none running).
+    let control = fresh_dir("deb-control");
+    ok(Command::new("dpkg-deb").arg("-e").arg(deb).arg(&control).output().expect("dpkg-deb -e"), "dpkg-deb -e");
+    for (script, arg) in [("postinst", "configure"), ("postrm", "remove")] {
+        let run = Command::new("sh").arg(control.join(script)).arg(arg).output().expect("run script");
+        ok(run, script);
+    }
+    let _ = std::fs::remove_dir_all(control);
+}
+
+/// Runs `script` with sh in a private mount namespace where the package's /usr is laid over the
+/// machine's (an overlay that only this namespace sees), as if the package were installed.
+fn in_namespace_with_package(script: &str, server: &TestServer) -> Output {
+    let (_, root) = installed();
+    let credentials = server.credentials().cloned().unwrap_or_default();
+    let setup = format!("set -e\nmount -t overlay overlay -o lowerdir={}/usr:/usr /usr\n", root.display());
+    Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(setup + script)
+        .env("AWS_ACCESS_KEY_ID", &credentials.access_key)
+        .env("AWS_SECRET_ACCESS_KEY", &credentials.secret_key)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run unshare")
+}
+
+#[test]
+fn mount_t_fuse_fetchfs_and_an_fstab_line_mount_and_umount_unmounts() {
+    let server = server_with_files();
+    let dir = fresh_dir("helper-mnt");
+    let fstab = fresh_dir("fstab").join("fstab");
+    let endpoint = server.endpoint_url();
+    std::fs::write(
+        &fstab,
+        format!(
+            "s3://{BUCKET}/  {}  fuse.fetchfs  _netdev,nofail,endpoint_url={endpoint},force_path_style,metadata_ttl=60  0 0\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let d = dir.display();
+    let script = format!(
+        "mount -t fuse.fetchfs {BUCKET} {d} -o ro,_netdev,nofail,allow_other,endpoint_url={endpoint},force_path_style,file_mode=0600\n\
+         stat -c %a {d}/f1\n\
+         cat {d}/f1 > {d}.bytes\n\
+         umount {d}\n\
+         if grep -q ' {d} ' /proc/self/mountinfo; then echo still mounted; exit 1; fi\n\
+         mount -T {fstab} {d}\n\
+         ls {d}\n\
+         umount {d}\n\
+         echo done\n",
+        fstab = fstab.display()
+    );
+    let out = ok(in_namespace_with_package(&script, &server), "mount through the helper");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.first(), Some(&"600"), "file_mode from -o reached fetchfs: {out}");
+    assert_eq!(&lines[1..4], ["f0", "f1", "f2"], "the fstab line mounted the bucket: {out}");
+    assert_eq!(lines.last(), Some(&"done"));
+    let bytes = std::fs::read(format!("{d}.bytes")).expect("bytes read through the helper's mount");
+    assert_eq!(bytes, data::content(1, 1000).to_vec());
+    assert!(!is_mounted(&dir));
+    let _ = std::fs::remove_file(format!("{d}.bytes"));
+    let _ = std::fs::remove_dir(&dir);
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+fn scrape(port: u16) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the metrics endpoint");
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read the scrape");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+}
+
+#[test]
+fn the_metrics_endpoint_shows_bytes_and_requests_moving_during_a_read() {
+    let server = TestServer::start(ServerConfig::default()).expect("start server");
+    server.storage().create_bucket(BUCKET).unwrap();
+    let size = 256 * 1024 * 1024;
+    server.storage().put(BUCKET, "big", StoredObject::new(data::content(3, size), None)).unwrap();
+    // Slow enough that the read is still going when it is scraped.
+    Profile::S3Like.apply(server.knobs());
+    server.knobs().set_bandwidth(Some(20_000_000));
+    let port = free_port();
+    let mount = Mount::of(&server, BUCKET, &["--metrics-addr", &format!("127.0.0.1:{port}"), "--max-connections", "4"]);
+    let before = scrape(port);
+    let reader = Command::new("dd")
+        .arg(format!("if={}", mount.path("big").display()))
+        .args(["of=/dev/null", "bs=1M", "status=none"])
+        .spawn()
+        .expect("start dd");
+    let mut samples = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while samples.len() < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(700));
+        samples.push(scrape(port));
+    }
+    let mut reader = reader;
+    let _ = reader.kill();
+    let _ = reader.wait();
+    server.knobs().clear();
+    let fetched: Vec<f64> = samples.iter().map(|s| metric(s, "fetchfs_fetched_bytes_total")).collect();
+    assert_eq!(metric(&before, "fetchfs_fetched_bytes_total"), 0.0);
+    assert!(fetched.windows(2).all(|w| w[1] > w[0]), "bytes fetched keep rising during the read: {fetched:?}");
+    let last = samples.last().expect("scraped");
+    assert!(metric(last, "fetchfs_requests_total{op=\"get\",status=\"ok\"}") > 1.0, "{last}");
+    assert!(metric(last, "fetchfs_open_handles") >= 1.0 || reader.try_wait().is_ok(), "{last}");
+    assert!(metric(last, "fetchfs_readahead_window_bytes_count") >= 1.0, "{last}");
+    assert!(metric(last, "fetchfs_cache_bytes") > 0.0, "{last}");
+}
+
+/// Every `--flag` that `fetchfs mount` accepts, from its help.
+fn mount_flags() -> Vec<String> {
+    let help = ok(Command::new(fetchfs_binary()).args(["mount", "--help"]).output().expect("help"), "help");
+    help.split_whitespace()
+        .filter(|w| w.starts_with("--"))
+        .map(|w| w.trim_end_matches(|c: char| !c.is_ascii_alphanumeric() && c != '-').to_owned())
+        .collect()
+}
+
+fn assert_flags_exist(words: &[&str], flags: &[String], context: &str) {
+    for word in words.iter().filter(|w| w.starts_with("--")) {
+        let flag = word.split('=').next().unwrap_or(word);
+        assert!(flags.iter().any(|f| f == flag), "{context} names {flag}, which fetchfs mount does not accept");
+    }
+}
+
+#[test]
+fn the_unit_fstab_container_and_kubernetes_examples_name_real_flags_and_paths() {
+    let flags = mount_flags();
+    assert!(flags.iter().any(|f| f == "--metadata-ttl"), "{flags:?}");
+    let (_, root) = installed();
+
+    // systemd unit: the binary it starts is the packaged one; its flags exist.
+    let unit = std::fs::read_to_string(repo().join("packaging/systemd/fetchfs@.service")).unwrap();
+    let exec = unit.lines().find_map(|l| l.strip_prefix("ExecStart=")).expect("ExecStart");
+    let words: Vec<&str> = exec.split_whitespace().collect();
+    assert!(root.join(words[0].trim_start_matches('/')).is_file(), "{} is in the package", words[0]);
+    assert_eq!(&words[1..3], ["mount", "--foreground"]);
+    assert_flags_exist(&words, &flags, "fetchfs@.service");
+    assert!(unit.contains("Restart=on-failure"));
+    assert!(unit.contains("EnvironmentFile=/etc/fetchfs/%i.env") && root.join("etc/fetchfs").is_dir());
+    let env = std::fs::read_to_string(repo().join("packaging/systemd/example.env")).unwrap();
+    let options = env.lines().find_map(|l| l.strip_prefix("FETCHFS_OPTIONS=")).expect("FETCHFS_OPTIONS");
+    assert_flags_exist(&options.split_whitespace().collect::<Vec<_>>(), &flags, "example.env");
+
+    // fstab example: fuse.fetchfs with _netdev and nofail; every other option maps to a flag.
+    let fstab = std::fs::read_to_string(repo().join("packaging/fstab.example")).unwrap();
+    let line = fstab.lines().find(|l| !l.starts_with('#') && !l.trim().is_empty()).expect("an fstab line");
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields[2], "fuse.fetchfs");
+    let options: Vec<&str> = fields[3].split(',').collect();
+    assert!(options.contains(&"_netdev") && options.contains(&"nofail"));
+    let mapped: Vec<String> = options
+        .iter()
+        .filter(|o| !o.starts_with('_') && **o != "nofail")
+        .map(|o| format!("--{}", o.split('=').next().unwrap_or(o).replace('_', "-")))
+        .collect();
+    assert_flags_exist(&mapped.iter().map(String::as_str).collect::<Vec<_>>(), &flags, "fstab.example");
+
+    // Containerfile: builds the fetchfs package and runs the binary it copies.
+    let containerfile = std::fs::read_to_string(repo().join("packaging/container/Containerfile")).unwrap();
+    let instructions: Vec<&str> = containerfile
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty() && !l.starts_with(' '))
+        .map(|l| l.split_whitespace().next().unwrap_or(""))
+        .collect();
+    for word in &instructions {
+        assert!(["FROM", "WORKDIR", "COPY", "RUN", "ENTRYPOINT", "CMD"].contains(word), "unknown instruction {word}");
+    }
+    assert!(containerfile.contains("cargo build --release -p fetchfs"));
+    assert!(containerfile.contains("COPY --from=build /src/target/release/fetchfs /usr/bin/fetchfs"));
+    assert!(containerfile.contains(r#"ENTRYPOINT ["/usr/bin/fetchfs"]"#));
+
+    // DaemonSet: valid YAML; the container runs `fetchfs mount` with real flags, privileged, with
+    // the mount directory shared back to the host (Bidirectional) and /dev/fuse.
+    let text = std::fs::read_to_string(repo().join("packaging/kubernetes/daemonset.yaml")).unwrap();
+    let docs = YamlLoader::load_from_str(&text).expect("the DaemonSet is valid YAML");
+    let ds = &docs[0];
+    assert_eq!(ds["kind"].as_str(), Some("DaemonSet"));
+    let pod = &ds["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(container["command"][0].as_str(), Some("/usr/bin/fetchfs"));
+    let args: Vec<&str> = container["args"].as_vec().expect("args").iter().filter_map(Yaml::as_str).collect();
+    assert_eq!(args[0], "mount");
+    assert_flags_exist(&args, &flags, "daemonset.yaml");
+    let mountpoint = args.last().expect("a mount point");
+    assert_eq!(container["securityContext"]["privileged"].as_bool(), Some(true));
+    let mounts = container["volumeMounts"].as_vec().expect("volumeMounts");
+    let shared =
+        mounts.iter().find(|m| m["mountPropagation"].as_str() == Some("Bidirectional")).expect("Bidirectional");
+    assert!(
+        mountpoint.starts_with(shared["mountPath"].as_str().unwrap_or("?")),
+        "the mount point is in the shared volume"
+    );
+    assert!(mounts.iter().any(|m| m["mountPath"].as_str() == Some("/dev/fuse")));
+    let init = &pod["initContainers"][0]["command"];
+    assert_eq!(init[2].as_str(), Some(*mountpoint), "the mount point is made before fetchfs starts");
+}
+
+#[test]
+fn the_readme_demo_ends_with_the_sample_data_readable() {
+    let bin = fetchfs_binary().parent().expect("target dir").to_path_buf();
+    assert!(bin.join("test-s3-server").is_file(), "cargo builds the server with the tests");
+    let dir = fresh_dir("demo");
+    let out = Command::new("bash")
+        .arg(repo().join("mount-tests/demo.sh"))
+        .env("DEMO_NONINTERACTIVE", "1")
+        .env("FETCHFS_DEMO_BIN", &bin)
+        .env("FETCHFS_DEMO_DIR", &dir)
+        .env("FETCHFS_DEMO_PORT", free_port().to_string())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run demo.sh");
+    let stdout = ok(out, "demo.sh");
+    assert!(stdout.contains("README.txt"), "the listing shows the sample: {stdout}");
+    assert!(stdout.contains("shard-0000.bin"), "sha256sum read a shard: {stdout}");
+    assert!(stdout.contains("demo finished"), "{stdout}");
+    assert!(!is_mounted(&dir));
+    let _ = std::fs::remove_dir(&dir);
+}
