@@ -109,6 +109,13 @@ pub struct MountArgs {
     /// Most readahead GETs in flight at once, for the whole mount (default 32).
     #[arg(long)]
     pub max_connections: Option<usize>,
+    /// Most attempts of one S3 request (the first and its retries, with exponential backoff and
+    /// jitter) before the failure reaches the reader.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub max_attempts: u32,
+    /// Seconds one read may take before it fails with EIO instead of waiting on.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub read_timeout: u64,
     /// Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9464).
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics_addr: Option<std::net::SocketAddr>,

@@ -45,6 +45,12 @@ impl MountConfig {
             (None, None) => String::new(),
         };
         let metadata_ttl = parse_ttl(&args.metadata_ttl, "--metadata-ttl")?;
+        if args.max_attempts == 0 {
+            return Err(error("--max-attempts must be at least 1"));
+        }
+        if args.read_timeout == 0 {
+            return Err(error("--read-timeout must be at least 1 (second)"));
+        }
         let negative_metadata_ttl = parse_ttl(&args.negative_metadata_ttl, "--negative-metadata-ttl")?;
         check_mountpoint(&args.mountpoint)?;
         if !Path::new("/dev/fuse").exists() {
@@ -68,6 +74,7 @@ impl MountConfig {
             dir_mode: parse_mode(&args.dir_mode, "--dir-mode")?,
             metadata_ttl,
             negative_metadata_ttl,
+            read_timeout: Duration::from_secs(args.read_timeout),
         };
         let s3 = S3Settings {
             bucket,
@@ -77,6 +84,7 @@ impl MountConfig {
             profile: args.profile,
             no_sign_request: args.no_sign_request,
             requester_pays: args.requester_pays,
+            max_attempts: args.max_attempts,
             ca_bundle_pem: args.ca_bundle.as_deref().map(read_ca_bundle).transpose()?,
         };
         let log_level = if args.debug { "debug".to_owned() } else { args.log_level };

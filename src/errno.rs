@@ -15,6 +15,11 @@ pub enum FsError {
     ReadOnly,
     #[error("unknown file handle")]
     BadHandle,
+    #[error("the read did not complete within {0} s")]
+    TimedOut(u64),
+    /// The object an open file stands for was replaced or deleted.
+    #[error("the object changed or was deleted while open")]
+    Stale,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -41,6 +46,8 @@ impl FsError {
             FsError::IsADirectory => libc::EISDIR,
             FsError::ReadOnly => libc::EROFS,
             FsError::BadHandle => libc::EBADF,
+            FsError::TimedOut(_) => libc::EIO,
+            FsError::Stale => libc::ESTALE,
             FsError::Store(e) => match e {
                 StoreError::NotFound | StoreError::NoSuchBucket => libc::ENOENT,
                 StoreError::PreconditionFailed => libc::ESTALE,

@@ -143,8 +143,12 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         // Opening may start fetching the files that come next, on the runtime.
         let _runtime = self.runtime.enter();
         match self.fs.open(ino.0, write) {
-            // The handle is pinned to one ETag, so the kernel's cached pages stay valid with it.
-            Ok(handle) => reply.opened(FileHandle(handle), FopenFlags::FOPEN_KEEP_CACHE),
+            // The handle is pinned to one ETag: the kernel's cached pages stay valid while it is
+            // the ETag they were read from.
+            Ok(opened) => {
+                let flags = if opened.keep_cache { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() };
+                reply.opened(FileHandle(opened.handle), flags)
+            }
             Err(e) => reply.error(failed(&self.fs, "open", &format_args!("inode {}", ino.0), &e)),
         }
     }

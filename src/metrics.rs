@@ -30,6 +30,7 @@ pub struct Metrics {
     pub bytes_fetched: Counter,
     pub requests: Family<RequestLabels, Counter>,
     pub retries: Counter,
+    pub body_resumes: Counter,
     pub cache_hits: Counter,
     pub cache_misses: Counter,
     pub cache_bytes: Gauge,
@@ -49,6 +50,12 @@ impl Default for Metrics {
         registry.register("requests", "S3 requests by operation and outcome (after retries)", requests.clone());
         let retries = Counter::default();
         registry.register("retries", "S3 request attempts that were retries", retries.clone());
+        let body_resumes = Counter::default();
+        registry.register(
+            "body_resumes",
+            "Response bodies cut off and resumed from the last byte",
+            body_resumes.clone(),
+        );
         let cache_hits = Counter::default();
         registry.register("cache_hits", "Blocks readers found cached or already being fetched", cache_hits.clone());
         let cache_misses = Counter::default();
@@ -78,6 +85,7 @@ impl Default for Metrics {
             bytes_fetched,
             requests,
             retries,
+            body_resumes,
             cache_hits,
             cache_misses,
             cache_bytes,

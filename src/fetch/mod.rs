@@ -2,19 +2,21 @@
 //! ranged GETs that bring them, streamed into the block cache as bytes arrive so a reader can use
 //! a part's first block before the part is complete. Knows nothing of FUSE.
 
+pub mod body;
 pub mod readahead;
 
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
-use futures::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::cache::{BlockCache, BlockKey, BlockSlot, Lookup};
 use crate::metrics::Metrics;
 use crate::object_id::ObjectId;
 use crate::store::{ObjectStore, StoreError};
+pub use body::BodyPolicy;
+use body::ResumingBody;
 pub use readahead::{ReadaheadWindow, WindowLimits};
 
 #[derive(Clone, Copy, Debug)]
@@ -29,6 +31,8 @@ pub struct FetchConfig {
     pub cache_bytes: u64,
     /// Most readahead GETs in flight at once; reads a process waits on are never queued behind them.
     pub max_connections: usize,
+    /// When a body that stopped is resumed.
+    pub body: BodyPolicy,
 }
 
 impl Default for FetchConfig {
@@ -42,6 +46,7 @@ impl Default for FetchConfig {
             max_readahead: 128 * MIB,
             cache_bytes: 512 * MIB,
             max_connections: 32,
+            body: BodyPolicy::default(),
         }
     }
 }
@@ -151,12 +156,17 @@ impl<S: ObjectStore> Fetcher<S> {
             .collect()
     }
 
+    async fn open_body(&self, object: &Arc<ObjectId>, range: Range<u64>) -> Result<ResumingBody<S>, StoreError> {
+        let resumes = self.metrics.body_resumes.clone();
+        ResumingBody::open(Arc::clone(&self.store), Arc::clone(object), range, self.config.body, resumes).await
+    }
+
     /// One GET of exactly `wanted`, bypassing the block cache.
-    async fn read_direct(&self, object: &ObjectId, wanted: Range<u64>) -> Result<Bytes, StoreError> {
-        let mut body = self.store.get_range(&object.key, wanted.clone(), &object.etag).await?;
+    async fn read_direct(&self, object: &Arc<ObjectId>, wanted: Range<u64>) -> Result<Bytes, StoreError> {
+        let mut body = self.open_body(object, wanted.clone()).await?;
         let mut out = BytesMut::with_capacity((wanted.end - wanted.start) as usize);
-        while let Some(chunk) = body.next().await {
-            out.extend_from_slice(&chunk?);
+        while let Some(chunk) = body.next_chunk().await? {
+            out.extend_from_slice(&chunk);
         }
         if out.len() as u64 != wanted.end - wanted.start {
             return Err(StoreError::Other("the response ended before the range did".into()));
@@ -321,16 +331,15 @@ impl<S: ObjectStore> Fetcher<S> {
 
     async fn stream_into_blocks(
         &self,
-        object: &ObjectId,
+        object: &Arc<ObjectId>,
         range: Range<u64>,
         pending: &mut std::vec::IntoIter<(BlockKey, Arc<BlockSlot>)>,
     ) -> Result<(), StoreError> {
         let bs = self.config.block_size as usize;
-        let mut body = self.store.get_range(&object.key, range.clone(), &object.etag).await?;
+        let mut body = self.open_body(object, range.clone()).await?;
         let mut remaining = (range.end - range.start) as usize;
         let mut block = BytesMut::with_capacity(bs.min(remaining));
-        while let Some(chunk) = body.next().await {
-            let mut chunk = chunk?;
+        while let Some(mut chunk) = body.next_chunk().await? {
             while !chunk.is_empty() {
                 let want = bs.min(remaining) - block.len();
                 let take = want.min(chunk.len());

@@ -157,6 +157,39 @@ async fn a_failed_get_is_an_error_and_the_next_read_retries() {
     assert!(got == data.slice(10 * MIB as usize..10 * MIB as usize + 4096));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_cut_off_mid_stream_resume_from_the_last_byte() {
+    let size = 16 * MIB as usize;
+    let (store, fetcher, object, data) = setup(size, FetchConfig::default());
+    store.cut_next_bodies(3, 100_000);
+    let window = Mutex::new(ReadaheadWindow::default());
+    let mut offset = 0;
+    while offset < size as u64 {
+        let got = fetcher.read(&object, size as u64, &window, offset, 1 << 20).await.unwrap();
+        assert!(got == data.slice(offset as usize..offset as usize + got.len()), "bytes at {offset}");
+        offset += got.len() as u64;
+    }
+    assert!(fetcher.metrics.body_resumes.get() == 3, "each cut body was resumed once");
+    // A random read's direct GET resumes too.
+    store.cut_next_bodies(1, 10);
+    let window = Mutex::new(ReadaheadWindow::default());
+    let fresh = Arc::new(Fetcher::new(Arc::clone(&store), FetchConfig::default(), Arc::default()));
+    let got = fresh.read(&object, size as u64, &window, 5 * MIB + 7, 4096).await.unwrap();
+    assert!(got == data.slice(5 * MIB as usize + 7..5 * MIB as usize + 7 + 4096));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_cut_off_more_often_than_allowed_fails_the_read_and_the_next_read_retries() {
+    let size = 8 * MIB as usize;
+    let (store, fetcher, object, data) = setup(size, FetchConfig::default());
+    store.cut_next_bodies(1000, 10);
+    let window = Mutex::new(ReadaheadWindow::default());
+    assert!(fetcher.read(&object, size as u64, &window, 0, 4096).await.is_err());
+    store.cut_next_bodies(0, 0);
+    let got = fetcher.read(&object, size as u64, &window, 0, 4096).await.unwrap();
+    assert!(got == data.slice(0..4096));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -173,6 +206,7 @@ proptest! {
             max_readahead: 65536,
             cache_bytes: 65536,
             max_connections: 4,
+            body: BodyPolicy::default(),
         };
         let (_store, fetcher, object, data) = setup(size, config);
         let rt = runtime();

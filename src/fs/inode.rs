@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
+use crate::object_id::ETag;
 use crate::store::ObjectMeta;
 
 pub type Ino = u64;
@@ -32,6 +33,8 @@ struct Node {
     name: String,
     /// Lookups the kernel has not yet forgotten.
     lookups: u64,
+    /// The version the kernel's cached pages of this file hold, since it was last opened.
+    opened: Option<ETag>,
 }
 
 struct Inner {
@@ -47,8 +50,13 @@ pub struct InodeTable {
 impl InodeTable {
     pub fn new(root_prefix: String) -> Self {
         let mut nodes = HashMap::new();
-        let root =
-            Node { entry: Entry::Directory { prefix: root_prefix }, parent: ROOT_INO, name: String::new(), lookups: 1 };
+        let root = Node {
+            entry: Entry::Directory { prefix: root_prefix },
+            parent: ROOT_INO,
+            name: String::new(),
+            lookups: 1,
+            opened: None,
+        };
         nodes.insert(ROOT_INO, root);
         Self { inner: Mutex::new(Inner { nodes, by_name: HashMap::new(), next: ROOT_INO + 1 }) }
     }
@@ -92,9 +100,26 @@ impl InodeTable {
             node.lookups += 1;
             return ino;
         }
-        inner.nodes.insert(ino, Node { entry, parent, name: name.to_owned(), lookups: 1 });
+        inner.nodes.insert(ino, Node { entry, parent, name: name.to_owned(), lookups: 1, opened: None });
         inner.by_name.insert((parent, name.to_owned()), ino);
         ino
+    }
+
+    /// Records that `ino` is opened on version `etag`; true when the kernel's cached pages of it,
+    /// if any, hold that same version (so they may be kept).
+    pub fn note_open(&self, ino: Ino, etag: &ETag) -> bool {
+        let mut inner = self.lock();
+        let Some(node) = inner.nodes.get_mut(&ino) else { return false };
+        let same = node.opened.as_ref() == Some(etag);
+        node.opened = Some(etag.clone());
+        same
+    }
+
+    /// Replaces what `ino` stands for, if the kernel still holds it.
+    pub fn refresh(&self, ino: Ino, entry: Entry) {
+        if let Some(node) = self.lock().nodes.get_mut(&ino) {
+            node.entry = entry;
+        }
     }
 
     /// The kernel dropped `count` references to `ino`; at none, the number is forgotten here too.

@@ -39,6 +39,8 @@ pub struct FsOptions {
     pub metadata_ttl: Duration,
     /// How long a name found missing stays missing without asking again.
     pub negative_metadata_ttl: Duration,
+    /// How long one read may take.
+    pub read_timeout: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,11 +67,21 @@ pub struct Attr {
     pub gid: u32,
 }
 
-/// An open file: the object version it was opened on, and its reader's readahead state.
+/// An open file: the object version it reads, and its reader's readahead state.
 struct OpenFile {
+    ino: Ino,
     object: Arc<ObjectId>,
     size: u64,
     window: Arc<Mutex<ReadaheadWindow>>,
+    /// Whether a read has returned data, or the kernel kept pages of this version from an earlier
+    /// open; until then, a changed object may still be switched to without mixing versions.
+    served: bool,
+}
+
+/// An opened file: its handle, and whether the kernel's cached pages of it may be kept.
+pub struct Opened {
+    pub handle: u64,
+    pub keep_cache: bool,
 }
 
 pub struct Fs<S> {
@@ -257,8 +269,9 @@ impl<S: ObjectStore> Fs<S> {
         Ok(listing)
     }
 
-    /// Opens a file for reading; any write access is refused (the mount is read-only).
-    pub fn open(&self, ino: Ino, write: bool) -> Result<u64, FsError> {
+    /// Opens a file for reading; any write access is refused (the mount is read-only). The kernel
+    /// may keep its cached pages only when they hold the version opened now.
+    pub fn open(&self, ino: Ino, write: bool) -> Result<Opened, FsError> {
         let meta = match self.inodes.get(ino) {
             Some(Entry::File(meta)) => meta,
             Some(Entry::Directory { .. }) => return Err(FsError::IsADirectory),
@@ -270,9 +283,11 @@ impl<S: ObjectStore> Fs<S> {
         self.prefetch_next_files(ino);
         let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
         let ObjectMeta { key, size, etag, .. } = meta;
-        let file = OpenFile { object: Arc::new(ObjectId { key, etag }), size, window: Arc::default() };
+        let keep_cache = self.inodes.note_open(ino, &etag);
+        let object = Arc::new(ObjectId { key, etag });
+        let file = OpenFile { ino, object, size, window: Arc::default(), served: keep_cache };
         lock(&self.open_files).insert(handle, file);
-        Ok(handle)
+        Ok(Opened { handle, keep_cache })
     }
 
     /// When `ino` is opened right after the files before it in its directory's listing, fetches the
@@ -295,13 +310,56 @@ impl<S: ObjectStore> Fs<S> {
         }
     }
 
+    /// Reads from an open file within the read deadline. The file stays on the object version it
+    /// was opened on; if that version is gone before the first read returned anything (the
+    /// metadata it was opened with was stale), it moves to the current version instead.
     pub async fn read(&self, handle: u64, offset: u64, len: u32) -> Result<Bytes, FsError> {
-        let (object, size, window) = {
+        let deadline = self.options.read_timeout;
+        match tokio::time::timeout(deadline, self.read_pinned(handle, offset, len)).await {
+            Ok(result) => result,
+            Err(_) => Err(FsError::TimedOut(deadline.as_secs())),
+        }
+    }
+
+    async fn read_pinned(&self, handle: u64, offset: u64, len: u32) -> Result<Bytes, FsError> {
+        let (object, size, window, served) = {
             let files = lock(&self.open_files);
             let file = files.get(&handle).ok_or(FsError::BadHandle)?;
-            (Arc::clone(&file.object), file.size, Arc::clone(&file.window))
+            (Arc::clone(&file.object), file.size, Arc::clone(&file.window), file.served)
         };
-        Ok(self.fetcher.read(&object, size, &window, offset, len).await?)
+        match self.fetcher.read(&object, size, &window, offset, len).await {
+            Ok(data) => {
+                if !served && let Some(file) = lock(&self.open_files).get_mut(&handle) {
+                    file.served = true;
+                }
+                Ok(data)
+            }
+            Err(StoreError::PreconditionFailed | StoreError::NotFound) if !served => {
+                self.revalidate(handle, &object).await?;
+                Box::pin(self.read_pinned(handle, offset, len)).await
+            }
+            Err(StoreError::PreconditionFailed | StoreError::NotFound) => Err(FsError::Stale),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The object behind `handle` changed before it served a byte: ask S3 for the current version
+    /// and switch the handle (and its inode) to it; a deleted object is gone for good.
+    async fn revalidate(&self, handle: u64, stale: &ObjectId) -> Result<(), FsError> {
+        let meta = match self.store.head(&stale.key).await {
+            Ok(meta) if meta.etag != stale.etag => meta,
+            Ok(_) | Err(StoreError::NotFound) => return Err(FsError::Stale),
+            Err(e) => return Err(e.into()),
+        };
+        tracing::debug!(key = %meta.key, "object changed since its metadata was cached; reading the new version");
+        let mut files = lock(&self.open_files);
+        let file = files.get_mut(&handle).ok_or(FsError::BadHandle)?;
+        file.object = Arc::new(ObjectId { key: meta.key.clone(), etag: meta.etag.clone() });
+        file.size = meta.size;
+        file.served = true;
+        self.inodes.note_open(file.ino, &meta.etag);
+        self.inodes.refresh(file.ino, Entry::File(meta));
+        Ok(())
     }
 
     pub fn release(&self, handle: u64) {

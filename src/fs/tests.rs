@@ -15,6 +15,7 @@ fn options(ttl: Duration, negative_ttl: Duration) -> FsOptions {
         dir_mode: 0o755,
         metadata_ttl: ttl,
         negative_metadata_ttl: negative_ttl,
+        read_timeout: Duration::from_secs(5),
     }
 }
 
@@ -85,7 +86,7 @@ async fn files_opened_in_listing_order_are_fetched_ahead_once() {
     let names: Vec<String> = listing.entries().iter().map(|(n, _, _)| n.clone()).collect();
     for (i, name) in names.iter().enumerate() {
         let ino = fs.lookup(dir, name).await.unwrap().ino;
-        let handle = fs.open(ino, false).unwrap();
+        let handle = fs.open(ino, false).unwrap().handle;
         let data = fs.read(handle, 0, 1 << 20).await.unwrap();
         assert_eq!(data.len(), 100 * 1024);
         assert!(data.iter().all(|&b| b == i as u8), "{name}");
@@ -109,10 +110,57 @@ async fn files_opened_out_of_order_are_not_fetched_ahead() {
     let listing = fs.readdir(dir).await.unwrap();
     for position in [30, 3, 17, 9, 25, 0, 38, 12] {
         let ino = fs.lookup(dir, &listing.entries()[position].0).await.unwrap().ino;
-        let handle = fs.open(ino, false).unwrap();
+        let handle = fs.open(ino, false).unwrap().handle;
         fs.read(handle, 0, 4096).await.unwrap();
         fs.release(handle);
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(store.counts().gets, 8);
+}
+
+async fn open_file(fs: &Fs<MemoryStore>, dir: &str, name: &str) -> u64 {
+    let dir = fs.lookup(ROOT_INO, dir).await.unwrap().ino;
+    let ino = fs.lookup(dir, name).await.unwrap().ino;
+    fs.open(ino, false).unwrap().handle
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_read_of_an_object_replaced_since_its_listing_reads_the_new_version() {
+    let (store, fs) = fs_with(2, 10, MINUTE);
+    let dir = fs.lookup(ROOT_INO, "d").await.unwrap().ino;
+    fs.readdir(dir).await.unwrap();
+    store.put("d/f00001", Bytes::from_static(b"the new version"));
+    let ino = fs.lookup(dir, "f00001").await.unwrap().ino;
+    let handle = fs.open(ino, false).unwrap().handle;
+    assert_eq!(fs.read(handle, 0, 4096).await.unwrap(), Bytes::from_static(b"the new version"));
+    assert_eq!(fs.getattr(ino).unwrap().size, 15, "the inode follows");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_replaced_or_deleted_after_a_read_is_stale_for_the_open_file() {
+    let (store, fs) = fs_with(2, 10 * 1024 * 1024, MINUTE);
+    let handle = open_file(&fs, "d", "f00000").await;
+    let first = fs.read(handle, 0, 4096).await.unwrap();
+    assert!(first.iter().all(|&b| b == 0));
+    store.put("d/f00000", Bytes::from(vec![9u8; 10 * 1024 * 1024]));
+    assert_eq!(fs.read(handle, 8 * 1024 * 1024, 4096).await, Err(FsError::Stale), "never the new bytes");
+
+    let handle = open_file(&fs, "d", "f00001").await;
+    fs.read(handle, 0, 4096).await.unwrap();
+    store.delete("d/f00001");
+    assert_eq!(fs.read(handle, 9 * 1024 * 1024, 4096).await, Err(FsError::Stale));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_past_its_deadline_fails_instead_of_hanging() {
+    let store = Arc::new(MemoryStore::new());
+    store.put("slow", Bytes::from_static(b"eventually"));
+    let options = FsOptions { read_timeout: Duration::from_millis(200), ..options(MINUTE, MINUTE) };
+    let fs = Fs::new(Arc::clone(&store), options, FetchConfig::default(), Arc::default());
+    let ino = fs.lookup(ROOT_INO, "slow").await.unwrap().ino;
+    let handle = fs.open(ino, false).unwrap().handle;
+    store.set_get_delay(Duration::from_secs(5));
+    let started = std::time::Instant::now();
+    assert_eq!(fs.read(handle, 0, 4096).await, Err(FsError::TimedOut(0)));
+    assert!(started.elapsed() < Duration::from_secs(2));
 }

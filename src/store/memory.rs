@@ -33,6 +33,9 @@ pub struct MemoryStore {
     bytes_sent: AtomicU64,
     get_delay_us: AtomicU64,
     failing_gets: AtomicU64,
+    /// GET bodies still to be cut off, and after how many bytes.
+    cut_bodies: AtomicU64,
+    cut_after: AtomicU64,
 }
 
 /// Calls made so far.
@@ -62,6 +65,10 @@ impl MemoryStore {
         etag
     }
 
+    pub fn delete(&self, key: &str) {
+        self.lock().remove(key);
+    }
+
     pub fn counts(&self) -> CallCounts {
         CallCounts {
             gets: self.gets.load(Ordering::Relaxed),
@@ -79,6 +86,12 @@ impl MemoryStore {
     /// The next `n` GETs fail with a server error.
     pub fn fail_next_gets(&self, n: u64) {
         self.failing_gets.store(n, Ordering::Relaxed);
+    }
+
+    /// The next `n` GET bodies end with an error after `after` bytes, as a reset connection does.
+    pub fn cut_next_bodies(&self, n: u64, after: u64) {
+        self.cut_after.store(after, Ordering::Relaxed);
+        self.cut_bodies.store(n, Ordering::Relaxed);
     }
 
     fn meta(key: &str, o: &Object) -> ObjectMeta {
@@ -149,9 +162,15 @@ impl ObjectStore for MemoryStore {
             }
             object.data.slice(range.start.min(len) as usize..range.end.min(len) as usize)
         };
+        let cut = self.cut_bodies.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok();
+        let data =
+            if cut { data.slice(..(self.cut_after.load(Ordering::Relaxed) as usize).min(data.len())) } else { data };
         self.bytes_sent.fetch_add(data.len() as u64, Ordering::Relaxed);
-        let chunks: Vec<Result<Bytes, StoreError>> =
+        let mut chunks: Vec<Result<Bytes, StoreError>> =
             (0..data.len()).step_by(CHUNK).map(|i| Ok(data.slice(i..(i + CHUNK).min(data.len())))).collect();
+        if cut {
+            chunks.push(Err(StoreError::Other("injected connection reset".into())));
+        }
         Ok(Box::pin(futures::stream::iter(chunks)))
     }
 }

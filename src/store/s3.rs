@@ -9,7 +9,7 @@ use aws_config::meta::region::RegionProviderChain;
 use aws_config::profile::ProfileFileRegionProvider;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef;
-use aws_sdk_s3::config::{BehaviorVersion, Region, timeout::TimeoutConfig};
+use aws_sdk_s3::config::{BehaviorVersion, Region, retry::RetryConfig, timeout::TimeoutConfig};
 use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::types::RequestPayer;
@@ -32,6 +32,8 @@ pub struct S3Settings {
     pub requester_pays: bool,
     /// Extra certificate authorities (PEM) trusted for HTTPS, beside the system's.
     pub ca_bundle_pem: Option<Vec<u8>>,
+    /// Attempts of one request, retries included (0 counts as 1).
+    pub max_attempts: u32,
 }
 
 pub struct S3Store {
@@ -71,7 +73,22 @@ impl S3Store {
         let shared = loader.load().await;
         let builder = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(settings.force_path_style)
-            .timeout_config(TimeoutConfig::builder().connect_timeout(Duration::from_secs(5)).build())
+            // The one retry policy: the SDK's standard mode (exponential backoff with jitter) for
+            // throttling, 5xx, timeouts and connection errors. A body cut off mid-stream is resumed
+            // by the fetch layer instead.
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(settings.max_attempts.max(1))
+                    .with_initial_backoff(Duration::from_millis(100))
+                    .with_max_backoff(Duration::from_secs(5)),
+            )
+            // A connection must open within 5 s, and a response start within 15 s of the request.
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .read_timeout(Duration::from_secs(15))
+                    .build(),
+            )
             .interceptor(RetryCounter(retries));
         Ok(Self {
             client: Client::from_conf(builder.build()),
@@ -143,6 +160,16 @@ where
                 if let Some(region) = raw.headers().get("x-amz-bucket-region") {
                     return StoreError::WrongRegion(region.to_owned());
                 }
+            }
+            (_, "InvalidObjectState") => {
+                return StoreError::AccessDenied(format!(
+                    "the object is archived (Glacier or Deep Archive storage class) and must be restored first: {message}"
+                ));
+            }
+            (400, _) if message.contains("Server Side Encryption") || message.contains("customer") => {
+                return StoreError::AccessDenied(format!(
+                    "the object is encrypted with a customer-provided key (SSE-C), which fetchfs cannot supply: {message}"
+                ));
             }
             (403, _) => {
                 let what = if code.is_empty() { "403 Forbidden".to_owned() } else { format!("{code}: {message}") };
