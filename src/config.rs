@@ -227,6 +227,12 @@ fn parse_ttl(text: &str, flag: &str) -> Result<Duration, ConfigError> {
 
 fn check_mountpoint(path: &Path) -> Result<(), ConfigError> {
     let shown = path.display();
+    // Listing asks a FUSE daemon even where stat is answered from the kernel's cache.
+    let dead = std::fs::read_dir(path)
+        .is_err_and(|e| matches!(e.kind(), std::io::ErrorKind::NotConnected | std::io::ErrorKind::ConnectionAborted));
+    if dead && detach_dead_mount(path) {
+        eprintln!("fetchfs: cleared the dead mount at {shown} left by a daemon that died");
+    }
     let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => error(format!("mount point {shown} does not exist")),
         std::io::ErrorKind::NotConnected => error(format!(
@@ -242,6 +248,15 @@ fn check_mountpoint(path: &Path) -> Result<(), ConfigError> {
         return Err(error(format!("mount point {shown} is not empty")));
     }
     Ok(())
+}
+
+/// Detaches the dead FUSE mount at `path` (its daemon was killed), as `fusermount3 -u -z` would,
+/// so a new daemon can mount there. Needs root; says whether it worked.
+fn detach_dead_mount(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return false };
+    // SAFETY: umount2 reads the NUL-terminated path and touches no other memory.
+    unsafe { libc::umount2(c_path.as_ptr(), libc::MNT_DETACH) == 0 }
 }
 
 #[cfg(test)]

@@ -13,7 +13,8 @@ use prometheus_client::metrics::counter::Counter;
 use crate::object_id::ObjectId;
 use crate::store::{BodyStream, ObjectStore, StoreError};
 
-/// How long a body may go without a byte, and how often it may be resumed.
+/// How long a body may go without a byte, and how often in a row it may be resumed without a
+/// byte arriving in between (a body that keeps making progress is resumed as often as it is cut).
 #[derive(Clone, Copy, Debug)]
 pub struct BodyPolicy {
     pub idle_timeout: Duration,
@@ -69,6 +70,9 @@ impl<S: ObjectStore> ResumingBody<S> {
                 Ok(Some(Ok(mut chunk))) => {
                     chunk.truncate((self.end - self.next).min(chunk.len() as u64) as usize);
                     self.next += chunk.len() as u64;
+                    if !chunk.is_empty() {
+                        self.resumes_left = self.policy.max_resumes;
+                    }
                     return Ok(Some(chunk));
                 }
                 // The object changed, is gone, or is refused: asking again cannot help.
