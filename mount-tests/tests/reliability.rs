@@ -275,3 +275,74 @@ fn debug_logs_and_the_command_line_hold_no_secret() {
         assert!(!cmdline.contains(secret.as_str()), "a key is on the command line");
     }
 }
+
+#[test]
+fn expiring_credentials_are_refreshed_while_mounted() {
+    let server = server();
+    put(&server, "a", 12, 1000);
+    put(&server, "b", 13, 1000);
+    let credentials = server.credentials().cloned().unwrap_or_default();
+    let dir = mount_tests::mount::fresh_dir("creds");
+    // A credential process, as SSO and other brokers are: each answer expires 15 s later.
+    let script = dir.join("credentials.sh");
+    let calls = dir.join("calls");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho call >> {calls}\nexpires=$(date -u -d '+15 seconds' +%Y-%m-%dT%H:%M:%SZ)\n\
+             printf '{{\"Version\":1,\"AccessKeyId\":\"{}\",\"SecretAccessKey\":\"{}\",\"SessionToken\":\"t\",\"Expiration\":\"%s\"}}' \"$expires\"\n",
+            credentials.access_key,
+            credentials.secret_key,
+            calls = calls.display()
+        ),
+    )
+    .unwrap();
+    Command::new("chmod").arg("+x").arg(&script).status().unwrap();
+    let config = dir.join("config");
+    std::fs::write(&config, format!("[profile broker]\ncredential_process = {}\n", script.display())).unwrap();
+    let mnt = mount_tests::mount::fresh_dir("creds-mnt");
+    let out = fetchfs_command(None)
+        .env("AWS_CONFIG_FILE", &config)
+        .env("AWS_SHARED_CREDENTIALS_FILE", dir.join("none"))
+        .args(["mount", BUCKET])
+        .arg(&mnt)
+        .args(["--endpoint-url", &server.endpoint_url(), "--force-path-style", "--profile", "broker"])
+        .args(["--metadata-ttl", "0", "--negative-metadata-ttl", "0"])
+        .output()
+        .expect("run fetchfs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let read = |key: &str, seed| {
+        let got = std::fs::read(mnt.join(key)).unwrap_or_else(|e| panic!("{key}: {e}"));
+        assert_eq!(data::first_mismatch(seed, 0, &got), None);
+    };
+    read("a", 12);
+    let count = || std::fs::read_to_string(&calls).unwrap_or_default().lines().count();
+    let before = count();
+    assert!(before >= 1, "the credential process gave the first credentials");
+    std::thread::sleep(Duration::from_secs(16));
+    read("b", 13);
+    assert!(count() > before, "the expired credentials were fetched again ({} calls)", count());
+    let _ = Command::new("umount").arg(&mnt).status();
+    let _ = std::fs::remove_dir(&mnt);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn keys_that_cannot_be_names_never_escape_or_break_a_listing() {
+    let server = server();
+    for key in ["odd/ok", "odd/a\u{0}b", "odd/../../etc/passwd", "odd/./x", "odd//y", "odd/.", "odd/.."] {
+        put(&server, key, 14, 10);
+    }
+    let mount = Mount::of(&server, BUCKET, &[]);
+    let names: Vec<String> = std::fs::read_dir(mount.path("odd"))
+        .expect("the listing survives odd keys")
+        .map(|e| {
+            let log = std::fs::read_to_string(&mount.log).unwrap_or_default();
+            e.unwrap_or_else(|err| panic!("{err}: {log}")).file_name().to_string_lossy().into_owned()
+        })
+        .collect();
+    assert_eq!(names, ["ok"]);
+    read_exact_file(&mount, "odd/ok", 14, 10);
+    assert!(std::fs::metadata(mount.path("odd/../../etc/passwd")).is_err());
+    assert_daemon_alive(&mount);
+}

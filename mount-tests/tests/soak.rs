@@ -91,7 +91,8 @@ fn sequential_reader(mount: &Mount, stop: &AtomicBool, tally: &Tally, first: u64
 
 fn random_reader(mount: &Mount, stop: &AtomicBool, tally: &Tally, seed: u64) {
     let mut rng = fastrand::Rng::with_seed(seed);
-    let files: Vec<File> = (0..LARGE_FILES).map(|i| File::open(mount.path(&format!("large/{i}"))).expect("open")).collect();
+    let files: Vec<File> =
+        (0..LARGE_FILES).map(|i| File::open(mount.path(&format!("large/{i}"))).expect("open")).collect();
     while !stop.load(Ordering::Relaxed) {
         let i = rng.u64(0..LARGE_FILES);
         let len = rng.usize(4096..=256 * 1024);
@@ -180,12 +181,15 @@ fn soak_readers_under_switching_faults() {
         storage.put(BUCKET, &format!("large/{i}"), StoredObject::new(data::content(i, LARGE as usize), None)).unwrap();
     }
     for i in 0..SMALL_FILES {
-        storage.put(BUCKET, &format!("small/{i}"), StoredObject::new(data::content(1000 + i, small_size(i)), None)).unwrap();
+        storage
+            .put(BUCKET, &format!("small/{i}"), StoredObject::new(data::content(1000 + i, small_size(i)), None))
+            .unwrap();
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
     let cache = CACHE_MIB.to_string();
     let metrics_addr = format!("127.0.0.1:{port}");
-    let mount = Mount::of(&server, BUCKET, &["--cache-size", &cache, "--metrics-addr", &metrics_addr, "--log-level", "info"]);
+    let mount =
+        Mount::of(&server, BUCKET, &["--cache-size", &cache, "--metrics-addr", &metrics_addr, "--log-level", "info"]);
     let pid = mount.daemon_pid().expect("daemon");
 
     let stop = AtomicBool::new(false);

@@ -12,7 +12,7 @@ use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_s3::config::{BehaviorVersion, Region, retry::RetryConfig, timeout::TimeoutConfig};
 use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::types::RequestPayer;
+use aws_sdk_s3::types::{EncodingType, RequestPayer};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::retries::RequestAttempts;
 use prometheus_client::metrics::counter::Counter;
@@ -142,6 +142,13 @@ fn to_system_time(t: Option<aws_sdk_s3::primitives::DateTime>) -> SystemTime {
     t.and_then(|t| SystemTime::try_from(t).ok()).unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
+/// A name from a listing with `encoding-type=url` (`+` is a space, as S3 writes it); `None` when
+/// it does not decode to UTF-8, and so cannot be a key fetchfs can name.
+fn url_decode(encoded: &str) -> Option<String> {
+    let plus_as_space = encoded.replace('+', " ");
+    percent_encoding::percent_decode_str(&plus_as_space).decode_utf8().ok().map(|s| s.into_owned())
+}
+
 /// The one place where SDK failures become store error categories.
 fn classify<E>(err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> StoreError
 where
@@ -211,25 +218,30 @@ impl ObjectStore for S3Store {
             .bucket(&self.bucket)
             .prefix(prefix)
             .delimiter("/")
+            // Keys may hold characters XML cannot carry (NUL, other control characters): ask for
+            // them percent-encoded, and decode only if the server says it did so.
+            .encoding_type(EncodingType::Url)
             .set_continuation_token(token)
             .set_max_keys(max_keys)
             .set_request_payer(self.payer())
             .send()
             .await
             .map_err(classify)?;
+        let encoded = out.encoding_type() == Some(&EncodingType::Url);
+        let name = |raw: &str| if encoded { url_decode(raw) } else { Some(raw.to_owned()) };
         let objects = out
             .contents()
             .iter()
             .filter_map(|o| {
                 Some(ObjectMeta {
-                    key: o.key.clone()?,
+                    key: name(o.key.as_deref()?)?,
                     size: o.size.unwrap_or(0).max(0) as u64,
                     etag: ETag::new(o.e_tag.clone().unwrap_or_default()),
                     last_modified: to_system_time(o.last_modified),
                 })
             })
             .collect();
-        let prefixes = out.common_prefixes().iter().filter_map(|p| p.prefix.clone()).collect();
+        let prefixes = out.common_prefixes().iter().filter_map(|p| name(p.prefix.as_deref()?)).collect();
         let next = if out.is_truncated == Some(true) { out.next_continuation_token } else { None };
         Ok(ListPage { objects, prefixes, next })
     }
@@ -280,5 +292,18 @@ impl ObjectStore for S3Store {
             }
         });
         Ok(Box::pin(chunks))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_decode;
+
+    #[test]
+    fn url_encoded_listing_names_decode() {
+        assert_eq!(url_decode("dir/a%00b").as_deref(), Some("dir/a\0b"));
+        assert_eq!(url_decode("my+file%20two").as_deref(), Some("my file two"));
+        assert_eq!(url_decode("plus%2Bsign/percent%2525").as_deref(), Some("plus+sign/percent%25"));
+        assert_eq!(url_decode("%FF"), None);
     }
 }

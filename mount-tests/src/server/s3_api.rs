@@ -473,10 +473,19 @@ impl S3 for TestS3 {
 
         let key_count = (contents.len() + common_prefixes.len()) as i32;
         let next_token = if truncated { last_returned.map(|k| hex::encode(k.as_bytes())) } else { None };
+        // With `encoding-type=url`, as S3 does, names go out percent-encoded: keys may hold
+        // characters XML cannot carry (NUL and other control characters).
+        let url = input.encoding_type.as_ref().is_some_and(|e| e.as_str() == EncodingType::URL);
+        let encode = |name: String| if url { url_encode(&name) } else { name };
+        for object in &mut contents {
+            object.key = object.key.take().map(encode);
+        }
+        let common_prefixes: Vec<String> = common_prefixes.into_iter().map(encode).collect();
         let output = ListObjectsV2Output {
             name: Some(input.bucket),
-            prefix: Some(prefix),
-            delimiter,
+            prefix: Some(encode(prefix)),
+            delimiter: delimiter.map(encode),
+            encoding_type: input.encoding_type,
             max_keys: Some(max_keys as i32),
             key_count: Some(key_count),
             is_truncated: Some(truncated),
@@ -489,4 +498,12 @@ impl S3 for TestS3 {
         };
         Ok(S3Response::new(output))
     }
+}
+
+/// S3's `encoding-type=url` form of a name: every byte but unreserved characters and `/`
+/// percent-encoded (a space as `%20`, so a decoder reading `+` as space still gets it right).
+fn url_encode(name: &str) -> String {
+    const KEEP: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b'/');
+    percent_encoding::utf8_percent_encode(name, KEEP).to_string()
 }
