@@ -27,21 +27,18 @@ pub struct Cli {
 pub enum Command {
     /// Mount a bucket (or a prefix of one) at a directory.
     Mount(Box<MountArgs>),
+    /// Measure, on this network, the download techniques fetchfs chooses between, and recommend
+    /// --part-size and --max-connections.
+    Bench(Box<BenchArgs>),
     /// Print a manual page (roff) on standard output, for packaging: fetchfs(8), or with `mount`,
     /// fetchfs-mount(8).
     #[command(hide = true)]
     Manpage { subcommand: Option<String> },
 }
 
+/// How to reach S3: shared by every command.
 #[derive(Args, Debug)]
-pub struct MountArgs {
-    /// The bucket: `BUCKET` or `s3://BUCKET[/PREFIX/]`.
-    pub source: String,
-    /// An existing, empty directory to mount at.
-    pub mountpoint: PathBuf,
-    /// Mount only the keys under this prefix (a trailing `/` is added if missing).
-    #[arg(long)]
-    pub prefix: Option<String>,
+pub struct S3Args {
     /// S3 endpoint, for S3-compatible services (e.g. http://127.0.0.1:9000).
     #[arg(long, env = "AWS_ENDPOINT_URL")]
     pub endpoint_url: Option<String>,
@@ -57,6 +54,30 @@ pub struct MountArgs {
     /// Send unsigned requests (public buckets); no credentials are looked up.
     #[arg(long)]
     pub no_sign_request: bool,
+    /// Agree to pay for requests to a requester-pays bucket.
+    #[arg(long)]
+    pub requester_pays: bool,
+    /// PEM file of certificate authorities to trust for HTTPS endpoints, in addition to the
+    /// system's.
+    #[arg(long, env = "AWS_CA_BUNDLE", value_name = "PEM")]
+    pub ca_bundle: Option<PathBuf>,
+    /// Most attempts of one S3 request (the first and its retries, with exponential backoff and
+    /// jitter) before the failure reaches the reader.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub max_attempts: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct MountArgs {
+    /// The bucket: `BUCKET` or `s3://BUCKET[/PREFIX/]`.
+    pub source: String,
+    /// An existing, empty directory to mount at.
+    pub mountpoint: PathBuf,
+    /// Mount only the keys under this prefix (a trailing `/` is added if missing).
+    #[arg(long)]
+    pub prefix: Option<String>,
+    #[command(flatten)]
+    pub s3: S3Args,
     /// Stay in the foreground instead of returning once the mount is ready.
     #[arg(short, long)]
     pub foreground: bool,
@@ -81,13 +102,6 @@ pub struct MountArgs {
     /// Mount read-only. This is the only mode for now: every write answers EROFS.
     #[arg(long, default_value_t = true)]
     pub read_only: bool,
-    /// Agree to pay for requests to a requester-pays bucket.
-    #[arg(long)]
-    pub requester_pays: bool,
-    /// PEM file of certificate authorities to trust for HTTPS endpoints, in addition to the
-    /// system's.
-    #[arg(long, env = "AWS_CA_BUNDLE", value_name = "PEM")]
-    pub ca_bundle: Option<PathBuf>,
     /// Seconds a listing or lookup stays valid before S3 is asked again, or `indefinite` for a
     /// bucket that does not change while mounted.
     #[arg(long, default_value = "5", value_name = "SECONDS|indefinite")]
@@ -109,10 +123,6 @@ pub struct MountArgs {
     /// Most readahead GETs in flight at once, for the whole mount (default 32).
     #[arg(long)]
     pub max_connections: Option<usize>,
-    /// Most attempts of one S3 request (the first and its retries, with exponential backoff and
-    /// jitter) before the failure reaches the reader.
-    #[arg(long, default_value_t = 5, value_name = "N")]
-    pub max_attempts: u32,
     /// Seconds one read may take before it fails with EIO instead of waiting on.
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     pub read_timeout: u64,
@@ -128,6 +138,32 @@ pub struct MountArgs {
     /// Append logs to this file (default: standard error, which a background daemon closes).
     #[arg(long)]
     pub log_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// The object to read: `s3://BUCKET/KEY` (a large one: each technique reads for --duration).
+    pub object: String,
+    #[command(flatten)]
+    pub s3: S3Args,
+    /// Seconds each technique runs (bounded, so a huge object is safe).
+    #[arg(long, default_value_t = 3.0, value_name = "SECONDS")]
+    pub duration: f64,
+    /// Numbers of parallel ranged GETs to try.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16,32,64")]
+    pub connections: Vec<usize>,
+    /// Part sizes (MiB) to try with each number of GETs.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,8,16", value_name = "MIB")]
+    pub part_sizes: Vec<u64>,
+    /// Also read the object through fetchfs mounted at DIR (at DIR/KEY).
+    #[arg(long, value_name = "DIR")]
+    pub mount: Option<PathBuf>,
+    /// Write the results as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Draw MB/s against connections, one line per part size, as SVG to this file.
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
 }
 
 /// The names mount(8) runs fetchfs under, as the helper for `mount -t fuse.fetchfs` (or `-t fetchfs`).

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use fuser::{MountOption, SessionACL};
 
-use crate::cli::MountArgs;
+use crate::cli::{MountArgs, S3Args};
 use crate::fetch::FetchConfig;
 use crate::fs::FsOptions;
 use crate::store::s3::S3Settings;
@@ -45,9 +45,6 @@ impl MountConfig {
             (None, None) => String::new(),
         };
         let metadata_ttl = parse_ttl(&args.metadata_ttl, "--metadata-ttl")?;
-        if args.max_attempts == 0 {
-            return Err(error("--max-attempts must be at least 1"));
-        }
         if args.read_timeout == 0 {
             return Err(error("--read-timeout must be at least 1 (second)"));
         }
@@ -76,17 +73,7 @@ impl MountConfig {
             negative_metadata_ttl,
             read_timeout: Duration::from_secs(args.read_timeout),
         };
-        let s3 = S3Settings {
-            bucket,
-            region: args.region,
-            endpoint_url: args.endpoint_url,
-            force_path_style: args.force_path_style,
-            profile: args.profile,
-            no_sign_request: args.no_sign_request,
-            requester_pays: args.requester_pays,
-            max_attempts: args.max_attempts,
-            ca_bundle_pem: args.ca_bundle.as_deref().map(read_ca_bundle).transpose()?,
-        };
+        let s3 = s3_settings(bucket, &args.s3)?;
         let log_level = if args.debug { "debug".to_owned() } else { args.log_level };
         Ok(Self {
             s3,
@@ -112,6 +99,24 @@ impl MountConfig {
             MountOption::DefaultPermissions,
         ]
     }
+}
+
+/// How to reach the bucket, from the flags every command shares.
+pub fn s3_settings(bucket: String, args: &S3Args) -> Result<S3Settings, ConfigError> {
+    if args.max_attempts == 0 {
+        return Err(error("--max-attempts must be at least 1"));
+    }
+    Ok(S3Settings {
+        bucket,
+        region: args.region.clone(),
+        endpoint_url: args.endpoint_url.clone(),
+        force_path_style: args.force_path_style,
+        profile: args.profile.clone(),
+        no_sign_request: args.no_sign_request,
+        requester_pays: args.requester_pays,
+        max_attempts: args.max_attempts,
+        ca_bundle_pem: args.ca_bundle.as_deref().map(read_ca_bundle).transpose()?,
+    })
 }
 
 /// Sizes of the fetch layer from the flags; each must be at least one block.
@@ -145,7 +150,7 @@ fn fetch_config(args: &MountArgs) -> Result<FetchConfig, ConfigError> {
 }
 
 /// `BUCKET` or `s3://BUCKET[/PREFIX]` -> (bucket, prefix if any).
-fn parse_source(source: &str) -> Result<(String, Option<String>), ConfigError> {
+pub fn parse_source(source: &str) -> Result<(String, Option<String>), ConfigError> {
     let (bucket, prefix) = match source.strip_prefix("s3://") {
         Some(rest) => match rest.split_once('/') {
             Some((bucket, prefix)) if !prefix.is_empty() => (bucket, Some(prefix.to_owned())),

@@ -6,6 +6,7 @@
 //! `metrics` counts what each layer does. `cli`/`config` turn arguments into a checked `MountConfig`; `daemon` runs the
 //! mount in the foreground or background.
 
+pub mod bench;
 pub mod cache;
 pub mod cli;
 pub mod config;

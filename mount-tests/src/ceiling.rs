@@ -1,66 +1,46 @@
 //! The raw ceiling: an object read with N parallel ranged GETs straight from the server, bodies
-//! drained and discarded. Every benchmark compares fetchfs against it.
+//! drained and discarded. Every benchmark compares fetchfs against it. It is fetchfs's own
+//! parallel ranged download (the one `fetchfs bench` runs), over its S3 store.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
-use aws_sdk_s3::Client;
+use fetchfs::bench::download::{DownloadRun, parallel_ranged_read};
+use fetchfs::object_id::ObjectId;
+use fetchfs::store::ObjectStore;
+use fetchfs::store::s3::{S3Settings, S3Store};
 
-#[derive(Clone, Copy, Debug)]
-pub struct CeilingRun {
-    pub bytes: u64,
-    pub elapsed: Duration,
-}
+use crate::server::Credentials;
 
-impl CeilingRun {
-    pub fn mb_per_s(&self) -> f64 {
-        self.bytes as f64 / 1e6 / self.elapsed.as_secs_f64().max(1e-9)
+/// A store reading `bucket` at `endpoint` with `credentials`, which it takes from the environment
+/// as fetchfs does. Only for tools whose other threads (the test server's) never read it.
+pub async fn store(endpoint: &str, credentials: &Credentials, bucket: &str) -> Result<Arc<S3Store>, String> {
+    // SAFETY: the tools call this once, and no other thread of theirs reads the environment.
+    unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", &credentials.access_key);
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", &credentials.secret_key);
+        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
     }
+    let settings = S3Settings {
+        bucket: bucket.into(),
+        region: Some("us-east-1".into()),
+        endpoint_url: Some(endpoint.into()),
+        force_path_style: true,
+        max_attempts: 3,
+        ..Default::default()
+    };
+    S3Store::connect(&settings, Default::default()).await.map(Arc::new).map_err(|e| e.to_string())
 }
 
-/// Reads `size` bytes of `key` as `part_size` ranges, `connections` of them in flight at once.
-pub async fn parallel_ranged_read(
-    client: &Client,
-    bucket: &str,
+/// Reads all of `key` as `part_size` ranges, `connections` GETs in flight at once.
+pub async fn read_all(
+    store: &Arc<S3Store>,
     key: &str,
-    size: u64,
     connections: usize,
     part_size: u64,
-) -> Result<CeilingRun, String> {
-    let next = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..connections.max(1) {
-        let (client, bucket, key, next) = (client.clone(), bucket.to_owned(), key.to_owned(), Arc::clone(&next));
-        workers.spawn(async move {
-            let mut bytes = 0u64;
-            loop {
-                let offset = next.fetch_add(part_size, Ordering::Relaxed);
-                if offset >= size {
-                    return Ok::<u64, String>(bytes);
-                }
-                let last = (offset + part_size).min(size) - 1;
-                let out = client
-                    .get_object()
-                    .bucket(&bucket)
-                    .key(&key)
-                    .range(format!("bytes={offset}-{last}"))
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        format!("GET {key} bytes {offset}-{last}: {}", aws_sdk_s3::error::DisplayErrorContext(e))
-                    })?;
-                let mut body = out.body;
-                while let Some(chunk) = body.try_next().await.map_err(|e| format!("body of {key}: {e}"))? {
-                    bytes += chunk.len() as u64;
-                }
-            }
-        });
-    }
-    let mut bytes = 0;
-    while let Some(joined) = workers.join_next().await {
-        bytes += joined.map_err(|e| e.to_string())??;
-    }
-    Ok(CeilingRun { bytes, elapsed: start.elapsed() })
+) -> Result<DownloadRun, String> {
+    let meta = store.head(key).await.map_err(|e| format!("HEAD {key}: {e}"))?;
+    let object = Arc::new(ObjectId { key: key.into(), etag: meta.etag });
+    parallel_ranged_read(store, &object, meta.size, connections, part_size, None)
+        .await
+        .map_err(|e| format!("{key}: {e}"))
 }

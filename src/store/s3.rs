@@ -36,6 +36,13 @@ pub struct S3Settings {
     pub max_attempts: u32,
 }
 
+/// A GET anyone holding it may send until it expires: the URL and the headers it was signed with.
+#[derive(Clone, Debug)]
+pub struct PresignedGet {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+}
+
 pub struct S3Store {
     client: Client,
     bucket: String,
@@ -95,6 +102,24 @@ impl S3Store {
             bucket: settings.bucket.clone(),
             requester_pays: settings.requester_pays,
         })
+    }
+
+    /// A presigned GET of `key`, valid for a few minutes, for a probe that speaks HTTP itself.
+    pub async fn presign_get(&self, key: &str) -> Result<PresignedGet, StoreError> {
+        use aws_sdk_s3::presigning::PresigningConfig;
+        let config = PresigningConfig::expires_in(Duration::from_secs(600))
+            .map_err(|e| StoreError::Other(format!("presigning: {e}")))?;
+        let request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_request_payer(self.payer())
+            .presigned(config)
+            .await
+            .map_err(classify)?;
+        let headers = request.headers().map(|(n, v)| (n.to_owned(), v.to_owned())).collect();
+        Ok(PresignedGet { url: request.uri().to_owned(), headers })
     }
 
     fn payer(&self) -> Option<RequestPayer> {

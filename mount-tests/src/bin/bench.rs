@@ -10,8 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use mount_tests::ceiling::parallel_ranged_read;
-use mount_tests::client::{Retries, s3_client};
+use mount_tests::ceiling;
 use mount_tests::data;
 use mount_tests::mount::Mount;
 use mount_tests::profile::Profile;
@@ -70,18 +69,16 @@ fn main() {
     }
     let extra: Vec<&str> = args.mount_option.iter().map(String::as_str).collect();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let client =
-        s3_client(&server.endpoint_url(), &server.credentials().cloned().unwrap_or_default(), Retries::Standard);
+    let credentials = server.credentials().cloned().unwrap_or_default();
+    let store = runtime.block_on(ceiling::store(&server.endpoint_url(), &credentials, BUCKET)).expect("S3 store");
     let mut rows = Vec::new();
     for profile in &args.profiles {
         let profile = *profile;
         profile.apply(server.knobs());
         let name = profile.name();
         eprintln!("[{name}] raw ceiling ...");
-        let ceiling = runtime
-            .block_on(parallel_ranged_read(&client, BUCKET, "large.bin", large as u64, 16, 8 * MIB))
-            .expect("raw ceiling")
-            .mb_per_s();
+        let ceiling =
+            runtime.block_on(ceiling::read_all(&store, "large.bin", 16, 8 * MIB)).expect("raw ceiling").mb_per_s();
         rows.push(Row {
             profile: name,
             measure: "raw ceiling, 16 x 8 MiB GETs".into(),

@@ -3,8 +3,7 @@
 //! one generated object of that size, under the chosen profile.
 
 use clap::Parser;
-use mount_tests::ceiling::parallel_ranged_read;
-use mount_tests::client::{Retries, s3_client};
+use mount_tests::ceiling;
 use mount_tests::profile::Profile;
 use mount_tests::server::{Credentials, ServerConfig, StoredObject, TestServer};
 
@@ -65,15 +64,10 @@ fn run(args: Args) -> Result<(), String> {
     let endpoint = server.as_ref().map_or(args.endpoint_url.clone(), TestServer::endpoint_url);
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     runtime.block_on(async {
-        let client = s3_client(&endpoint, &credentials, Retries::Standard);
-        let head =
-            client.head_object().bucket(&args.bucket).key(&args.key).send().await.map_err(|e| {
-                format!("HEAD {}/{}: {}", args.bucket, args.key, aws_sdk_s3::error::DisplayErrorContext(e))
-            })?;
-        let size = head.content_length.unwrap_or(0) as u64;
-        println!("object {}/{}: {} bytes, part size {} bytes", args.bucket, args.key, size, args.part_size);
+        let store = ceiling::store(&endpoint, &credentials, &args.bucket).await?;
+        println!("object {}/{}, part size {} bytes", args.bucket, args.key, args.part_size);
         for &n in &args.connections {
-            let run = parallel_ranged_read(&client, &args.bucket, &args.key, size, n, args.part_size).await?;
+            let run = ceiling::read_all(&store, &args.key, n, args.part_size).await?;
             println!("connections {n:>3}: {:>8.1} MB/s ({:.2} s)", run.mb_per_s(), run.elapsed.as_secs_f64());
         }
         Ok(())
