@@ -84,6 +84,9 @@ pub struct Opened {
     pub keep_cache: bool,
 }
 
+/// Readahead states of closed files, kept for the next open of the same version.
+const RELEASED_STREAMS: usize = 1024;
+
 pub struct Fs<S> {
     store: Arc<S>,
     fetcher: Arc<Fetcher<S>>,
@@ -93,6 +96,9 @@ pub struct Fs<S> {
     metadata: MetadataCache,
     next_files: NextFiles,
     open_files: Mutex<HashMap<u64, OpenFile>>,
+    /// A stream continued by a new open (a reader that reopens the file for each chunk) keeps the
+    /// readahead window it had built, instead of starting again from the smallest one.
+    released_streams: Mutex<lru::LruCache<Ino, (Arc<ObjectId>, Arc<Mutex<ReadaheadWindow>>)>>,
     next_handle: AtomicU64,
     mounted_at: SystemTime,
 }
@@ -113,6 +119,9 @@ impl<S: ObjectStore> Fs<S> {
             options,
             next_files: NextFiles::default(),
             open_files: Mutex::new(HashMap::new()),
+            released_streams: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(RELEASED_STREAMS).unwrap_or(std::num::NonZeroUsize::MIN),
+            )),
             next_handle: AtomicU64::new(1),
             mounted_at: SystemTime::now(),
         }
@@ -285,7 +294,11 @@ impl<S: ObjectStore> Fs<S> {
         let ObjectMeta { key, size, etag, .. } = meta;
         let keep_cache = self.inodes.note_open(ino, &etag);
         let object = Arc::new(ObjectId { key, etag });
-        let file = OpenFile { ino, object, size, window: Arc::default(), served: keep_cache };
+        let window = match lock(&self.released_streams).pop(&ino) {
+            Some((released, window)) if released == object => window,
+            _ => Arc::default(),
+        };
+        let file = OpenFile { ino, object, size, window, served: keep_cache };
         lock(&self.open_files).insert(handle, file);
         Ok(Opened { handle, keep_cache })
     }
@@ -363,7 +376,9 @@ impl<S: ObjectStore> Fs<S> {
     }
 
     pub fn release(&self, handle: u64) {
-        lock(&self.open_files).remove(&handle);
+        if let Some(file) = lock(&self.open_files).remove(&handle) {
+            lock(&self.released_streams).put(file.ino, (file.object, file.window));
+        }
     }
 }
 

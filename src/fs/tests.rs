@@ -164,3 +164,28 @@ async fn a_read_past_its_deadline_fails_instead_of_hanging() {
     assert_eq!(fs.read(handle, 0, 4096).await, Err(FsError::TimedOut(0)));
     assert!(started.elapsed() < Duration::from_secs(2));
 }
+
+/// GETs made reading a 64 MiB file in 1 MiB reads, reopening it every `reopen_every` reads.
+async fn gets_reading_with_reopens(reopen_every: u64) -> u64 {
+    let store = Arc::new(MemoryStore::new());
+    store.put("big", Bytes::from(vec![7u8; 64 << 20]));
+    let fs = Fs::new(Arc::clone(&store), options(MINUTE, MINUTE), FetchConfig::default(), Arc::default());
+    let ino = fs.lookup(ROOT_INO, "big").await.unwrap().ino;
+    let mut handle = fs.open(ino, false).unwrap().handle;
+    for i in 0..64u64 {
+        if i > 0 && i % reopen_every == 0 {
+            fs.release(handle);
+            handle = fs.open(ino, false).unwrap().handle;
+        }
+        assert_eq!(fs.read(handle, i << 20, 1 << 20).await.unwrap().len(), 1 << 20);
+    }
+    fs.release(handle);
+    store.counts().gets
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_continued_by_a_new_open_keeps_its_readahead() {
+    let one_handle = gets_reading_with_reopens(u64::MAX).await;
+    let reopening = gets_reading_with_reopens(4).await;
+    assert!(reopening <= one_handle + 4, "reopening every 4 MiB: {reopening} GETs, one handle: {one_handle}");
+}
