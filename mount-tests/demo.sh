@@ -27,7 +27,7 @@ export AWS_ACCESS_KEY_ID=fetchfs-test-access AWS_SECRET_ACCESS_KEY=fetchfs-test-
 
 set -x
 ls -la "$mnt"
-find "$mnt" -maxdepth 2 | head -n 8
+find "$mnt" -maxdepth 2 | sed -n 1,8p
 cat "$mnt/README.txt" "$mnt/records/042.json"
 sha256sum "$mnt/images/train/shard-0000.bin"
 dd if="$mnt/big/random-64MiB.bin" of=/dev/null bs=1M
