@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner,
-    OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
+    LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
 
@@ -106,6 +106,12 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         let _ = config.set_max_readahead(MAX_READ);
         let _ = config.set_max_background(64);
         let _ = config.set_congestion_threshold(48);
+        // Listings carry every entry's attributes, so `ls -l` and `find` need no LOOKUP per name;
+        // the kernel picks READDIRPLUS when lookups follow a listing, plain READDIR otherwise.
+        if let Err(missing) = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO)
+        {
+            tracing::debug!("the kernel does not offer {missing:?}; listings are followed by lookups");
+        }
         Ok(())
     }
 
@@ -227,6 +233,43 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
             let rest = rest.map(|(i, (name, ino, entry))| (i + 2, *ino, file_type(entry.kind()), name.as_str()));
             for (i, child, kind, name) in dots.chain(rest) {
                 if reply.add(INodeNo(child), i as u64 + 1, kind, name) {
+                    break;
+                }
+            }
+            reply.ok();
+        });
+    }
+
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let snapshot = self.dirs.lock().get(&fh.0).cloned();
+        let (fs, dirs, ttl) = (Arc::clone(&self.fs), Arc::clone(&self.dirs), self.ttl);
+        self.runtime.spawn(async move {
+            let listing = match snapshot {
+                Some(listing) if offset > 0 => listing,
+                _ => match fs.readdir(ino.0).await {
+                    Ok(listing) => {
+                        dirs.lock().insert(fh.0, Arc::clone(&listing));
+                        listing
+                    }
+                    Err(e) => return reply.error(failed(&fs, "readdirplus", &format_args!("inode {}", ino.0), &e)),
+                },
+            };
+            let dir_attr = match fs.getattr(ino.0) {
+                Ok(attr) => file_attr(&attr),
+                Err(e) => return reply.error(failed(&fs, "readdirplus", &format_args!("inode {}", ino.0), &e)),
+            };
+            // Offsets as in readdir. The kernel takes no reference for `.` and `..`.
+            let offset = offset as usize;
+            for (i, name) in [".", ".."].iter().enumerate().skip(offset) {
+                if reply.add(ino, i as u64 + 1, name, &ttl, &dir_attr, Generation(0)) {
+                    return reply.ok();
+                }
+            }
+            for (i, (name, child, entry)) in listing.entries().iter().enumerate().skip(offset.saturating_sub(2)) {
+                let attr = fs.listed_entry(ino.0, name, *child, entry);
+                if reply.add(INodeNo(attr.ino), i as u64 + 3, name, &ttl, &file_attr(&attr), Generation(0)) {
+                    // Did not fit: the kernel never saw it, so it holds no reference to give back.
+                    fs.forget(attr.ino, 1);
                     break;
                 }
             }

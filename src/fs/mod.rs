@@ -224,6 +224,13 @@ impl<S: ObjectStore> Fs<S> {
         }
     }
 
+    /// An entry of a listing handed to the kernel with its attributes (READDIRPLUS): the kernel
+    /// counts it as a lookup, and so does the inode table.
+    pub fn listed_entry(&self, parent: Ino, name: &str, ino: Ino, entry: &Entry) -> Attr {
+        let ino = self.inodes.looked_up(parent, name, entry.clone(), Some(ino));
+        self.attr_of(ino, entry)
+    }
+
     /// The kernel dropped `count` references to `ino`.
     pub fn forget(&self, ino: Ino, count: u64) {
         self.inodes.forget(ino, count);
