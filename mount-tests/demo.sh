@@ -15,6 +15,17 @@ port=${FETCHFS_DEMO_PORT:-9000}
 
 "$bin/test-s3-server" --port "$port" --sample >/tmp/fetchfs-demo-server.log 2>&1 &
 server=$!
+# Whatever happens, a run that is not kept for the user leaves no mount and no server behind.
+stop_demo() {
+  umount "$mnt" 2>/dev/null || true
+  kill "$server" 2>/dev/null || true
+  wait "$server" 2>/dev/null || true
+}
+if [ "${DEMO_NONINTERACTIVE:-0}" = 1 ]; then
+  trap stop_demo EXIT
+else
+  trap 'status=$?; [ "$status" = 0 ] || stop_demo' EXIT
+fi
 for _ in $(seq 100); do
   (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
   sleep 0.1
@@ -34,9 +45,7 @@ dd if="$mnt/big/random-64MiB.bin" of=/dev/null bs=1M
 set +x
 
 if [ "${DEMO_NONINTERACTIVE:-0}" = 1 ]; then
-  umount "$mnt"
-  kill "$server"
-  wait "$server" 2>/dev/null || true
+  stop_demo
   echo "demo finished: unmounted $mnt and stopped the server"
 else
   echo
