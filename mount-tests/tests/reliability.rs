@@ -346,3 +346,18 @@ fn keys_that_cannot_be_names_never_escape_or_break_a_listing() {
     assert!(std::fs::metadata(mount.path("odd/../../etc/passwd")).is_err());
     assert_daemon_alive(&mount);
 }
+
+#[test]
+fn an_archived_object_is_eacces_and_the_log_names_the_cause() {
+    let server = server();
+    put(&server, "cold", 15, 10_000);
+    let mount = Mount::of(&server, BUCKET, &[]);
+    assert!(std::fs::metadata(mount.path("cold")).is_ok());
+    server.knobs().set_status_fault(FaultStatus::InvalidObjectState, FaultTrigger::Fraction(1.0));
+    let err = std::fs::read(mount.path("cold")).expect_err("archived objects cannot be read");
+    server.knobs().clear();
+    assert_eq!(err.raw_os_error(), Some(libc::EACCES), "{err}");
+    let log = std::fs::read_to_string(&mount.log).unwrap_or_default();
+    assert!(log.contains("archived") && log.contains("restored"), "the log names the cause:\n{log}");
+    assert_daemon_alive(&mount);
+}

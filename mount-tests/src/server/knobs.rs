@@ -14,6 +14,9 @@ pub enum FaultStatus {
     SlowDown,
     /// 500 with S3's `InternalError` code.
     InternalError,
+    /// 403 with S3's `InvalidObjectState` code, as S3 answers a GET of an object archived in
+    /// Glacier or Deep Archive.
+    InvalidObjectState,
 }
 
 /// Which requests an injected fault hits. Request numbers count every request the server receives

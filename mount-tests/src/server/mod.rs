@@ -245,6 +245,11 @@ mod faults {
                 http::StatusCode::INTERNAL_SERVER_ERROR,
                 "We encountered an internal error. Please try again.",
             ),
+            FaultStatus::InvalidObjectState => (
+                "InvalidObjectState",
+                http::StatusCode::FORBIDDEN,
+                "The operation is not valid for the object's storage class",
+            ),
         };
         let xml = format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>"
