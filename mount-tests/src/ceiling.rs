@@ -7,29 +7,7 @@ use std::sync::Arc;
 use fetchfs::bench::download::{DownloadRun, parallel_ranged_read};
 use fetchfs::object_id::ObjectId;
 use fetchfs::store::ObjectStore;
-use fetchfs::store::s3::{S3Settings, S3Store};
-
-use crate::server::Credentials;
-
-/// A store reading `bucket` at `endpoint` with `credentials`, which it takes from the environment
-/// as fetchfs does. Only for tools whose other threads (the test server's) never read it.
-pub async fn store(endpoint: &str, credentials: &Credentials, bucket: &str) -> Result<Arc<S3Store>, String> {
-    // SAFETY: the tools call this once, and no other thread of theirs reads the environment.
-    unsafe {
-        std::env::set_var("AWS_ACCESS_KEY_ID", &credentials.access_key);
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", &credentials.secret_key);
-        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
-    }
-    let settings = S3Settings {
-        bucket: bucket.into(),
-        region: Some("us-east-1".into()),
-        endpoint_url: Some(endpoint.into()),
-        force_path_style: true,
-        max_attempts: 3,
-        ..Default::default()
-    };
-    S3Store::connect(&settings, Default::default()).await.map(Arc::new).map_err(|e| e.to_string())
-}
+use fetchfs::store::s3::S3Store;
 
 /// Reads all of `key` as `part_size` ranges, `connections` GETs in flight at once.
 pub async fn read_all(

@@ -6,6 +6,8 @@ use aws_sdk_s3::config::{BehaviorVersion, Credentials as SdkCredentials, Region,
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
+use fetchfs::store::s3::{S3Settings, S3Store};
+use std::sync::Arc;
 
 use crate::server::Credentials;
 
@@ -75,4 +77,25 @@ pub async fn upload(
         .send()
         .await?;
     Ok(out.e_tag.unwrap_or_default())
+}
+
+/// fetchfs's own S3 store reading `bucket` at `endpoint` with `credentials`, which it takes from
+/// the environment as fetchfs does.
+pub async fn fetchfs_store(endpoint: &str, credentials: &Credentials, bucket: &str) -> Result<Arc<S3Store>, String> {
+    // SAFETY: every caller sets the same values (the test server's keys), and nothing else in these
+    // programs writes the environment, so a concurrent reader sees one of equal values.
+    unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", &credentials.access_key);
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", &credentials.secret_key);
+        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+    }
+    let settings = S3Settings {
+        bucket: bucket.into(),
+        region: Some("us-east-1".into()),
+        endpoint_url: Some(endpoint.into()),
+        force_path_style: true,
+        max_attempts: 3,
+        ..Default::default()
+    };
+    S3Store::connect(&settings, Default::default()).await.map(Arc::new).map_err(|e| e.to_string())
 }

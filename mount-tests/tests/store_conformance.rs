@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use fetchfs::object_id::ETag;
 use fetchfs::store::memory::MemoryStore;
-use fetchfs::store::s3::{S3Settings, S3Store};
+use fetchfs::store::s3::S3Store;
 use fetchfs::store::{ObjectStore, StoreError};
 use futures::StreamExt;
 use md5::{Digest, Md5};
@@ -34,7 +34,7 @@ impl Fixture for Memory {
 }
 
 struct S3 {
-    store: S3Store,
+    store: Arc<S3Store>,
     server: TestServer,
 }
 
@@ -56,21 +56,8 @@ async fn s3() -> S3 {
     let server = TestServer::start(ServerConfig::default()).unwrap();
     server.storage().create_bucket(BUCKET).unwrap();
     let keys = server.credentials().cloned().unwrap();
-    // The SDK's credential chain reads the environment; the tests share one set of keys.
-    // SAFETY: every test of this binary sets the same values, so concurrent writes agree.
-    unsafe {
-        std::env::set_var("AWS_ACCESS_KEY_ID", &keys.access_key);
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", &keys.secret_key);
-        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
-    }
-    let settings = S3Settings {
-        bucket: BUCKET.into(),
-        region: Some("us-east-1".into()),
-        endpoint_url: Some(server.endpoint_url()),
-        force_path_style: true,
-        ..Default::default()
-    };
-    S3 { store: S3Store::connect(&settings, Default::default()).await.unwrap(), server }
+    let store = mount_tests::client::fetchfs_store(&server.endpoint_url(), &keys, BUCKET).await.unwrap();
+    S3 { store, server }
 }
 
 fn memory() -> Memory {

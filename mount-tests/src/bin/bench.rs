@@ -70,7 +70,9 @@ fn main() {
     let extra: Vec<&str> = args.mount_option.iter().map(String::as_str).collect();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let credentials = server.credentials().cloned().unwrap_or_default();
-    let store = runtime.block_on(ceiling::store(&server.endpoint_url(), &credentials, BUCKET)).expect("S3 store");
+    let store = runtime
+        .block_on(mount_tests::client::fetchfs_store(&server.endpoint_url(), &credentials, BUCKET))
+        .expect("S3 store");
     let mut rows = Vec::new();
     for profile in &args.profiles {
         let profile = *profile;

@@ -64,7 +64,7 @@ fn run(args: Args) -> Result<(), String> {
     let endpoint = server.as_ref().map_or(args.endpoint_url.clone(), TestServer::endpoint_url);
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     runtime.block_on(async {
-        let store = ceiling::store(&endpoint, &credentials, &args.bucket).await?;
+        let store = mount_tests::client::fetchfs_store(&endpoint, &credentials, &args.bucket).await?;
         println!("object {}/{}, part size {} bytes", args.bucket, args.key, args.part_size);
         for &n in &args.connections {
             let run = ceiling::read_all(&store, &args.key, n, args.part_size).await?;
