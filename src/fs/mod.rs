@@ -67,12 +67,15 @@ pub struct Attr {
     pub gid: u32,
 }
 
+/// A stream's readahead state, shared by its reads (and handed to the next open when it closes).
+type SharedWindow = Arc<Mutex<ReadaheadWindow>>;
+
 /// An open file: the object version it reads, and its reader's readahead state.
 struct OpenFile {
     ino: Ino,
     object: Arc<ObjectId>,
     size: u64,
-    window: Arc<Mutex<ReadaheadWindow>>,
+    window: SharedWindow,
     /// Whether a read has returned data, or the kernel kept pages of this version from an earlier
     /// open; until then, a changed object may still be switched to without mixing versions.
     served: bool,
@@ -98,7 +101,7 @@ pub struct Fs<S> {
     open_files: Mutex<HashMap<u64, OpenFile>>,
     /// A stream continued by a new open (a reader that reopens the file for each chunk) keeps the
     /// readahead window it had built, instead of starting again from the smallest one.
-    released_streams: Mutex<lru::LruCache<Ino, (Arc<ObjectId>, Arc<Mutex<ReadaheadWindow>>)>>,
+    released_streams: Mutex<lru::LruCache<Ino, (Arc<ObjectId>, SharedWindow)>>,
     next_handle: AtomicU64,
     mounted_at: SystemTime,
 }
