@@ -13,6 +13,8 @@ use tokio::sync::Notify;
 use crate::object_id::ObjectId;
 use crate::store::StoreError;
 
+pub mod buffers;
+
 pub type BlockIndex = u64;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -108,25 +110,41 @@ impl BlockCache {
         self.lock().blocks.demote(key);
     }
 
+    /// Lets a filled block go now, as if evicted; a block still being fetched stays.
+    pub fn release(&self, key: &BlockKey) {
+        let mut inner = self.lock();
+        let filled_len = match inner.blocks.peek(key).and_then(|slot| slot.outcome.get()) {
+            Some(Ok(bytes)) => bytes.len() as u64,
+            _ => return,
+        };
+        inner.blocks.pop(key);
+        inner.used -= filled_len;
+    }
+
     /// Delivers a claimed block to its waiters. Data is kept under the budget, evicting the least
     /// recently used blocks; a failure is not kept, so the next reader tries again.
     pub fn fill(&self, key: &BlockKey, slot: &BlockSlot, outcome: Result<Bytes, StoreError>) {
         let len = outcome.as_ref().map_or(0, |b| b.len() as u64);
         let ok = outcome.is_ok();
-        if slot.outcome.set(outcome).is_err() {
-            return;
+        {
+            // The outcome is set under the lock with the accounting, so a filled block in `blocks`
+            // is always counted in `used`.
+            let mut inner = self.lock();
+            if slot.outcome.set(outcome).is_err() {
+                return;
+            }
+            let still_cached = inner.blocks.peek(key).is_some_and(|s| std::ptr::eq(Arc::as_ptr(s), slot));
+            if still_cached && !ok {
+                inner.blocks.pop(key);
+            } else if still_cached {
+                inner.used += len;
+                self.evict_over_budget(&mut inner);
+            }
         }
         slot.filled.notify_waiters();
-        let mut inner = self.lock();
-        let still_cached = inner.blocks.peek(key).is_some_and(|s| std::ptr::eq(Arc::as_ptr(s), slot));
-        if !still_cached {
-            return;
-        }
-        if !ok {
-            inner.blocks.pop(key);
-            return;
-        }
-        inner.used += len;
+    }
+
+    fn evict_over_budget(&self, inner: &mut Inner) {
         while inner.used > self.budget {
             let Some((_, evicted)) = inner.blocks.pop_lru() else { break };
             if let Some(Ok(bytes)) = evicted.outcome.get() {
@@ -186,5 +204,20 @@ mod tests {
         assert!(matches!(cache.get_or_claim(key(99)), Lookup::Present(_)), "the newest block stays");
         assert!(matches!(cache.get_or_claim(key(0)), Lookup::Claimed(_)), "the oldest was evicted");
         assert!(unread.get() >= 40 * 3000, "evicted blocks fetched ahead and never read are counted");
+    }
+
+    #[test]
+    fn a_released_block_leaves_and_gives_back_its_bytes() {
+        let cache = BlockCache::new(1 << 20, Counter::default());
+        let Lookup::Claimed(slot) = cache.get_or_claim(key(0)) else { panic!() };
+        let Lookup::Claimed(in_flight) = cache.get_or_claim(key(1)) else { panic!() };
+        cache.fill(&key(0), &slot, Ok(Bytes::from(vec![0u8; 3000])));
+        cache.release(&key(0));
+        cache.release(&key(1));
+        assert_eq!(cache.used(), 0);
+        assert!(matches!(cache.get_or_claim(key(0)), Lookup::Claimed(_)), "released");
+        assert!(matches!(cache.get_or_claim(key(1)), Lookup::Present(_)), "a block being fetched stays");
+        cache.fill(&key(1), &in_flight, Ok(Bytes::from(vec![0u8; 100])));
+        assert_eq!(cache.used(), 100);
     }
 }

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::cache::buffers::BufferPool;
 use crate::cache::{BlockCache, BlockKey, BlockSlot, Lookup};
 use crate::metrics::Metrics;
 use crate::object_id::ObjectId;
@@ -54,9 +55,14 @@ impl Default for FetchConfig {
 /// Fewest GETs a readahead range is split into, while parts are smaller than the part size.
 const PARALLEL_SPLIT: u64 = 4;
 
+/// Block buffers kept for reuse once their blocks leave the cache: enough for the blocks a
+/// sequential stream evicts while the next ones arrive.
+const FREE_BUFFERS: usize = 16;
+
 pub struct Fetcher<S> {
     store: Arc<S>,
     cache: Arc<BlockCache>,
+    buffers: Arc<BufferPool>,
     config: FetchConfig,
     prefetch_permits: Arc<Semaphore>,
     metrics: Arc<Metrics>,
@@ -71,6 +77,7 @@ impl<S: ObjectStore> Fetcher<S> {
         Self {
             store,
             cache: Arc::new(BlockCache::new(budget, metrics.prefetched_unread_bytes.clone())),
+            buffers: BufferPool::new(config.block_size as usize, FREE_BUFFERS),
             prefetch_permits: Arc::new(Semaphore::new(config.max_connections.max(1))),
             config,
             metrics,
@@ -138,14 +145,26 @@ impl<S: ObjectStore> Fetcher<S> {
         }
         let data = self.assemble(&slots, wanted.clone()).await?;
         if sequential {
-            // A sequential reader does not come back for what it has read (the kernel's page
-            // cache has it): let those blocks go first, before blocks fetched ahead and not yet read.
-            let bs = self.config.block_size;
-            for index in wanted.start / bs..wanted.end / bs {
-                self.cache.demote(&BlockKey { object: Arc::clone(object), index });
-            }
+            self.let_go_of_consumed(object, size, &wanted);
         }
         Ok(data)
+    }
+
+    /// A sequential reader does not come back for what it has read (the kernel's page cache has
+    /// it): blocks it read whole leave the cache now, so their buffers carry the next blocks and
+    /// readahead keeps the budget; a block it read part of (the kernel may read the rest later,
+    /// out of order) goes first when room is needed.
+    fn let_go_of_consumed(&self, object: &Arc<ObjectId>, size: u64, wanted: &Range<u64>) {
+        let bs = self.config.block_size;
+        for index in wanted.start / bs..=(wanted.end - 1) / bs {
+            let key = BlockKey { object: Arc::clone(object), index };
+            let block = index * bs..((index + 1) * bs).min(size);
+            if wanted.start <= block.start && block.end <= wanted.end {
+                self.cache.release(&key);
+            } else {
+                self.cache.demote(&key);
+            }
+        }
     }
 
     /// The slots of every block overlapping `wanted`, if all are cached or being fetched.
@@ -335,27 +354,33 @@ impl<S: ObjectStore> Fetcher<S> {
         range: Range<u64>,
         pending: &mut std::vec::IntoIter<(BlockKey, Arc<BlockSlot>)>,
     ) -> Result<(), StoreError> {
-        let bs = self.config.block_size as usize;
         let mut body = self.open_body(object, range.clone()).await?;
         let mut remaining = (range.end - range.start) as usize;
-        let mut block = BytesMut::with_capacity(bs.min(remaining));
+        let mut block = self.block_buffer(remaining);
         while let Some(mut chunk) = body.next_chunk().await? {
             while !chunk.is_empty() {
-                let want = bs.min(remaining) - block.len();
-                let take = want.min(chunk.len());
+                let block_len = self.buffers.buffer_size().min(remaining);
+                let take = (block_len - block.len()).min(chunk.len());
                 block.extend_from_slice(&chunk.split_to(take));
-                if block.len() == bs.min(remaining) {
-                    remaining -= block.len();
+                if block.len() == block_len {
+                    remaining -= block_len;
                     let Some((key, slot)) = pending.next() else { return Ok(()) };
-                    self.cache.fill(&key, &slot, Ok(std::mem::take(&mut block).freeze()));
+                    let filled = std::mem::replace(&mut block, self.block_buffer(remaining));
+                    self.cache.fill(&key, &slot, Ok(self.buffers.freeze(filled)));
                     if remaining == 0 {
                         return Ok(());
                     }
-                    block = BytesMut::with_capacity(bs.min(remaining));
                 }
             }
         }
         Err(StoreError::Other("the response ended before the range did".into()))
+    }
+
+    /// A buffer for the next block of a body with `remaining` bytes to come: a recycled one for a
+    /// whole block, an exact one for an object's short last block (so small files cached by the
+    /// thousand hold only their own size).
+    fn block_buffer(&self, remaining: usize) -> Vec<u8> {
+        if remaining >= self.buffers.buffer_size() { self.buffers.take() } else { Vec::with_capacity(remaining) }
     }
 }
 

@@ -53,6 +53,7 @@ async fn sequential_read_of_256_mib_makes_few_gets() {
     assert!(gets <= bound, "{gets} GETs for {parts} parts (bound {bound})");
     assert!(gets >= parts, "parts are not merged beyond the part size");
     assert!(store.counts().bytes_sent <= size as u64 + config.part_size, "read each byte about once");
+    assert_eq!(fetcher.cache().used(), 0, "blocks a sequential reader consumed leave the cache");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,11 +77,16 @@ async fn a_random_read_of_cached_blocks_makes_no_get() {
     for i in 0..4 {
         fetcher.read(&object, size as u64, &sequential, i * MIB, MIB as u32).await.unwrap();
     }
+    // Readahead has brought blocks beyond the fourth; wait until the next one has arrived.
+    let ahead = 4 * MIB + 100;
+    while fetcher.cached_slots(&object, &(ahead..ahead + 4096)).is_none() {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
     // Any GET from here on fails, so a successful read proves it came from the cache.
     store.fail_next_gets(u64::MAX);
-    let got = fetcher.read(&object, size as u64, &Mutex::default(), 2 * MIB + 100, 4096).await;
-    let got = got.expect("served from the blocks the sequential reader brought");
-    assert!(got == data.slice(2 * MIB as usize + 100..2 * MIB as usize + 4196));
+    let got = fetcher.read(&object, size as u64, &Mutex::default(), ahead, 4096).await;
+    let got = got.expect("served from the blocks readahead brought");
+    assert!(got == data.slice(ahead as usize..ahead as usize + 4096));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
