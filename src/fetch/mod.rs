@@ -55,9 +55,10 @@ impl Default for FetchConfig {
 /// Fewest GETs a readahead range is split into, while parts are smaller than the part size.
 const PARALLEL_SPLIT: u64 = 4;
 
-/// Block buffers kept for reuse once their blocks leave the cache: enough for the blocks a
-/// sequential stream evicts while the next ones arrive.
-const FREE_BUFFERS: usize = 16;
+/// Block buffers kept for reuse once their blocks leave the cache: enough for a readahead top-up
+/// of the largest window (a quarter of 128 MiB in 1 MiB blocks) and a few reads besides, so a
+/// sequential stream at full speed copies into mapped memory only.
+const FREE_BUFFERS: usize = 40;
 
 pub struct Fetcher<S> {
     store: Arc<S>,
