@@ -145,16 +145,17 @@ impl<S: ObjectStore> Fetcher<S> {
             self.prefetch(Arc::clone(object), size, ahead);
         }
         let data = self.assemble(&slots, wanted.clone()).await?;
-        if sequential {
+        if sequential && !small_object {
             self.let_go_of_consumed(object, size, &wanted);
         }
         Ok(data)
     }
 
-    /// A sequential reader does not come back for what it has read (the kernel's page cache has
-    /// it): blocks it read whole leave the cache now, so their buffers carry the next blocks and
-    /// readahead keeps the budget; a block it read part of (the kernel may read the rest later,
-    /// out of order) goes first when room is needed.
+    /// A sequential reader of a large object does not come back for what it has read (the
+    /// kernel's page cache has it): blocks it read whole leave the cache now, so their buffers
+    /// carry the next blocks and readahead keeps the budget; a block it read part of (the kernel
+    /// may read the rest later, out of order) goes first when room is needed. Small objects stay
+    /// whole, for the next epoch and for the next-file prefetch that may have brought them.
     fn let_go_of_consumed(&self, object: &Arc<ObjectId>, size: u64, wanted: &Range<u64>) {
         let bs = self.config.block_size;
         for index in wanted.start / bs..=(wanted.end - 1) / bs {
