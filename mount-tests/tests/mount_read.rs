@@ -302,6 +302,27 @@ fn a_stalled_read_does_not_block_another_reader() {
 }
 
 #[test]
+fn the_first_bytes_of_a_large_file_do_not_wait_for_a_whole_block() {
+    use std::io::Read;
+    let server = server_with_layout();
+    let mount = Mount::of(&server, BUCKET, &[]);
+    // At 1 MB/s per connection a whole 1 MiB block takes over a second to arrive.
+    server.knobs().set_bandwidth(Some(1_000_000));
+    let start = Instant::now();
+    let mut file = std::fs::File::open(mount.path("two-parts-plus-one")).expect("open");
+    let mut first = [0u8; 100];
+    file.read_exact(&mut first).expect("first bytes");
+    let took = start.elapsed();
+    server.knobs().set_bandwidth(None);
+    let want = expected("two-parts-plus-one");
+    assert!(first[..] == want[..100]);
+    assert!(took < Duration::from_millis(500), "the first 100 bytes took {took:?}");
+    let mut rest = Vec::new();
+    file.read_to_end(&mut rest).expect("the rest");
+    assert!(rest[..] == want[100..], "the rest of the file, brought by readahead, is exact");
+}
+
+#[test]
 fn sigterm_unmounts_and_exits_zero() {
     let server = server_with_layout();
     let dir = fresh_dir("fg");

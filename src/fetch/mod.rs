@@ -115,18 +115,23 @@ impl<S: ObjectStore> Fetcher<S> {
         }
         let wanted = offset..end;
         let small_object = size <= self.config.part_size;
-        let (prefetch, sequential) = {
+        let (prefetch, sequential, stream_starts) = {
             let mut w = window.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             let before = w.window();
             let prefetch = w.on_read(wanted.clone(), size, self.window_limits());
             if w.window() != before && w.window() > 0 {
                 self.metrics.readahead_window_bytes.observe(w.window() as f64);
             }
-            (prefetch, w.window() > 0)
+            (prefetch, w.window() > 0, before == 0 && w.window() > 0)
         };
         // A random read of less than a block costs only its own bytes (Parquet footers, archive
         // indexes), unless the blocks are in the cache already; the kernel's page cache keeps it.
-        if !small_object && !sequential && end - offset < self.config.block_size {
+        // So does the first read of a stream, which would otherwise wait for a whole block to
+        // arrive before its first byte: the window fetched ahead brings the rest of the block.
+        if !small_object && (!sequential || stream_starts) && end - offset < self.config.block_size {
+            if let Some(ahead) = prefetch {
+                self.prefetch(Arc::clone(object), size, ahead);
+            }
             return match self.cached_slots(object, &wanted) {
                 Some(slots) => {
                     self.metrics.cache_hits.inc_by(slots.len() as u64);
