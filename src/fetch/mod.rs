@@ -20,6 +20,9 @@ pub use body::BodyPolicy;
 use body::ResumingBody;
 pub use readahead::{ReadaheadWindow, WindowLimits};
 
+/// A stream's readahead state, shared by its reads and by the readahead they start.
+pub type SharedWindow = Arc<Mutex<ReadaheadWindow>>;
+
 #[derive(Clone, Copy, Debug)]
 pub struct FetchConfig {
     /// Unit of caching (default 1 MiB).
@@ -105,7 +108,7 @@ impl<S: ObjectStore> Fetcher<S> {
         self: &Arc<Self>,
         object: &Arc<ObjectId>,
         size: u64,
-        window: &Mutex<ReadaheadWindow>,
+        window: &SharedWindow,
         offset: u64,
         len: u32,
     ) -> Result<Bytes, StoreError> {
@@ -130,7 +133,7 @@ impl<S: ObjectStore> Fetcher<S> {
         // arrive before its first byte: the window fetched ahead brings the rest of the block.
         if !small_object && (!sequential || stream_starts) && end - offset < self.config.block_size {
             if let Some(ahead) = prefetch {
-                self.prefetch(Arc::clone(object), size, ahead);
+                self.prefetch(Arc::clone(object), size, Arc::clone(window), ahead);
             }
             return match self.cached_slots(object, &wanted) {
                 Some(slots) => {
@@ -147,7 +150,7 @@ impl<S: ObjectStore> Fetcher<S> {
         let demand = if small_object { 0..size } else { wanted.clone() };
         let slots = self.ensure(object, size, demand);
         if let Some(ahead) = prefetch {
-            self.prefetch(Arc::clone(object), size, ahead);
+            self.prefetch(Arc::clone(object), size, Arc::clone(window), ahead);
         }
         let data = self.assemble(&slots, wanted.clone()).await?;
         if sequential && !small_object {
@@ -247,8 +250,9 @@ impl<S: ObjectStore> Fetcher<S> {
 
     /// Fetches `range` ahead of the reader, in the background. Each part waits for a connection
     /// permit before its blocks are claimed, so until then a reader that needs them claims and
-    /// fetches them itself instead of waiting behind readahead.
-    fn prefetch(self: &Arc<Self>, object: Arc<ObjectId>, size: u64, range: Range<u64>) {
+    /// fetches them itself instead of waiting behind readahead. Blocks the reader has gone past
+    /// meanwhile are not claimed: it has read them and let them go, and would not read them again.
+    fn prefetch(self: &Arc<Self>, object: Arc<ObjectId>, size: u64, window: SharedWindow, range: Range<u64>) {
         let bs = self.config.block_size;
         let (first, last) = (range.start / bs, (range.end.max(range.start + 1) - 1) / bs);
         // A window still growing is split into at least PARALLEL_SPLIT GETs (of whole blocks), so
@@ -261,12 +265,19 @@ impl<S: ObjectStore> Fetcher<S> {
             while index <= last {
                 let Ok(permit) = Arc::clone(&this.prefetch_permits).acquire_owned().await else { return };
                 let permit = Arc::new(permit);
-                let part = index..=(index + blocks_per_part - 1).min(last);
-                index = part.end() + 1;
-                this.claim(&object, part, blocks_per_part as usize, |run| {
-                    run.iter().for_each(|(_, slot)| slot.mark_ahead());
-                    this.start_fetch(run, size, Some(Arc::clone(&permit)))
-                });
+                let part_end = (index + blocks_per_part - 1).min(last);
+                // The stream's lock is held while claiming, so the reader cannot pass these blocks
+                // between the check and the claim.
+                let stream = window.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let unread = index.max(stream.position() / bs);
+                if unread <= part_end {
+                    this.claim(&object, unread..=part_end, blocks_per_part as usize, |run| {
+                        run.iter().for_each(|(_, slot)| slot.mark_ahead());
+                        this.start_fetch(run, size, Some(Arc::clone(&permit)))
+                    });
+                }
+                drop(stream);
+                index = part_end + 1;
             }
         });
     }

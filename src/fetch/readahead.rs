@@ -62,6 +62,11 @@ impl ReadaheadWindow {
     pub fn window(&self) -> u64 {
         self.window
     }
+
+    /// Where the reader is: the end of its furthest read.
+    pub fn position(&self) -> u64 {
+        self.next
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! The fetch layer against the in-memory store: exact bytes, request counts, sharing, staleness
 //! and the memory budget.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use proptest::prelude::*;
@@ -34,7 +34,7 @@ async fn sequential_read_of_256_mib_makes_few_gets() {
     let size = 256 * MIB as usize;
     let config = FetchConfig::default();
     let (store, fetcher, object, data) = setup(size, config);
-    let window = Mutex::new(ReadaheadWindow::default());
+    let window = SharedWindow::default();
     let mut offset = 0;
     while offset < size as u64 {
         let got = fetcher.read(&object, size as u64, &window, offset, 1 << 20).await.unwrap();
@@ -60,7 +60,7 @@ async fn sequential_read_of_256_mib_makes_few_gets() {
 async fn a_random_4k_read_fetches_at_most_one_block() {
     let size = 64 * MIB as usize;
     let (store, fetcher, object, data) = setup(size, FetchConfig::default());
-    let window = Mutex::new(ReadaheadWindow::default());
+    let window = SharedWindow::default();
     let offset = 40 * MIB + 12345;
     let got = fetcher.read(&object, size as u64, &window, offset, 4096).await.unwrap();
     assert!(got == data.slice(offset as usize..offset as usize + 4096));
@@ -73,18 +73,22 @@ async fn a_random_4k_read_fetches_at_most_one_block() {
 async fn a_random_read_of_cached_blocks_makes_no_get() {
     let size = 64 * MIB as usize;
     let (store, fetcher, object, data) = setup(size, FetchConfig::default());
-    let sequential = Mutex::new(ReadaheadWindow::default());
+    let sequential = SharedWindow::default();
     for i in 0..4 {
         fetcher.read(&object, size as u64, &sequential, i * MIB, MIB as u32).await.unwrap();
     }
     // Readahead has brought blocks beyond the fourth; wait until the next one has arrived.
     let ahead = 4 * MIB + 100;
-    while fetcher.cached_slots(&object, &(ahead..ahead + 4096)).is_none() {
-        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-    }
+    let slot = loop {
+        match fetcher.cached_slots(&object, &(ahead..ahead + 4096)) {
+            Some(mut slots) => break slots.remove(0).1,
+            None => tokio::time::sleep(std::time::Duration::from_millis(1)).await,
+        }
+    };
+    slot.wait().await.expect("readahead brought the block");
     // Any GET from here on fails, so a successful read proves it came from the cache.
     store.fail_next_gets(u64::MAX);
-    let got = fetcher.read(&object, size as u64, &Mutex::default(), ahead, 4096).await;
+    let got = fetcher.read(&object, size as u64, &SharedWindow::default(), ahead, 4096).await;
     let got = got.expect("served from the blocks readahead brought");
     assert!(got == data.slice(ahead as usize..ahead as usize + 4096));
 }
@@ -93,7 +97,7 @@ async fn a_random_read_of_cached_blocks_makes_no_get() {
 async fn small_objects_are_fetched_whole_in_one_get() {
     let size = 3 * MIB as usize + 5;
     let (store, fetcher, object, data) = setup(size, FetchConfig::default());
-    let window = Mutex::new(ReadaheadWindow::default());
+    let window = SharedWindow::default();
     for offset in [2 * MIB, 0, MIB, 3 * MIB] {
         let got = fetcher.read(&object, size as u64, &window, offset, 4096).await.unwrap();
         assert!(got == data.slice(offset as usize..(offset as usize + 4096).min(size)));
@@ -109,7 +113,7 @@ async fn two_readers_of_one_region_cause_one_get_per_block() {
     let read = |offset: u64| {
         let (fetcher, object) = (Arc::clone(&fetcher), Arc::clone(&object));
         tokio::spawn(async move {
-            let window = Mutex::new(ReadaheadWindow::default());
+            let window = SharedWindow::default();
             fetcher.read(&object, size as u64, &window, offset, 2 * MIB as u32).await.unwrap()
         })
     };
@@ -127,13 +131,13 @@ async fn two_readers_of_one_region_cause_one_get_per_block() {
 async fn an_object_replaced_mid_read_fails_stale_never_mixed() {
     let size = 64 * MIB as usize;
     let (store, fetcher, object, data) = setup(size, FetchConfig::default());
-    let window = Mutex::new(ReadaheadWindow::default());
+    let window = SharedWindow::default();
     let first = fetcher.read(&object, size as u64, &window, 0, 4096).await.unwrap();
     assert!(first == data.slice(0..4096));
     store.put("obj", content(9, size));
-    let later = fetcher.read(&object, size as u64, &Mutex::default(), 50 * MIB, 4096).await;
+    let later = fetcher.read(&object, size as u64, &SharedWindow::default(), 50 * MIB, 4096).await;
     assert_eq!(later, Err(StoreError::PreconditionFailed));
-    let again = fetcher.read(&object, size as u64, &Mutex::default(), 0, 4096).await.unwrap();
+    let again = fetcher.read(&object, size as u64, &SharedWindow::default(), 0, 4096).await.unwrap();
     assert!(again == data.slice(0..4096), "bytes already cached for the old version stay the old version's");
 }
 
@@ -142,7 +146,7 @@ async fn the_cache_never_exceeds_its_budget() {
     let size = 128 * MIB as usize;
     let config = FetchConfig { cache_bytes: 32 * MIB, ..FetchConfig::default() };
     let (_store, fetcher, object, data) = setup(size, config);
-    let window = Mutex::new(ReadaheadWindow::default());
+    let window = SharedWindow::default();
     let mut offset = 0;
     while offset < size as u64 {
         let got = fetcher.read(&object, size as u64, &window, offset, 1 << 20).await.unwrap();
@@ -157,7 +161,7 @@ async fn a_failed_get_is_an_error_and_the_next_read_retries() {
     let size = 64 * MIB as usize;
     let (store, fetcher, object, data) = setup(size, FetchConfig::default());
     store.fail_next_gets(1);
-    let window = Mutex::new(ReadaheadWindow::default());
+    let window = SharedWindow::default();
     assert!(fetcher.read(&object, size as u64, &window, 10 * MIB, 4096).await.is_err());
     let got = fetcher.read(&object, size as u64, &window, 10 * MIB, 4096).await.unwrap();
     assert!(got == data.slice(10 * MIB as usize..10 * MIB as usize + 4096));
@@ -168,7 +172,7 @@ async fn bodies_cut_off_mid_stream_resume_from_the_last_byte() {
     let size = 16 * MIB as usize;
     let (store, fetcher, object, data) = setup(size, FetchConfig::default());
     store.cut_next_bodies(3, 100_000);
-    let window = Mutex::new(ReadaheadWindow::default());
+    let window = SharedWindow::default();
     let mut offset = 0;
     while offset < size as u64 {
         let got = fetcher.read(&object, size as u64, &window, offset, 1 << 20).await.unwrap();
@@ -178,7 +182,7 @@ async fn bodies_cut_off_mid_stream_resume_from_the_last_byte() {
     assert!(fetcher.metrics.body_resumes.get() == 3, "each cut body was resumed once");
     // A random read's direct GET resumes too.
     store.cut_next_bodies(1, 10);
-    let window = Mutex::new(ReadaheadWindow::default());
+    let window = SharedWindow::default();
     let fresh = Arc::new(Fetcher::new(Arc::clone(&store), FetchConfig::default(), Arc::default()));
     let got = fresh.read(&object, size as u64, &window, 5 * MIB + 7, 4096).await.unwrap();
     assert!(got == data.slice(5 * MIB as usize + 7..5 * MIB as usize + 7 + 4096));
@@ -189,7 +193,7 @@ async fn a_body_cut_off_again_and_again_without_progress_fails_the_read_and_the_
     let size = 8 * MIB as usize;
     let (store, fetcher, object, data) = setup(size, FetchConfig::default());
     store.cut_next_bodies(1000, 0);
-    let window = Mutex::new(ReadaheadWindow::default());
+    let window = SharedWindow::default();
     assert!(fetcher.read(&object, size as u64, &window, 0, 4096).await.is_err());
     store.cut_next_bodies(0, 0);
     let got = fetcher.read(&object, size as u64, &window, 0, 4096).await.unwrap();
@@ -216,7 +220,7 @@ proptest! {
         };
         let (_store, fetcher, object, data) = setup(size, config);
         let rt = runtime();
-        let window = Mutex::new(ReadaheadWindow::default());
+        let window = SharedWindow::default();
         let mut position = 0u64;
         for (seek_to, len, seek) in ops {
             if seek {

@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 
 use crate::errno::FsError;
-use crate::fetch::{FetchConfig, Fetcher, ReadaheadWindow};
+use crate::fetch::{FetchConfig, Fetcher, SharedWindow};
 use crate::metrics::Metrics;
 use crate::object_id::ObjectId;
 use crate::store::{ObjectMeta, ObjectStore, StoreError};
@@ -66,9 +66,6 @@ pub struct Attr {
     pub uid: u32,
     pub gid: u32,
 }
-
-/// A stream's readahead state, shared by its reads (and handed to the next open when it closes).
-type SharedWindow = Arc<Mutex<ReadaheadWindow>>;
 
 /// An open file: the object version it reads, and its reader's readahead state.
 struct OpenFile {

@@ -187,5 +187,8 @@ async fn gets_reading_with_reopens(reopen_every: u64) -> u64 {
 async fn a_stream_continued_by_a_new_open_keeps_its_readahead() {
     let one_handle = gets_reading_with_reopens(u64::MAX).await;
     let reopening = gets_reading_with_reopens(4).await;
-    assert!(reopening <= one_handle + 4, "reopening every 4 MiB: {reopening} GETs, one handle: {one_handle}");
+    // A fresh window at each open costs 66-69 GETs here, against 29-31 for one handle; how many
+    // blocks a reader claims before readahead runs varies with load, hence the margin.
+    let bound = one_handle * 3 / 2 + 4;
+    assert!(reopening <= bound, "reopening every 4 MiB: {reopening} GETs, one handle: {one_handle}");
 }
