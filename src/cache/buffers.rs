@@ -1,7 +1,7 @@
 //! Recycled block buffers. A fresh 1 MiB buffer is mapped on its own (see `daemon`), so each one
 //! costs 256 page faults and the kernel zeroing every page before the first byte is copied in:
 //! on loopback that was a fifth of the daemon's CPU. A buffer whose block left the cache goes back
-//! to a small free list instead, and the next block is copied into pages already mapped.
+//! to a free list instead, and the next block is copied into pages already mapped.
 
 use std::sync::{Arc, Mutex, Weak};
 
@@ -10,8 +10,7 @@ use bytes::Bytes;
 pub struct BufferPool {
     /// Capacity of every pooled buffer: one block.
     buffer_size: usize,
-    /// Most buffers kept free; beyond it they are unmapped, so the daemon's memory stays within
-    /// the cache budget plus this many blocks.
+    /// Most buffers kept free; beyond it they are unmapped. The memory budget counts them.
     max_free: usize,
     free: Mutex<Vec<Vec<u8>>>,
 }

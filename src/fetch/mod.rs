@@ -58,10 +58,12 @@ impl Default for FetchConfig {
 /// Fewest GETs a readahead range is split into, while parts are smaller than the part size.
 const PARALLEL_SPLIT: u64 = 4;
 
-/// Block buffers kept for reuse once their blocks leave the cache. They are memory beyond the
-/// cache budget, so few: with 16, a 1 GiB `dd` on loopback ran as fast as with 40 (1.3-1.6 GB/s),
-/// since a sequential reader gives back a block for each one that arrives.
-const FREE_BUFFERS: usize = 16;
+/// Share of the memory budget kept as free block buffers, for reuse once their blocks leave the
+/// cache. A sequential reader gives back blocks in bursts (readahead tops its window up a quarter
+/// at a time), and buffers beyond the free list go back to the allocator only for the next ones
+/// to be faulted in fresh: a 1 GiB `dd` on loopback faulted in ~62,000 pages with 16 free buffers
+/// and ~18,000 with 64 (an eighth of the default budget), and ran about 9 % faster.
+const FREE_BUFFER_SHARE: u64 = 8;
 
 pub struct Fetcher<S> {
     store: Arc<S>,
@@ -75,13 +77,15 @@ pub struct Fetcher<S> {
 impl<S: ObjectStore> Fetcher<S> {
     pub fn new(store: Arc<S>, config: FetchConfig, metrics: Arc<Metrics>) -> Self {
         let in_flight = config.max_connections as u64 * config.block_size;
-        // Blocks being received (one per GET in flight) live outside the cache until filled; the
-        // budget covers them too.
-        let budget = config.cache_bytes.saturating_sub(in_flight).max(config.block_size);
+        let free_buffers = config.cache_bytes / FREE_BUFFER_SHARE / config.block_size;
+        // Blocks being received (one per GET in flight) and free buffers live outside the cache;
+        // the budget covers them too.
+        let outside = in_flight + free_buffers * config.block_size;
+        let budget = config.cache_bytes.saturating_sub(outside).max(config.block_size);
         Self {
             store,
             cache: Arc::new(BlockCache::new(budget, metrics.prefetched_unread_bytes.clone())),
-            buffers: BufferPool::new(config.block_size as usize, FREE_BUFFERS),
+            buffers: BufferPool::new(config.block_size as usize, free_buffers as usize),
             prefetch_permits: Arc::new(Semaphore::new(config.max_connections.max(1))),
             config,
             metrics,
