@@ -62,7 +62,7 @@ const PARALLEL_SPLIT: u64 = 4;
 /// cache. A sequential reader gives back blocks in bursts (readahead tops its window up a quarter
 /// at a time), and buffers beyond the free list go back to the allocator only for the next ones
 /// to be faulted in fresh: a 1 GiB `dd` on loopback faulted in ~62,000 pages with 16 free buffers
-/// and ~18,000 with 64 (an eighth of the default budget), and ran about 9 % faster.
+/// and ~18,000 with 64 (an eighth of the default budget), and ran 5-9 % faster.
 const FREE_BUFFER_SHARE: u64 = 8;
 
 pub struct Fetcher<S> {
