@@ -156,6 +156,11 @@ impl BlockCache {
         }
     }
 
+    /// Most bytes of block data held at once.
+    pub fn budget(&self) -> u64 {
+        self.budget
+    }
+
     /// Bytes of block data held now.
     pub fn used(&self) -> u64 {
         self.lock().used

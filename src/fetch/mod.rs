@@ -2,11 +2,13 @@
 //! ranged GETs that bring them, streamed into the block cache as bytes arrive so a reader can use
 //! a part's first block before the part is complete. Knows nothing of FUSE.
 
+pub mod active_streams;
 pub mod body;
 pub mod readahead;
 
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -16,6 +18,7 @@ use crate::cache::{BlockCache, BlockKey, BlockSlot, Lookup};
 use crate::metrics::Metrics;
 use crate::object_id::ObjectId;
 use crate::store::{ObjectStore, StoreError};
+use active_streams::ActiveStreams;
 pub use body::BodyPolicy;
 use body::ResumingBody;
 pub use readahead::{ReadaheadWindow, WindowLimits};
@@ -71,6 +74,7 @@ pub struct Fetcher<S> {
     buffers: Arc<BufferPool>,
     config: FetchConfig,
     prefetch_permits: Arc<Semaphore>,
+    streams: ActiveStreams,
     metrics: Arc<Metrics>,
 }
 
@@ -87,6 +91,7 @@ impl<S: ObjectStore> Fetcher<S> {
             cache: Arc::new(BlockCache::new(budget, metrics.prefetched_unread_bytes.clone())),
             buffers: BufferPool::new(config.block_size as usize, free_buffers as usize),
             prefetch_permits: Arc::new(Semaphore::new(config.max_connections.max(1))),
+            streams: ActiveStreams::default(),
             config,
             metrics,
         }
@@ -100,10 +105,13 @@ impl<S: ObjectStore> Fetcher<S> {
         &self.config
     }
 
-    fn window_limits(&self) -> WindowLimits {
-        // Readahead never claims more than a quarter of the budget, so blocks fetched ahead are
-        // not evicted before they are read.
-        let max = self.config.max_readahead.min(self.config.cache_bytes / 4).max(self.config.block_size);
+    /// The windows of all the streams reading at once share three quarters of the cache, so blocks
+    /// fetched ahead are not evicted before they are read: eight readers with a window each of a
+    /// quarter of the cache refetched a third of what they read.
+    fn window_limits(&self, now: Instant) -> WindowLimits {
+        let streams = self.streams.reading(now).max(1) as u64;
+        let share = self.cache.budget() / 4 * 3 / streams;
+        let max = self.config.max_readahead.min(share).max(self.config.block_size);
         WindowLimits { initial: self.config.block_size, max }
     }
 
@@ -123,9 +131,13 @@ impl<S: ObjectStore> Fetcher<S> {
         let wanted = offset..end;
         let small_object = size <= self.config.part_size;
         let (prefetch, sequential, stream_starts) = {
+            let now = Instant::now();
             let mut w = window.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             let before = w.window();
-            let prefetch = w.on_read(wanted.clone(), size, self.window_limits());
+            let prefetch = w.on_read(wanted.clone(), size, self.window_limits(now));
+            if w.window() > 0 && !small_object {
+                self.streams.note(Arc::as_ptr(window) as usize, now);
+            }
             if w.window() != before && w.window() > 0 {
                 self.metrics.readahead_window_bytes.observe(w.window() as f64);
             }

@@ -28,7 +28,8 @@ pub struct ReadaheadWindow {
 impl ReadaheadWindow {
     /// Records a read of `range` in an object of `size` bytes and returns what to prefetch beyond
     /// it, if anything. A random read resets the window; a sequential one doubles it each time the
-    /// reader has consumed a quarter of what was requested ahead, up to `limits.max`.
+    /// reader has consumed a quarter of what was requested ahead, up to `limits.max`, and shrinks
+    /// it at once when `limits.max` falls (more streams are sharing the memory).
     pub fn on_read(&mut self, range: Range<u64>, size: u64, limits: WindowLimits) -> Option<Range<u64>> {
         let sequential =
             range.start + SEQUENTIAL_TOLERANCE >= self.next && range.start <= self.next + SEQUENTIAL_TOLERANCE;
@@ -43,6 +44,7 @@ impl ReadaheadWindow {
             self.window = limits.initial;
             self.requested_to = self.requested_to.max(range.end);
         }
+        self.window = self.window.min(limits.max.max(limits.initial));
         // Top the window up once a quarter of it has been consumed, so the bytes just ahead of the
         // reader were requested long enough ago to have arrived.
         let remaining_ahead = self.requested_to.saturating_sub(range.end);
@@ -114,6 +116,24 @@ mod tests {
         assert!(w.window() > MIB);
         assert_eq!(w.on_read(700 * MIB..700 * MIB + 4096, 1024 * MIB, LIMITS), None);
         assert_eq!(w.window(), 0);
+    }
+
+    #[test]
+    fn a_window_shrinks_when_its_limit_falls() {
+        let mut w = ReadaheadWindow::default();
+        for i in 0..64 {
+            w.on_read(i * MIB..(i + 1) * MIB, 1024 * MIB, LIMITS);
+        }
+        assert_eq!(w.window(), 64 * MIB);
+        let shared = WindowLimits { initial: MIB, max: 8 * MIB };
+        let mut ahead_of_reader = 0;
+        for i in 64..128 {
+            if let Some(r) = w.on_read(i * MIB..(i + 1) * MIB, 1024 * MIB, shared) {
+                ahead_of_reader = r.end - (i + 1) * MIB;
+            }
+            assert!(w.window() <= 8 * MIB);
+        }
+        assert!(ahead_of_reader > 0 && ahead_of_reader <= 8 * MIB, "asked {ahead_of_reader} bytes ahead");
     }
 
     #[test]

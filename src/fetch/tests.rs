@@ -157,6 +157,44 @@ async fn the_cache_never_exceeds_its_budget() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_sequential_readers_share_the_budget_without_refetching() {
+    const READERS: u8 = 8;
+    let size = 64 * MIB as usize;
+    let store = Arc::new(MemoryStore::new());
+    store.set_get_delay(std::time::Duration::from_millis(5));
+    let config = FetchConfig { cache_bytes: 128 * MIB, ..FetchConfig::default() };
+    let metrics = Arc::new(Metrics::default());
+    let fetcher = Arc::new(Fetcher::new(Arc::clone(&store), config, Arc::clone(&metrics)));
+    let readers: Vec<_> = (0..READERS)
+        .map(|seed| {
+            let data = content(seed, size);
+            let key = format!("obj{seed}");
+            let object = Arc::new(ObjectId { etag: store.put(&key, data.clone()), key });
+            let fetcher = Arc::clone(&fetcher);
+            tokio::spawn(async move {
+                let window = SharedWindow::default();
+                let mut offset = 0;
+                while offset < size as u64 {
+                    let got = fetcher.read(&object, size as u64, &window, offset, 1 << 20).await.unwrap();
+                    assert!(got == data.slice(offset as usize..offset as usize + got.len()), "bytes at {offset}");
+                    offset += got.len() as u64;
+                    // A consumer slower than the store, so readahead runs its window ahead.
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                }
+            })
+        })
+        .collect();
+    for reader in readers {
+        reader.await.unwrap();
+    }
+    let total = u64::from(READERS) * size as u64;
+    let sent = store.counts().bytes_sent;
+    let unread = metrics.prefetched_unread_bytes.get();
+    // Their windows together stay within the budget, so nothing fetched ahead is evicted unread.
+    assert!(sent <= total + total / 20, "{sent} bytes sent for {total} read ({unread} evicted unread)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_get_is_an_error_and_the_next_read_retries() {
     let size = 64 * MIB as usize;
     let (store, fetcher, object, data) = setup(size, FetchConfig::default());
