@@ -110,10 +110,12 @@ pub struct MountArgs {
     /// `indefinite`.
     #[arg(long, default_value = "5", value_name = "SECONDS|indefinite")]
     pub negative_metadata_ttl: String,
-    /// Memory budget of the block cache in MiB, for the whole mount (default 512).
+    /// Memory budget of block data in MiB, for the whole mount: cached blocks, blocks being
+    /// received and free buffers (default 512).
     #[arg(long, value_name = "MIB")]
     pub cache_size: Option<u64>,
-    /// Largest readahead window of one sequential reader, in MiB (default 128).
+    /// Largest readahead window of one sequential reader, in MiB (default 128); the windows of
+    /// files read at once share three quarters of the cache.
     #[arg(long, value_name = "MIB")]
     pub max_readahead: Option<u64>,
     /// Size of each ranged GET of readahead, in MiB; objects up to this size are fetched whole
