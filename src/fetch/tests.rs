@@ -2,6 +2,7 @@
 //! and the memory budget.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use proptest::prelude::*;
@@ -25,6 +26,22 @@ fn setup(size: usize, config: FetchConfig) -> (Arc<MemoryStore>, Arc<Fetcher<Mem
     (store, fetcher, Arc::new(ObjectId { key: "obj".into(), etag }), data)
 }
 
+/// Reads all of `object` (whose bytes are `data`) front to back in 1 MiB reads through one stream,
+/// checking every byte, and waiting `pause` after each read (a consumer slower than the store).
+async fn read_sequentially(fetcher: &Arc<Fetcher<MemoryStore>>, object: &Arc<ObjectId>, data: &Bytes, pause: Duration) {
+    let size = data.len() as u64;
+    let window = SharedWindow::default();
+    let mut offset = 0;
+    while offset < size {
+        let got = fetcher.read(object, size, &window, offset, 1 << 20).await.unwrap();
+        assert!(got == data.slice(offset as usize..offset as usize + got.len()), "bytes at {offset}");
+        offset += got.len() as u64;
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
+    }
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
@@ -34,13 +51,7 @@ async fn sequential_read_of_256_mib_makes_few_gets() {
     let size = 256 * MIB as usize;
     let config = FetchConfig::default();
     let (store, fetcher, object, data) = setup(size, config);
-    let window = SharedWindow::default();
-    let mut offset = 0;
-    while offset < size as u64 {
-        let got = fetcher.read(&object, size as u64, &window, offset, 1 << 20).await.unwrap();
-        assert!(got == data.slice(offset as usize..offset as usize + got.len()), "bytes at {offset}");
-        offset += got.len() as u64;
-    }
+    read_sequentially(&fetcher, &object, &data, Duration::ZERO).await;
     let gets = store.counts().gets;
     // While the window doubles from one block to its maximum, each step is split over up to
     // PARALLEL_SPLIT GETs (one more where a step ends mid-part); after that, one GET per part.
@@ -82,7 +93,7 @@ async fn a_random_read_of_cached_blocks_makes_no_get() {
     let slot = loop {
         match fetcher.cached_slots(&object, &(ahead..ahead + 4096)) {
             Some(mut slots) => break slots.remove(0).1,
-            None => tokio::time::sleep(std::time::Duration::from_millis(1)).await,
+            None => tokio::time::sleep(Duration::from_millis(1)).await,
         }
     };
     slot.wait().await.expect("readahead brought the block");
@@ -109,7 +120,7 @@ async fn small_objects_are_fetched_whole_in_one_get() {
 async fn two_readers_of_one_region_cause_one_get_per_block() {
     let size = 64 * MIB as usize;
     let (store, fetcher, object, data) = setup(size, FetchConfig::default());
-    store.set_get_delay(std::time::Duration::from_millis(50));
+    store.set_get_delay(Duration::from_millis(50));
     let read = |offset: u64| {
         let (fetcher, object) = (Arc::clone(&fetcher), Arc::clone(&object));
         tokio::spawn(async move {
@@ -161,7 +172,7 @@ async fn many_sequential_readers_share_the_budget_without_refetching() {
     const READERS: u8 = 8;
     let size = 64 * MIB as usize;
     let store = Arc::new(MemoryStore::new());
-    store.set_get_delay(std::time::Duration::from_millis(5));
+    store.set_get_delay(Duration::from_millis(5));
     let config = FetchConfig { cache_bytes: 128 * MIB, ..FetchConfig::default() };
     let metrics = Arc::new(Metrics::default());
     let fetcher = Arc::new(Fetcher::new(Arc::clone(&store), config, Arc::clone(&metrics)));
@@ -171,17 +182,8 @@ async fn many_sequential_readers_share_the_budget_without_refetching() {
             let key = format!("obj{seed}");
             let object = Arc::new(ObjectId { etag: store.put(&key, data.clone()), key });
             let fetcher = Arc::clone(&fetcher);
-            tokio::spawn(async move {
-                let window = SharedWindow::default();
-                let mut offset = 0;
-                while offset < size as u64 {
-                    let got = fetcher.read(&object, size as u64, &window, offset, 1 << 20).await.unwrap();
-                    assert!(got == data.slice(offset as usize..offset as usize + got.len()), "bytes at {offset}");
-                    offset += got.len() as u64;
-                    // A consumer slower than the store, so readahead runs its window ahead.
-                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-                }
-            })
+            // Consumers slower than the store, so readahead runs their windows ahead.
+            tokio::spawn(async move { read_sequentially(&fetcher, &object, &data, Duration::from_millis(2)).await })
         })
         .collect();
     for reader in readers {
@@ -210,13 +212,7 @@ async fn bodies_cut_off_mid_stream_resume_from_the_last_byte() {
     let size = 16 * MIB as usize;
     let (store, fetcher, object, data) = setup(size, FetchConfig::default());
     store.cut_next_bodies(3, 100_000);
-    let window = SharedWindow::default();
-    let mut offset = 0;
-    while offset < size as u64 {
-        let got = fetcher.read(&object, size as u64, &window, offset, 1 << 20).await.unwrap();
-        assert!(got == data.slice(offset as usize..offset as usize + got.len()), "bytes at {offset}");
-        offset += got.len() as u64;
-    }
+    read_sequentially(&fetcher, &object, &data, Duration::ZERO).await;
     assert!(fetcher.metrics.body_resumes.get() == 3, "each cut body was resumed once");
     // A random read's direct GET resumes too.
     store.cut_next_bodies(1, 10);
