@@ -11,9 +11,11 @@ if [ -z "${FETCHFS_DEMO_BIN:-}" ]; then
   cargo build --release --quiet -p fetchfs -p mount-tests --bins
 fi
 mnt=${FETCHFS_DEMO_DIR:-/tmp/fetchfs-demo}
-port=${FETCHFS_DEMO_PORT:-9000}
+# A free port unless one is asked for: another server (MinIO's, on 9000) may hold the usual one.
+port=${FETCHFS_DEMO_PORT:-0}
+log="${mnt%/}-server.log"
 
-"$bin/test-s3-server" --port "$port" --sample >/tmp/fetchfs-demo-server.log 2>&1 &
+"$bin/test-s3-server" --port "$port" --sample >"$log" 2>&1 &
 server=$!
 # Whatever happens, a run that is not kept for the user leaves no mount and no server behind.
 stop_demo() {
@@ -26,15 +28,26 @@ if [ "${DEMO_NONINTERACTIVE:-0}" = 1 ]; then
 else
   trap 'status=$?; [ "$status" = 0 ] || stop_demo' EXIT
 fi
-for _ in $(seq 100); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+# The server prints its endpoint on its first line once it listens, or says why it cannot.
+endpoint=
+for _ in $(seq 300); do
+  endpoint=$(sed -n '1{/^http/p}' "$log")
+  [ -n "$endpoint" ] && break
+  if ! kill -0 "$server" 2>/dev/null; then
+    echo "demo: the test S3 server did not start: $(cat "$log")" >&2
+    exit 1
+  fi
   sleep 0.1
 done
+if [ -z "$endpoint" ]; then
+  echo "demo: the test S3 server did not start within 30 s (log: $log)" >&2
+  exit 1
+fi
 
 mkdir -p "$mnt"
 # The test server's keys; real use takes them from the AWS credential chain the same way.
 export AWS_ACCESS_KEY_ID=fetchfs-test-access AWS_SECRET_ACCESS_KEY=fetchfs-test-secret-key
-"$bin/fetchfs" mount sample "$mnt" --endpoint-url "http://127.0.0.1:$port" --force-path-style
+"$bin/fetchfs" mount sample "$mnt" --endpoint-url "$endpoint" --force-path-style
 
 set -x
 ls -la "$mnt"

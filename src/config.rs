@@ -1,6 +1,7 @@
 //! The checked mount configuration: everything wrong with the arguments or the mount directory is
 //! found here, before anything is mounted, and reported as one line naming the problem.
 
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -45,9 +46,7 @@ impl MountConfig {
             (None, None) => String::new(),
         };
         let metadata_ttl = parse_ttl(&args.metadata_ttl, "--metadata-ttl")?;
-        if args.read_timeout == 0 {
-            return Err(error("--read-timeout must be at least 1 (second)"));
-        }
+        let read_timeout = within(args.read_timeout, READ_TIMEOUT_SECS, "--read-timeout", "seconds")?;
         let negative_metadata_ttl = parse_ttl(&args.negative_metadata_ttl, "--negative-metadata-ttl")?;
         check_mountpoint(&args.mountpoint)?;
         if !Path::new("/dev/fuse").exists() {
@@ -71,7 +70,7 @@ impl MountConfig {
             dir_mode: parse_mode(&args.dir_mode, "--dir-mode")?,
             metadata_ttl,
             negative_metadata_ttl,
-            read_timeout: Duration::from_secs(args.read_timeout),
+            read_timeout: Duration::from_secs(read_timeout),
         };
         let s3 = s3_settings(bucket, &args.s3)?;
         let log_level = if args.debug { "debug".to_owned() } else { args.log_level };
@@ -103,9 +102,7 @@ impl MountConfig {
 
 /// How to reach the bucket, from the flags every command shares.
 pub fn s3_settings(bucket: String, args: &S3Args) -> Result<S3Settings, ConfigError> {
-    if args.max_attempts == 0 {
-        return Err(error("--max-attempts must be at least 1"));
-    }
+    let max_attempts = within(args.max_attempts, MAX_ATTEMPTS, "--max-attempts", "attempts")?;
     Ok(S3Settings {
         bucket,
         region: args.region.clone(),
@@ -114,27 +111,57 @@ pub fn s3_settings(bucket: String, args: &S3Args) -> Result<S3Settings, ConfigEr
         profile: args.profile.clone(),
         no_sign_request: args.no_sign_request,
         requester_pays: args.requester_pays,
-        max_attempts: args.max_attempts,
+        max_attempts,
         ca_bundle_pem: args.ca_bundle.as_deref().map(read_ca_bundle).transpose()?,
     })
 }
 
-/// Sizes of the fetch layer from the flags; each must be at least one block.
+/// Limits of the numeric flags: beyond them a value is a typo, or would exhaust the machine.
+const READ_TIMEOUT_SECS: RangeInclusive<u64> = 1..=3600;
+const MAX_ATTEMPTS: RangeInclusive<u32> = 1..=100;
+const MAX_CONNECTIONS: RangeInclusive<usize> = 1..=1024;
+/// S3 ranged GETs of up to 5 GiB (its largest part) make sense; more does not.
+const PART_SIZE_MIB: RangeInclusive<u64> = 1..=5 * 1024;
+const MAX_READAHEAD_MIB: RangeInclusive<u64> = 1..=16 * 1024;
+
+/// `value` of `flag` if it is within `limits`, else one line naming them.
+fn within<T: PartialOrd + std::fmt::Display>(
+    value: T,
+    limits: RangeInclusive<T>,
+    flag: &str,
+    unit: &str,
+) -> Result<T, ConfigError> {
+    if limits.contains(&value) {
+        return Ok(value);
+    }
+    Err(error(format!("{flag} {value} is out of range: it must be {} to {} {unit}", limits.start(), limits.end())))
+}
+
+/// The machine's memory in MiB, the most a cache budget may be; a terabyte when it cannot be read.
+fn memory_mib() -> u64 {
+    // SAFETY: sysconf only reads system configuration.
+    let (pages, page_size) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
+    match (u64::try_from(pages), u64::try_from(page_size)) {
+        (Ok(pages), Ok(size)) if pages > 0 && size > 0 => pages.saturating_mul(size) / (1024 * 1024),
+        _ => 1024 * 1024,
+    }
+}
+
+/// Sizes of the fetch layer from the flags, each within its limits.
 fn fetch_config(args: &MountArgs) -> Result<FetchConfig, ConfigError> {
     const MIB: u64 = 1024 * 1024;
     let defaults = FetchConfig::default();
-    let mib = |value: Option<u64>, default: u64, flag: &str| match value {
+    let mib = |value: Option<u64>, default: u64, limits: RangeInclusive<u64>, flag: &str| match value {
         None => Ok(default),
-        Some(0) => Err(error(format!("{flag} must be at least 1 (MiB)"))),
-        Some(v) => v.checked_mul(MIB).ok_or_else(|| error(format!("{flag} {v} is too large"))),
+        Some(v) => within(v, limits, flag, "MiB").map(|v| v * MIB),
     };
+    let memory = memory_mib();
     let config = FetchConfig {
-        cache_bytes: mib(args.cache_size, defaults.cache_bytes, "--cache-size")?,
-        max_readahead: mib(args.max_readahead, defaults.max_readahead, "--max-readahead")?,
-        part_size: mib(args.part_size, defaults.part_size, "--part-size")?,
+        cache_bytes: mib(args.cache_size, defaults.cache_bytes, 1..=memory, "--cache-size")?,
+        max_readahead: mib(args.max_readahead, defaults.max_readahead, MAX_READAHEAD_MIB, "--max-readahead")?,
+        part_size: mib(args.part_size, defaults.part_size, PART_SIZE_MIB, "--part-size")?,
         max_connections: match args.max_connections {
-            Some(0) => return Err(error("--max-connections must be at least 1")),
-            Some(n) => n,
+            Some(n) => within(n, MAX_CONNECTIONS, "--max-connections", "connections")?,
             None => defaults.max_connections,
         },
         ..defaults
@@ -255,13 +282,10 @@ fn check_mountpoint(path: &Path) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Detaches the dead FUSE mount at `path` (its daemon was killed), as `fusermount3 -u -z` would,
-/// so a new daemon can mount there. Needs root; says whether it worked.
+/// Detaches the dead FUSE mount at `path` (its daemon was killed), so a new daemon can mount
+/// there; says whether it worked.
 fn detach_dead_mount(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return false };
-    // SAFETY: umount2 reads the NUL-terminated path and touches no other memory.
-    unsafe { libc::umount2(c_path.as_ptr(), libc::MNT_DETACH) == 0 }
+    crate::fuse::detach_mount(path).is_ok()
 }
 
 #[cfg(test)]
@@ -297,6 +321,16 @@ mod tests {
         for bad in ["-1", "5s", "", "forever", "99999999999999"] {
             assert!(parse_ttl(bad, "--metadata-ttl").is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn numbers_out_of_their_range_are_refused_naming_the_limit() {
+        assert_eq!(within(5u64, READ_TIMEOUT_SECS, "--read-timeout", "seconds").unwrap(), 5);
+        let e = within(u64::MAX, READ_TIMEOUT_SECS, "--read-timeout", "seconds").unwrap_err().to_string();
+        assert_eq!(e, "--read-timeout 18446744073709551615 is out of range: it must be 1 to 3600 seconds");
+        assert!(within(0u64, READ_TIMEOUT_SECS, "--read-timeout", "seconds").is_err());
+        assert!(within(1_000_000usize, MAX_CONNECTIONS, "--max-connections", "connections").is_err());
+        assert!(memory_mib() > 0 && memory_mib() < 99_999_999_999, "95 PiB is more than any machine here has");
     }
 
     #[test]

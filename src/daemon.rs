@@ -178,7 +178,7 @@ fn serve(config: MountConfig, readiness: &mut Readiness) -> Result<(), String> {
             .map_err(|e| format!("serving metrics at {addr}: {e}"))?;
     }
     let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
-    let mut session = crate::fuse::mount(fs, runtime.handle().clone(), &config, ended_tx)
+    let session = crate::fuse::mount(fs, runtime.handle().clone(), &config, ended_tx)
         .map_err(|e| format!("mounting at {}: {e}", config.mountpoint.display()))?;
     tracing::info!(bucket = %config.s3.bucket, prefix = %config.prefix, mountpoint = %config.mountpoint.display(), "mounted");
 
@@ -187,29 +187,49 @@ fn serve(config: MountConfig, readiness: &mut Readiness) -> Result<(), String> {
         detach_stdio();
     }
 
-    let signalled = runtime.block_on(wait_for_end(ended_rx)).map_err(|e| format!("waiting for signals: {e}"))?;
-    if signalled {
-        tracing::info!("signal received: unmounting");
-        if let Err(e) = session.unmount() {
-            tracing::warn!("unmounting {}: {e}", config.mountpoint.display());
+    let ended = runtime.block_on(wait_for_end(&config, ended_rx)).map_err(|e| format!("waiting for signals: {e}"))?;
+    if ended {
+        if let Err(e) = session.join() {
+            tracing::warn!("FUSE session ended with: {e}");
         }
-    }
-    if let Err(e) = session.join() {
-        tracing::warn!("FUSE session ended with: {e}");
     }
     runtime.shutdown_timeout(Duration::from_secs(2));
     Ok(())
 }
 
-/// Waits for SIGINT/SIGTERM (true) or for the session to end by an external unmount (false).
-async fn wait_for_end(ended: tokio::sync::oneshot::Receiver<()>) -> std::io::Result<bool> {
+/// How long files still open are served after a signal took the mount away. Shorter than the stop
+/// timeouts in packaging/ (systemd's TimeoutStopSec, the DaemonSet's grace period: 30 s), so the
+/// daemon exits by itself before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(20);
+
+/// Waits for the session to end by an external unmount, or for SIGINT/SIGTERM: then the mount
+/// is detached at once, and the daemon waits for the last open file to close, at most
+/// `STOP_GRACE`, or for a second signal. True when the session has ended.
+async fn wait_for_end(config: &MountConfig, mut ended: tokio::sync::oneshot::Receiver<()>) -> std::io::Result<bool> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+        _ = &mut ended => return Ok(true),
+    }
+    let mountpoint = config.mountpoint.display();
+    match crate::fuse::detach_mount(&config.mountpoint) {
+        Ok(()) => tracing::info!(
+            "signal received: {mountpoint} unmounted; serving files still open for up to {} s",
+            STOP_GRACE.as_secs()
+        ),
+        Err(e) => tracing::warn!("signal received, but unmounting {mountpoint} failed: {e}"),
+    }
     Ok(tokio::select! {
-        _ = term.recv() => true,
-        _ = int.recv() => true,
-        _ = ended => false,
+        _ = &mut ended => true,
+        _ = tokio::time::sleep(STOP_GRACE) => {
+            tracing::warn!("files were still open {} s after the signal; exiting", STOP_GRACE.as_secs());
+            false
+        }
+        _ = term.recv() => false,
+        _ = int.recv() => false,
     })
 }
 

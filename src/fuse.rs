@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
@@ -77,13 +77,15 @@ pub struct FuseAdapter<S> {
     /// How long the kernel may keep names and attributes, and names found missing.
     ttl: Duration,
     negative_ttl: Duration,
+    /// Tells the kernel to forget names whose object changed; set once the session exists.
+    notifier: Arc<OnceLock<fuser::Notifier>>,
 }
 
 impl<S: ObjectStore> FuseAdapter<S> {
     pub fn new(fs: Arc<Fs<S>>, runtime: Handle) -> Self {
         let ttl = fs.options().metadata_ttl;
         let negative_ttl = fs.options().negative_metadata_ttl;
-        Self { fs, runtime, dirs: Arc::default(), ttl, negative_ttl }
+        Self { fs, runtime, dirs: Arc::default(), ttl, negative_ttl, notifier: Arc::default() }
     }
 }
 
@@ -112,6 +114,13 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         {
             tracing::debug!("the kernel does not offer {missing:?}; listings are followed by lookups");
         }
+        // Without it the kernel holds a directory's lock through each lookup in it, so workers
+        // opening names from a file list wait one round trip each, one after another.
+        if let Err(missing) = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS) {
+            tracing::warn!("the kernel does not offer {missing:?}; lookups in one directory run one at a time");
+        }
+        // Never FUSE_WRITEBACK_CACHE: the kernel would then keep its own idea of file sizes and
+        // times, and it rules out passthrough.
         Ok(())
     }
 
@@ -149,12 +158,8 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         // Opening may start fetching the files that come next, on the runtime.
         let _runtime = self.runtime.enter();
         match self.fs.open(ino.0, write) {
-            // The handle is pinned to one ETag: the kernel's cached pages stay valid while it is
-            // the ETag they were read from.
-            Ok(opened) => {
-                let flags = if opened.keep_cache { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() };
-                reply.opened(FileHandle(opened.handle), flags)
-            }
+            // An inode stands for one object version, so its cached pages stay valid across opens.
+            Ok(handle) => reply.opened(FileHandle(handle), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(failed(&self.fs, "open", &format_args!("inode {}", ino.0), &e)),
         }
     }
@@ -162,7 +167,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -170,11 +175,17 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let fs = Arc::clone(&self.fs);
+        tracing::trace!(ino = ino.0, fh = fh.0, offset, size, "READ");
+        let (fs, notifier) = (Arc::clone(&self.fs), Arc::clone(&self.notifier));
         self.runtime.spawn(async move {
             match fs.read(fh.0, offset, size).await {
                 Ok(data) => reply.data(&data),
-                Err(e) => reply.error(failed(&fs, "read", &format_args!("handle {} at {offset}", fh.0), &e)),
+                Err(e) => {
+                    reply.error(failed(&fs, "read", &format_args!("handle {} at {offset}", fh.0), &e));
+                    if e == FsError::Stale {
+                        forget_name(&fs, &notifier, ino);
+                    }
+                }
             }
         });
     }
@@ -389,9 +400,17 @@ fn failed<S: ObjectStore>(fs: &Fs<S>, op: &str, what: &dyn std::fmt::Display, e:
     errno(e)
 }
 
+/// The object behind `ino` changed: the kernel forgets the name, so the next open looks it up
+/// again and finds the new version under a new inode.
+fn forget_name<S: ObjectStore>(fs: &Fs<S>, notifier: &OnceLock<fuser::Notifier>, ino: INodeNo) {
+    let (Some(notifier), Some((parent, name))) = (notifier.get(), fs.parent_and_name(ino.0)) else { return };
+    if let Err(e) = notifier.inval_entry(INodeNo(parent), OsStr::new(&name)) {
+        tracing::debug!("telling the kernel to forget {name:?}: {e}");
+    }
+}
+
 /// A mounted FUSE session, served by its own threads until unmounted.
 pub struct MountedSession {
-    unmounter: fuser::SessionUnmounter,
     thread: std::thread::JoinHandle<std::io::Result<()>>,
 }
 
@@ -408,15 +427,17 @@ pub fn mount<S: ObjectStore>(
     fuse_config.acl = config.acl;
     fuse_config.n_threads = Some(SESSION_THREADS);
     fuse_config.clone_fd = true;
-    let mut session = fuser::Session::new(FuseAdapter::new(fs, runtime), &config.mountpoint, &fuse_config)?;
-    let unmounter = session.unmount_callable();
+    let adapter = FuseAdapter::new(fs, runtime);
+    let notifier = Arc::clone(&adapter.notifier);
+    let session = fuser::Session::new(adapter, &config.mountpoint, &fuse_config)?;
+    let _ = notifier.set(session.notifier());
     let thread = std::thread::Builder::new().name("fuse-session".into()).spawn(move || {
         let result = session.run();
         let _ = ended.send(());
         result
     })?;
     raise_kernel_readahead(&config.mountpoint);
-    Ok(MountedSession { unmounter, thread })
+    Ok(MountedSession { thread })
 }
 
 /// `init` can only lower the kernel's readahead for a FUSE mount (128 KiB by default), so small
@@ -435,11 +456,26 @@ fn raise_kernel_readahead(mountpoint: &Path) {
     }
 }
 
-impl MountedSession {
-    pub fn unmount(&mut self) -> std::io::Result<()> {
-        self.unmounter.unmount()
+/// Detaches the mount at `path` from the namespace at once (`umount -l`): files still open keep
+/// being served until closed. fuser's own unmount is not lazy and fails while a file is open.
+/// Root detaches it itself; other users through fusermount3.
+pub fn detach_mount(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path holds a NUL byte"))?;
+    // SAFETY: umount2 reads the NUL-terminated path and touches no other memory.
+    if unsafe { libc::umount2(c_path.as_ptr(), libc::MNT_DETACH) } == 0 {
+        return Ok(());
     }
+    let direct = std::io::Error::last_os_error();
+    if direct.raw_os_error() != Some(libc::EPERM) {
+        return Err(direct);
+    }
+    let status = std::process::Command::new("fusermount3").arg("-u").arg("-z").arg(path).status()?;
+    if status.success() { Ok(()) } else { Err(std::io::Error::other(format!("fusermount3 -u -z: {status}"))) }
+}
 
+impl MountedSession {
     /// Waits for the session threads to finish.
     pub fn join(self) -> Result<(), String> {
         match self.thread.join() {

@@ -39,6 +39,7 @@ pub struct Metrics {
     pub errors: Family<ErrnoLabels, Counter>,
     pub open_handles: Gauge,
     pub inodes: Gauge,
+    pub listed_entries: Gauge,
 }
 
 impl Default for Metrics {
@@ -80,6 +81,8 @@ impl Default for Metrics {
         registry.register("open_handles", "Files open now", open_handles.clone());
         let inodes = Gauge::default();
         registry.register("inodes", "Inodes the kernel holds", inodes.clone());
+        let listed_entries = Gauge::default();
+        registry.register("listed_entries", "Entries of the directory listings kept", listed_entries.clone());
         Self {
             registry,
             bytes_fetched,
@@ -94,6 +97,7 @@ impl Default for Metrics {
             errors,
             open_handles,
             inodes,
+            listed_entries,
         }
     }
 }

@@ -15,6 +15,15 @@ impl ETag {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Whether `other`, as a response header gives it, names the same version: compared without
+    /// quotes or a weak prefix (`W/`), which proxies and some servers add or drop.
+    pub fn matches(&self, other: &str) -> bool {
+        fn bare(tag: &str) -> &str {
+            tag.trim().trim_start_matches("W/").trim_matches('"')
+        }
+        bare(&self.0) == bare(other)
+    }
 }
 
 impl fmt::Display for ETag {
@@ -28,4 +37,19 @@ impl fmt::Display for ETag {
 pub struct ObjectId {
     pub key: String,
     pub etag: ETag,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ETag;
+
+    #[test]
+    fn etags_match_without_quotes_or_a_weak_prefix() {
+        let tag = ETag::new("\"abc-2\"");
+        assert!(tag.matches("\"abc-2\""));
+        assert!(tag.matches("abc-2"));
+        assert!(tag.matches("W/\"abc-2\""));
+        assert!(!tag.matches("\"abc-3\""));
+        assert!(!tag.matches(""));
+    }
 }

@@ -125,16 +125,42 @@ fn a_five_second_stall_delays_a_read_but_returns_exact_bytes() {
     assert_daemon_alive(&mount);
 }
 
+const READ_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// What a caller waits on a stalled network: about one `--read-timeout`, at most 1.5 times it.
+fn assert_failed_within_the_deadline(took: Duration) {
+    assert!(took >= READ_TIMEOUT / 2, "failed after {took:?}, before the deadline could pass");
+    assert!(took <= READ_TIMEOUT * 3 / 2, "failed after {took:?}, past 1.5 x the {READ_TIMEOUT:?} deadline");
+}
+
 #[test]
-fn a_stall_longer_than_the_read_deadline_is_eio_not_a_hang() {
+fn a_stall_longer_than_the_read_deadline_is_eio_within_about_one_deadline() {
     let server = server();
-    put(&server, "f", 6, MIB);
-    let mount = Mount::of(&server, BUCKET, &["--read-timeout", "2"]);
-    server.knobs().set_body_fault(Some(BodyFault::Stall(Duration::from_secs(20))));
+    put(&server, "f", 6, 8 * MIB);
+    let timeout = READ_TIMEOUT.as_secs().to_string();
+    let mount = Mount::of(&server, BUCKET, &["--read-timeout", &timeout]);
+    server.knobs().set_body_fault(Some(BodyFault::Stall(Duration::from_secs(60))));
     let started = Instant::now();
     let err = std::fs::read(mount.path("f")).expect_err("the read cannot finish in time");
     assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert_failed_within_the_deadline(started.elapsed());
+    server.knobs().clear();
+    assert_daemon_alive(&mount);
+}
+
+#[test]
+fn a_lookup_on_a_stalled_network_is_eio_within_about_one_deadline() {
+    let server = server();
+    put(&server, "f", 6, 100);
+    let timeout = READ_TIMEOUT.as_secs().to_string();
+    let mount = Mount::of(&server, BUCKET, &["--read-timeout", &timeout]);
+    server.knobs().set_first_byte_delay(Duration::from_secs(60));
+    for name in ["unlisted", "f"] {
+        let started = Instant::now();
+        let err = std::fs::metadata(mount.path(name)).expect_err("the lookup cannot finish in time");
+        assert_eq!(err.raw_os_error(), Some(libc::EIO), "{name}: {err}");
+        assert_failed_within_the_deadline(started.elapsed());
+    }
     server.knobs().clear();
     assert_daemon_alive(&mount);
 }

@@ -1,11 +1,14 @@
 //! The inode table: stable numbers for the names the kernel holds, and what each stands for. It
 //! keeps only what the kernel references (each successful lookup counts once, FORGET takes counts
 //! back), so a long job over millions of keys does not grow it without bound.
+//!
+//! A file's inode stands for one version of its object, never another: the kernel keeps pages and
+//! the size per inode, so a new version gets a new number, the name is bound to it, and files
+//! still open on the old number keep reading the old version (or get `ESTALE`), never a mix.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
-use crate::object_id::ETag;
 use crate::store::ObjectMeta;
 
 pub type Ino = u64;
@@ -25,6 +28,15 @@ impl Entry {
     pub fn is_dir(&self) -> bool {
         matches!(self, Entry::Directory { .. })
     }
+
+    /// Whether `other` is the same directory, or the same version of the same object.
+    fn same_version(&self, other: &Entry) -> bool {
+        match (self, other) {
+            (Entry::Directory { prefix: a }, Entry::Directory { prefix: b }) => a == b,
+            (Entry::File(a), Entry::File(b)) => a.key == b.key && a.etag == b.etag && a.size == b.size,
+            _ => false,
+        }
+    }
 }
 
 struct Node {
@@ -33,8 +45,6 @@ struct Node {
     name: String,
     /// Lookups the kernel has not yet forgotten.
     lookups: u64,
-    /// The version the kernel's cached pages of this file hold, since it was last opened.
-    opened: Option<ETag>,
 }
 
 struct Inner {
@@ -50,13 +60,8 @@ pub struct InodeTable {
 impl InodeTable {
     pub fn new(root_prefix: String) -> Self {
         let mut nodes = HashMap::new();
-        let root = Node {
-            entry: Entry::Directory { prefix: root_prefix },
-            parent: ROOT_INO,
-            name: String::new(),
-            lookups: 1,
-            opened: None,
-        };
+        let root =
+            Node { entry: Entry::Directory { prefix: root_prefix }, parent: ROOT_INO, name: String::new(), lookups: 1 };
         nodes.insert(ROOT_INO, root);
         Self { inner: Mutex::new(Inner { nodes, by_name: HashMap::new(), next: ROOT_INO + 1 }) }
     }
@@ -75,51 +80,48 @@ impl InodeTable {
         self.lock().nodes.get(&ino).map(|n| (n.parent, n.name.clone()))
     }
 
-    /// The number `name` in `parent` has while the kernel holds it, or a new one that it will get
-    /// if a lookup with the same kind follows (`numbered` records it, so listings and lookups agree).
-    pub fn number_for(&self, parent: Ino, name: &str, is_dir: bool, numbered: Option<Ino>) -> Ino {
+    /// The number `name` in `parent` has for `entry` while the kernel holds it, or a new one that
+    /// it will get if a lookup of the same entry follows (`numbered` records it, so listings and
+    /// lookups agree). Another kind, or another version of the object, gets another number.
+    pub fn number_for(&self, parent: Ino, name: &str, entry: &Entry, numbered: Option<Ino>) -> Ino {
         let mut inner = self.lock();
-        match inner.by_name.get(&(parent, name.to_owned())) {
-            Some(&ino) if inner.nodes.get(&ino).is_some_and(|n| n.entry.is_dir() == is_dir) => ino,
-            _ => numbered.unwrap_or_else(|| {
+        if let Some(&ino) = inner.by_name.get(&(parent, name.to_owned()))
+            && inner.nodes.get(&ino).is_some_and(|n| n.entry.same_version(entry))
+        {
+            return ino;
+        }
+        match numbered {
+            // A listing's number is free unless the kernel holds it for something else.
+            Some(ino)
+                if inner
+                    .nodes
+                    .get(&ino)
+                    .is_none_or(|n| n.parent == parent && n.name == name && n.entry.same_version(entry)) =>
+            {
+                ino
+            }
+            _ => {
                 let ino = inner.next;
                 inner.next += 1;
                 ino
-            }),
+            }
         }
     }
 
     /// Records a lookup of `name` in `parent` answered with `entry`: the kernel now holds one more
-    /// reference to the returned number. A name keeps its number while it keeps its kind; a file that
-    /// became a directory (or back) gets a new one. `numbered` is the number a listing gave it.
+    /// reference to the returned number, and the name is bound to it. An inode held for an older
+    /// version stays, for the files open on it, until the kernel forgets it. `numbered` is the
+    /// number a listing gave the name.
     pub fn looked_up(&self, parent: Ino, name: &str, entry: Entry, numbered: Option<Ino>) -> Ino {
-        let ino = self.number_for(parent, name, entry.is_dir(), numbered);
+        let ino = self.number_for(parent, name, &entry, numbered);
         let mut inner = self.lock();
+        inner.by_name.insert((parent, name.to_owned()), ino);
         if let Some(node) = inner.nodes.get_mut(&ino) {
-            node.entry = entry;
             node.lookups += 1;
             return ino;
         }
-        inner.nodes.insert(ino, Node { entry, parent, name: name.to_owned(), lookups: 1, opened: None });
-        inner.by_name.insert((parent, name.to_owned()), ino);
+        inner.nodes.insert(ino, Node { entry, parent, name: name.to_owned(), lookups: 1 });
         ino
-    }
-
-    /// Records that `ino` is opened on version `etag`; true when the kernel's cached pages of it,
-    /// if any, hold that same version (so they may be kept).
-    pub fn note_open(&self, ino: Ino, etag: &ETag) -> bool {
-        let mut inner = self.lock();
-        let Some(node) = inner.nodes.get_mut(&ino) else { return false };
-        let same = node.opened.as_ref() == Some(etag);
-        node.opened = Some(etag.clone());
-        same
-    }
-
-    /// Replaces what `ino` stands for, if the kernel still holds it.
-    pub fn refresh(&self, ino: Ino, entry: Entry) {
-        if let Some(node) = self.lock().nodes.get_mut(&ino) {
-            node.entry = entry;
-        }
     }
 
     /// The kernel dropped `count` references to `ino`; at none, the number is forgotten here too.
@@ -171,10 +173,43 @@ mod tests {
     #[test]
     fn a_number_given_by_a_listing_is_the_one_a_lookup_gets() {
         let table = InodeTable::new(String::new());
-        let listed = table.number_for(ROOT_INO, "d", true, None);
-        assert_eq!(table.number_for(ROOT_INO, "d", true, Some(listed)), listed);
+        let listed = table.number_for(ROOT_INO, "d", &dir("d/"), None);
+        assert_eq!(table.number_for(ROOT_INO, "d", &dir("d/"), Some(listed)), listed);
         assert_eq!(table.looked_up(ROOT_INO, "d", dir("d/"), Some(listed)), listed);
         assert_eq!(table.parent_and_name(listed), Some((ROOT_INO, "d".into())));
+    }
+
+    fn file(etag: &str, size: u64) -> Entry {
+        Entry::File(ObjectMeta {
+            key: "f".into(),
+            size,
+            etag: crate::object_id::ETag::new(etag),
+            last_modified: std::time::SystemTime::UNIX_EPOCH,
+        })
+    }
+
+    #[test]
+    fn a_new_version_gets_a_new_number_and_the_old_one_stays_until_forgotten() {
+        let table = InodeTable::new(String::new());
+        let old = table.looked_up(ROOT_INO, "f", file("\"a\"", 10), None);
+        assert_eq!(table.looked_up(ROOT_INO, "f", file("\"a\"", 10), None), old, "the same version keeps its number");
+        let new = table.looked_up(ROOT_INO, "f", file("\"b\"", 20), None);
+        assert_ne!(new, old);
+        assert_eq!(table.get(old), Some(file("\"a\"", 10)), "an open file's inode keeps its version");
+        assert_eq!(table.get(new), Some(file("\"b\"", 20)));
+        assert_eq!(table.number_for(ROOT_INO, "f", &file("\"b\"", 20), None), new, "the name is bound to the new one");
+        assert_ne!(
+            table.number_for(ROOT_INO, "f", &file("\"b\"", 20), Some(old)),
+            old,
+            "a listing's number held by another version is not reused"
+        );
+        table.forget(old, 2);
+        assert_eq!(table.get(old), None);
+        assert_eq!(
+            table.number_for(ROOT_INO, "f", &file("\"b\"", 20), None),
+            new,
+            "forgetting the old one keeps the name"
+        );
     }
 
     #[test]

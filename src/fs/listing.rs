@@ -1,6 +1,6 @@
 //! What recent listings and lookups said, for as long as the metadata TTLs allow: the entries of
 //! each listed directory (in listing order, with the numbers readdir gave them), and the names
-//! found missing. Lookups and opens after a listing are answered from here, without a request.
+//! found missing, both by key prefix. Lookups and opens after a listing are answered from here, without a request.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -46,12 +46,24 @@ pub enum Known {
 
 /// Negative answers kept at most; past this, expired ones are dropped, then the oldest half.
 const MAX_MISSING: usize = 100_000;
+/// Entries of all the listings kept at most (a few hundred bytes each); past this, the directories
+/// used least recently are dropped, so an `indefinite` TTL still bounds memory.
+pub const MAX_LISTED_ENTRIES: usize = 1_000_000;
 
+/// Listings by directory prefix, least recently used first out.
+struct Listings {
+    by_prefix: lru::LruCache<String, Arc<Listing>>,
+    entries: usize,
+}
+
+/// Listings and negative answers, keyed by key prefix rather than inode number, so they outlive
+/// the kernel forgetting a directory's inode (memory pressure, `drop_caches`).
 pub struct MetadataCache {
     ttl: Duration,
     negative_ttl: Duration,
-    listings: Mutex<HashMap<Ino, Arc<Listing>>>,
-    missing: Mutex<HashMap<(Ino, String), Instant>>,
+    max_entries: usize,
+    listings: Mutex<Listings>,
+    missing: Mutex<HashMap<(String, String), Instant>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -60,38 +72,63 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl MetadataCache {
-    pub fn new(ttl: Duration, negative_ttl: Duration) -> Self {
-        Self { ttl, negative_ttl, listings: Mutex::default(), missing: Mutex::default() }
+    pub fn new(ttl: Duration, negative_ttl: Duration, max_entries: usize) -> Self {
+        let listings = Listings { by_prefix: lru::LruCache::unbounded(), entries: 0 };
+        Self { ttl, negative_ttl, max_entries, listings: Mutex::new(listings), missing: Mutex::default() }
     }
 
-    /// The listing of `dir`, while it is fresh.
-    pub fn listing(&self, dir: Ino) -> Option<Arc<Listing>> {
-        lock(&self.listings).get(&dir).filter(|l| l.at.elapsed() < self.ttl).cloned()
+    /// The listing of the directory `prefix`, while it is fresh.
+    pub fn listing(&self, prefix: &str) -> Option<Arc<Listing>> {
+        lock(&self.listings).by_prefix.get(prefix).filter(|l| l.at.elapsed() < self.ttl).cloned()
     }
 
-    pub fn store_listing(&self, dir: Ino, listing: Arc<Listing>) {
+    pub fn store_listing(&self, prefix: &str, listing: Arc<Listing>) {
         let mut listings = lock(&self.listings);
-        listings.retain(|_, l| l.at.elapsed() < self.ttl);
-        listings.insert(dir, listing);
-        lock(&self.missing).retain(|(parent, _), _| *parent != dir);
+        listings.entries += listing.entries.len();
+        if let Some(old) = listings.by_prefix.put(prefix.to_owned(), listing) {
+            listings.entries -= old.entries.len();
+        }
+        while listings.entries > self.max_entries && listings.by_prefix.len() > 1 {
+            match listings.by_prefix.pop_lru() {
+                Some((_, dropped)) => listings.entries -= dropped.entries.len(),
+                None => break,
+            }
+        }
+        drop(listings);
+        lock(&self.missing).retain(|(dir, _), _| dir != prefix);
     }
 
-    pub fn known(&self, dir: Ino, name: &str) -> Known {
-        if let Some(listing) = self.listing(dir) {
-            return match listing.get(name) {
-                Some((ino, entry)) => Known::Present(ino, entry),
-                None if self.negative_ttl.is_zero() => Known::Unknown,
-                None => Known::Missing,
-            };
+    /// Forgets what is known of the directory `prefix`: a name in it turned out to have changed.
+    pub fn forget_listing(&self, prefix: &str) {
+        let mut listings = lock(&self.listings);
+        if let Some(dropped) = listings.by_prefix.pop(prefix) {
+            listings.entries -= dropped.entries.len();
+        }
+    }
+
+    /// Entries of the listings kept.
+    pub fn listed_entries(&self) -> usize {
+        lock(&self.listings).entries
+    }
+
+    /// What is known of `name` in the directory `prefix`. A listing that lacks the name says it
+    /// is missing for the negative TTL, as a lookup that found it missing does.
+    pub fn known(&self, prefix: &str, name: &str) -> Known {
+        if let Some(listing) = self.listing(prefix) {
+            match listing.get(name) {
+                Some((ino, entry)) => return Known::Present(ino, entry),
+                None if listing.at.elapsed() < self.negative_ttl => return Known::Missing,
+                None => {}
+            }
         }
         let missing = lock(&self.missing);
-        match missing.get(&(dir, name.to_owned())) {
+        match missing.get(&(prefix.to_owned(), name.to_owned())) {
             Some(at) if at.elapsed() < self.negative_ttl => Known::Missing,
             _ => Known::Unknown,
         }
     }
 
-    pub fn store_missing(&self, dir: Ino, name: &str) {
+    pub fn store_missing(&self, prefix: &str, name: &str) {
         if self.negative_ttl.is_zero() {
             return;
         }
@@ -104,7 +141,7 @@ impl MetadataCache {
             let (_, &mut median, _) = ages.select_nth_unstable(MAX_MISSING / 2);
             missing.retain(|_, at| *at > median);
         }
-        missing.insert((dir, name.to_owned()), Instant::now());
+        missing.insert((prefix.to_owned(), name.to_owned()), Instant::now());
     }
 }
 
@@ -112,45 +149,75 @@ impl MetadataCache {
 mod tests {
     use super::*;
 
+    const MINUTE: Duration = Duration::from_secs(60);
+
     fn dir(prefix: &str) -> Entry {
         Entry::Directory { prefix: prefix.into() }
     }
 
+    fn listing_of(names: &[&str]) -> Arc<Listing> {
+        Arc::new(Listing::new(names.iter().enumerate().map(|(i, n)| (n.to_string(), i as Ino + 10, dir(n))).collect()))
+    }
+
     #[test]
     fn a_fresh_listing_answers_for_present_and_missing_names() {
-        let cache = MetadataCache::new(Duration::from_secs(60), Duration::from_secs(60));
-        cache.store_listing(1, Arc::new(Listing::new(vec![("a".into(), 7, dir("a/"))])));
-        assert_eq!(cache.known(1, "a"), Known::Present(7, dir("a/")));
-        assert_eq!(cache.known(1, "b"), Known::Missing);
-        assert_eq!(cache.known(2, "a"), Known::Unknown);
+        let cache = MetadataCache::new(MINUTE, MINUTE, MAX_LISTED_ENTRIES);
+        cache.store_listing("p/", Arc::new(Listing::new(vec![("a".into(), 7, dir("p/a/"))])));
+        assert_eq!(cache.known("p/", "a"), Known::Present(7, dir("p/a/")));
+        assert_eq!(cache.known("p/", "b"), Known::Missing);
+        assert_eq!(cache.known("q/", "a"), Known::Unknown);
     }
 
     #[test]
     fn expired_answers_are_unknown() {
-        let cache = MetadataCache::new(Duration::ZERO, Duration::ZERO);
-        cache.store_listing(1, Arc::new(Listing::new(vec![("a".into(), 7, dir("a/"))])));
-        cache.store_missing(1, "b");
-        assert_eq!(cache.known(1, "a"), Known::Unknown);
-        assert_eq!(cache.known(1, "b"), Known::Unknown);
+        let cache = MetadataCache::new(Duration::ZERO, Duration::ZERO, MAX_LISTED_ENTRIES);
+        cache.store_listing("", listing_of(&["a"]));
+        cache.store_missing("", "b");
+        assert_eq!(cache.known("", "a"), Known::Unknown);
+        assert_eq!(cache.known("", "b"), Known::Unknown);
     }
 
     #[test]
-    fn negative_answers_have_their_own_ttl() {
-        let cache = MetadataCache::new(Duration::from_secs(60), Duration::ZERO);
-        cache.store_listing(1, Arc::new(Listing::new(vec![])));
-        assert_eq!(cache.known(1, "x"), Known::Unknown, "a listing does not answer 'missing' without a negative TTL");
-        let cache = MetadataCache::new(Duration::ZERO, Duration::from_secs(60));
-        cache.store_missing(1, "x");
-        assert_eq!(cache.known(1, "x"), Known::Missing);
+    fn a_listing_says_missing_for_the_negative_ttl_only() {
+        let cache = MetadataCache::new(MINUTE, Duration::ZERO, MAX_LISTED_ENTRIES);
+        cache.store_listing("", listing_of(&[]));
+        assert_eq!(cache.known("", "x"), Known::Unknown, "a listing does not answer 'missing' without a negative TTL");
+        let cache = MetadataCache::new(MINUTE, Duration::from_millis(50), MAX_LISTED_ENTRIES);
+        cache.store_listing("", listing_of(&["a"]));
+        assert_eq!(cache.known("", "x"), Known::Missing);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(cache.known("", "x"), Known::Unknown, "past the negative TTL, the name is asked for again");
+        assert!(matches!(cache.known("", "a"), Known::Present(..)), "while present names still come from the listing");
+        let cache = MetadataCache::new(Duration::ZERO, MINUTE, MAX_LISTED_ENTRIES);
+        cache.store_missing("", "x");
+        assert_eq!(cache.known("", "x"), Known::Missing);
+    }
+
+    #[test]
+    fn listings_stay_bounded_least_recently_used_first_out() {
+        let cache = MetadataCache::new(Duration::MAX, Duration::MAX, 6);
+        cache.store_listing("a/", listing_of(&["1", "2"]));
+        cache.store_listing("b/", listing_of(&["1", "2"]));
+        cache.store_listing("c/", listing_of(&["1", "2"]));
+        assert!(cache.listing("a/").is_some(), "a/ used last");
+        cache.store_listing("d/", listing_of(&["1", "2"]));
+        assert!(cache.listing("b/").is_none(), "the least recently used listing left");
+        assert!(cache.listing("a/").is_some() && cache.listing("c/").is_some() && cache.listing("d/").is_some());
+        assert_eq!(cache.listed_entries(), 6);
+        cache.store_listing("d/", listing_of(&["1"]));
+        assert_eq!(cache.listed_entries(), 5, "a new listing of a directory replaces the old one");
+        cache.forget_listing("a/");
+        assert!(cache.listing("a/").is_none());
+        assert_eq!(cache.listed_entries(), 3);
     }
 
     #[test]
     fn negative_answers_stay_bounded() {
-        let cache = MetadataCache::new(Duration::from_secs(60), Duration::from_secs(60));
+        let cache = MetadataCache::new(MINUTE, MINUTE, MAX_LISTED_ENTRIES);
         for i in 0..MAX_MISSING + 10 {
-            cache.store_missing(1, &i.to_string());
+            cache.store_missing("", &i.to_string());
         }
         assert!(lock(&cache.missing).len() <= MAX_MISSING);
-        assert_eq!(cache.known(1, &(MAX_MISSING + 9).to_string()), Known::Missing, "the newest answer is kept");
+        assert_eq!(cache.known("", &(MAX_MISSING + 9).to_string()), Known::Missing, "the newest answer is kept");
     }
 }

@@ -6,11 +6,13 @@ mod inode;
 mod listing;
 pub mod names;
 mod next_file;
+mod timed_out;
 
 pub use inode::{Entry, Ino, ROOT_INO};
 pub use listing::Listing;
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
@@ -23,8 +25,9 @@ use crate::metrics::Metrics;
 use crate::object_id::ObjectId;
 use crate::store::{ObjectMeta, ObjectStore, StoreError};
 use inode::InodeTable;
-use listing::{Known, MetadataCache};
+use listing::{Known, MAX_LISTED_ENTRIES, MetadataCache};
 use next_file::NextFiles;
+use timed_out::TimedOutReads;
 
 /// Ownership, modes and cache lifetimes, fixed for the life of a mount.
 #[derive(Clone, Debug)]
@@ -67,22 +70,16 @@ pub struct Attr {
     pub gid: u32,
 }
 
-/// An open file: the object version it reads, and its reader's readahead state.
+/// An open file: the inode and object version it reads, and its reader's readahead state.
 struct OpenFile {
     ino: Ino,
     object: Arc<ObjectId>,
     size: u64,
     window: SharedWindow,
-    /// Whether a read has returned data, or the kernel kept pages of this version from an earlier
-    /// open; until then, a changed object may still be switched to without mixing versions.
-    served: bool,
 }
 
-/// An opened file: its handle, and whether the kernel's cached pages of it may be kept.
-pub struct Opened {
-    pub handle: u64,
-    pub keep_cache: bool,
-}
+/// How long a read that ran out of time makes the same bytes fail at once.
+const TIMED_OUT_MEMORY: Duration = Duration::from_secs(5);
 
 /// Readahead states of closed files, kept for the next open of the same version.
 const RELEASED_STREAMS: usize = 1024;
@@ -99,6 +96,7 @@ pub struct Fs<S> {
     /// A stream continued by a new open (a reader that reopens the file for each chunk) keeps the
     /// readahead window it had built, instead of starting again from the smallest one.
     released_streams: Mutex<lru::LruCache<Ino, (Arc<ObjectId>, SharedWindow)>>,
+    timed_out: TimedOutReads,
     next_handle: AtomicU64,
     mounted_at: SystemTime,
 }
@@ -115,7 +113,8 @@ impl<S: ObjectStore> Fs<S> {
             metrics,
             store,
             inodes: InodeTable::new(options.root_prefix.clone()),
-            metadata: MetadataCache::new(options.metadata_ttl, options.negative_metadata_ttl),
+            metadata: MetadataCache::new(options.metadata_ttl, options.negative_metadata_ttl, MAX_LISTED_ENTRIES),
+            timed_out: TimedOutReads::new(TIMED_OUT_MEMORY.min(options.read_timeout)),
             options,
             next_files: NextFiles::default(),
             open_files: Mutex::new(HashMap::new()),
@@ -144,6 +143,7 @@ impl<S: ObjectStore> Fs<S> {
     pub fn refresh_gauges(&self) {
         self.metrics.open_handles.set(lock(&self.open_files).len() as i64);
         self.metrics.inodes.set(self.inodes.len() as i64);
+        self.metrics.listed_entries.set(self.metadata.listed_entries() as i64);
         self.metrics.cache_bytes.set(self.fetcher.cache().used() as i64);
     }
 
@@ -192,13 +192,13 @@ impl<S: ObjectStore> Fs<S> {
         if !names::is_valid_name(name) {
             return Err(FsError::NotFound);
         }
-        let (entry, numbered) = match self.metadata.known(parent, name) {
+        let (entry, numbered) = match self.metadata.known(&prefix, name) {
             Known::Present(ino, entry) => (entry, Some(ino)),
             Known::Missing => return Err(FsError::NotFound),
-            Known::Unknown => match self.ask_store(&prefix, name).await {
+            Known::Unknown => match self.within_deadline(self.ask_store(&prefix, name)).await {
                 Ok(entry) => (entry, None),
                 Err(FsError::NotFound) => {
-                    self.metadata.store_missing(parent, name);
+                    self.metadata.store_missing(&prefix, name);
                     return Err(FsError::NotFound);
                 }
                 Err(e) => return Err(e),
@@ -206,6 +206,12 @@ impl<S: ObjectStore> Fs<S> {
         };
         let ino = self.inodes.looked_up(parent, name, entry.clone(), numbered);
         Ok(self.attr_of(ino, &entry))
+    }
+
+    /// Runs one request (or requests sent at once) of a lookup or listing within the deadline.
+    async fn within_deadline<T>(&self, request: impl Future<Output = Result<T, FsError>>) -> Result<T, FsError> {
+        let deadline = self.options.read_timeout;
+        tokio::time::timeout(deadline, request).await.unwrap_or(Err(FsError::TimedOut(deadline.as_secs())))
     }
 
     async fn ask_store(&self, prefix: &str, name: &str) -> Result<Entry, FsError> {
@@ -240,13 +246,14 @@ impl<S: ObjectStore> Fs<S> {
     /// listing pages S3 gives; later lookups and opens are answered from it.
     pub async fn readdir(&self, ino: Ino) -> Result<Arc<Listing>, FsError> {
         let prefix = self.dir_prefix(ino)?;
-        if let Some(listing) = self.metadata.listing(ino) {
+        if let Some(listing) = self.metadata.listing(&prefix) {
             return Ok(listing);
         }
         let mut found: BTreeMap<String, Entry> = BTreeMap::new();
         let mut token = None;
         loop {
-            let page = self.store.list_page(&prefix, token, None).await?;
+            let request = self.store.list_page(&prefix, token, None);
+            let page = self.within_deadline(async { Ok(request.await?) }).await?;
             for meta in page.objects {
                 let name = &meta.key[prefix.len()..];
                 if name.is_empty() {
@@ -276,18 +283,18 @@ impl<S: ObjectStore> Fs<S> {
         let entries = found
             .into_iter()
             .map(|(name, entry)| {
-                let child = self.inodes.number_for(ino, &name, entry.is_dir(), None);
+                let child = self.inodes.number_for(ino, &name, &entry, None);
                 (name, child, entry)
             })
             .collect();
         let listing = Arc::new(Listing::new(entries));
-        self.metadata.store_listing(ino, Arc::clone(&listing));
+        self.metadata.store_listing(&prefix, Arc::clone(&listing));
         Ok(listing)
     }
 
-    /// Opens a file for reading; any write access is refused (the mount is read-only). The kernel
-    /// may keep its cached pages only when they hold the version opened now.
-    pub fn open(&self, ino: Ino, write: bool) -> Result<Opened, FsError> {
+    /// Opens a file for reading; any write access is refused (the mount is read-only). Returns the
+    /// handle. The inode stands for one object version, so the kernel may keep its cached pages.
+    pub fn open(&self, ino: Ino, write: bool) -> Result<u64, FsError> {
         let meta = match self.inodes.get(ino) {
             Some(Entry::File(meta)) => meta,
             Some(Entry::Directory { .. }) => return Err(FsError::IsADirectory),
@@ -299,22 +306,21 @@ impl<S: ObjectStore> Fs<S> {
         self.prefetch_next_files(ino);
         let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
         let ObjectMeta { key, size, etag, .. } = meta;
-        let keep_cache = self.inodes.note_open(ino, &etag);
         let object = Arc::new(ObjectId { key, etag });
         let window = match lock(&self.released_streams).pop(&ino) {
             Some((released, window)) if released == object => window,
             _ => Arc::default(),
         };
-        let file = OpenFile { ino, object, size, window, served: keep_cache };
-        lock(&self.open_files).insert(handle, file);
-        Ok(Opened { handle, keep_cache })
+        lock(&self.open_files).insert(handle, OpenFile { ino, object, size, window });
+        Ok(handle)
     }
 
     /// When `ino` is opened right after the files before it in its directory's listing, fetches the
     /// start of the next files (small ones whole) before they are opened.
     fn prefetch_next_files(&self, ino: Ino) {
         let Some((parent, name)) = self.inodes.parent_and_name(ino) else { return };
-        let Some(listing) = self.metadata.listing(parent) else { return };
+        let Ok(prefix) = self.dir_prefix(parent) else { return };
+        let Some(listing) = self.metadata.listing(&prefix) else { return };
         let Some(position) = listing.position(&name) else { return };
         let fetch = self.fetcher.config();
         let entries = listing.entries();
@@ -330,56 +336,46 @@ impl<S: ObjectStore> Fs<S> {
         }
     }
 
-    /// Reads from an open file within the read deadline. The file stays on the object version it
-    /// was opened on; if that version is gone before the first read returned anything (the
-    /// metadata it was opened with was stale), it moves to the current version instead.
+    /// Reads from an open file within the read deadline, from the object version it was opened
+    /// on. If that version is gone, the read fails with `ESTALE` and what is known of the name is
+    /// dropped, so the next lookup finds the current version (under a new inode).
     pub async fn read(&self, handle: u64, offset: u64, len: u32) -> Result<Bytes, FsError> {
-        let deadline = self.options.read_timeout;
-        match tokio::time::timeout(deadline, self.read_pinned(handle, offset, len)).await {
-            Ok(result) => result,
-            Err(_) => Err(FsError::TimedOut(deadline.as_secs())),
-        }
-    }
-
-    async fn read_pinned(&self, handle: u64, offset: u64, len: u32) -> Result<Bytes, FsError> {
-        let (object, size, window, served) = {
+        let (ino, object, size, window) = {
             let files = lock(&self.open_files);
             let file = files.get(&handle).ok_or(FsError::BadHandle)?;
-            (Arc::clone(&file.object), file.size, Arc::clone(&file.window), file.served)
+            (file.ino, Arc::clone(&file.object), file.size, Arc::clone(&file.window))
         };
-        match self.fetcher.read(&object, size, &window, offset, len).await {
-            Ok(data) => {
-                if !served && let Some(file) = lock(&self.open_files).get_mut(&handle) {
-                    file.served = true;
-                }
-                Ok(data)
+        let deadline = self.options.read_timeout;
+        let wanted = offset..offset.saturating_add(u64::from(len));
+        if self.timed_out.recently_failed(&object, &wanted) {
+            return Err(FsError::TimedOut(deadline.as_secs()));
+        }
+        let read = self.fetcher.read(&object, size, &window, offset, len);
+        match tokio::time::timeout(deadline, read).await {
+            Ok(Ok(data)) => Ok(data),
+            Ok(Err(StoreError::PreconditionFailed | StoreError::NotFound)) => {
+                self.forget_parent_listing(ino);
+                Err(FsError::Stale)
             }
-            Err(StoreError::PreconditionFailed | StoreError::NotFound) if !served => {
-                self.revalidate(handle, &object).await?;
-                Box::pin(self.read_pinned(handle, offset, len)).await
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => {
+                self.timed_out.note(&object, wanted);
+                Err(FsError::TimedOut(deadline.as_secs()))
             }
-            Err(StoreError::PreconditionFailed | StoreError::NotFound) => Err(FsError::Stale),
-            Err(e) => Err(e.into()),
         }
     }
 
-    /// The object behind `handle` changed before it served a byte: ask S3 for the current version
-    /// and switch the handle (and its inode) to it; a deleted object is gone for good.
-    async fn revalidate(&self, handle: u64, stale: &ObjectId) -> Result<(), FsError> {
-        let meta = match self.store.head(&stale.key).await {
-            Ok(meta) if meta.etag != stale.etag => meta,
-            Ok(_) | Err(StoreError::NotFound) => return Err(FsError::Stale),
-            Err(e) => return Err(e.into()),
-        };
-        tracing::debug!(key = %meta.key, "object changed since its metadata was cached; reading the new version");
-        let mut files = lock(&self.open_files);
-        let file = files.get_mut(&handle).ok_or(FsError::BadHandle)?;
-        file.object = Arc::new(ObjectId { key: meta.key.clone(), etag: meta.etag.clone() });
-        file.size = meta.size;
-        file.served = true;
-        self.inodes.note_open(file.ino, &meta.etag);
-        self.inodes.refresh(file.ino, Entry::File(meta));
-        Ok(())
+    /// The directory holding `ino` and its name there, for telling the kernel to forget the name.
+    pub fn parent_and_name(&self, ino: Ino) -> Option<(Ino, String)> {
+        self.inodes.parent_and_name(ino)
+    }
+
+    fn forget_parent_listing(&self, ino: Ino) {
+        if let Some((parent, _)) = self.inodes.parent_and_name(ino)
+            && let Ok(prefix) = self.dir_prefix(parent)
+        {
+            self.metadata.forget_listing(&prefix);
+        }
     }
 
     pub fn release(&self, handle: u64) {

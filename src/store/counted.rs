@@ -52,6 +52,7 @@ impl<S: ObjectStore> ObjectStore for Counted<S> {
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>, etag: &ETag) -> Result<BodyStream, StoreError> {
+        tracing::trace!(key, ?range, "GET");
         let result = self.inner.get_range(key, range, etag).await;
         self.metrics.request("get", status(&result));
         let metrics = Arc::clone(&self.metrics);

@@ -32,6 +32,7 @@ pub struct MemoryStore {
     lists: AtomicU64,
     bytes_sent: AtomicU64,
     get_delay_us: AtomicU64,
+    metadata_delay_us: AtomicU64,
     failing_gets: AtomicU64,
     /// GET bodies still to be cut off, and after how many bytes.
     cut_bodies: AtomicU64,
@@ -83,6 +84,18 @@ impl MemoryStore {
         self.get_delay_us.store(delay.as_micros() as u64, Ordering::Relaxed);
     }
 
+    /// Each HEAD and LIST waits this long before answering.
+    pub fn set_metadata_delay(&self, delay: Duration) {
+        self.metadata_delay_us.store(delay.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    async fn metadata_delay(&self) {
+        let delay = self.metadata_delay_us.load(Ordering::Relaxed);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_micros(delay)).await;
+        }
+    }
+
     /// The next `n` GETs fail with a server error.
     pub fn fail_next_gets(&self, n: u64) {
         self.failing_gets.store(n, Ordering::Relaxed);
@@ -107,6 +120,7 @@ impl ObjectStore for MemoryStore {
         max_keys: Option<i32>,
     ) -> Result<ListPage, StoreError> {
         self.lists.fetch_add(1, Ordering::Relaxed);
+        self.metadata_delay().await;
         let limit = max_keys.map_or(PAGE, |m| (m.max(0) as usize).min(PAGE));
         let objects = self.lock();
         let mut page = ListPage::default();
@@ -136,6 +150,7 @@ impl ObjectStore for MemoryStore {
 
     async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
         self.heads.fetch_add(1, Ordering::Relaxed);
+        self.metadata_delay().await;
         self.lock().get(key).map(|o| Self::meta(key, o)).ok_or(StoreError::NotFound)
     }
 

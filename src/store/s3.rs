@@ -304,6 +304,13 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(classify)?;
+        // A server or proxy that ignores Range or If-Match would hand over the wrong bytes, or
+        // another version's: what came back is checked, not trusted.
+        if let Err(e) = check_ranged_response(&range, etag, out.content_range(), out.e_tag()) {
+            let (content_range, response_etag) = (out.content_range(), out.e_tag());
+            tracing::warn!(key, pinned = %etag, ?response_etag, ?content_range, "refusing a GET response: {e}");
+            return Err(e);
+        }
         let key = key.to_owned();
         let chunks = futures::stream::try_unfold(Some(out.body), move |body| {
             let key = key.clone();
@@ -320,9 +327,61 @@ impl ObjectStore for S3Store {
     }
 }
 
+/// Checks that a response to a GET of `range`, pinned to `etag`, is that range (as S3 clips it at
+/// the object's end) of that version. A changed ETag is `PreconditionFailed` (the object changed);
+/// anything else that does not match is an error of the server's.
+fn check_ranged_response(
+    range: &Range<u64>,
+    etag: &ETag,
+    content_range: Option<&str>,
+    response_etag: Option<&str>,
+) -> Result<(), StoreError> {
+    match response_etag {
+        Some(got) if etag.matches(got) => {}
+        Some(_) => return Err(StoreError::PreconditionFailed),
+        None => return Err(StoreError::Other(format!("the response has no ETag (pinned to {etag})"))),
+    }
+    let asked = format!("bytes {}-{}", range.start, range.end - 1);
+    let Some(content_range) = content_range else {
+        return Err(StoreError::Other(format!(
+            "the response has no Content-Range (asked for {asked}): the server ignored Range"
+        )));
+    };
+    let parsed = content_range.strip_prefix("bytes ").and_then(|rest| {
+        let (span, total) = rest.split_once('/')?;
+        let (first, last) = span.split_once('-')?;
+        Some((first.parse::<u64>().ok()?, last.parse::<u64>().ok()?, total.parse::<u64>().ok()))
+    });
+    match parsed {
+        Some((first, last, total))
+            if first == range.start && last < range.end && (last + 1 == range.end || total == Some(last + 1)) =>
+        {
+            Ok(())
+        }
+        _ => Err(StoreError::Other(format!("the response is for {content_range:?}, not {asked}"))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::url_decode;
+    use super::{ETag, StoreError, check_ranged_response, url_decode};
+
+    #[test]
+    fn a_ranged_response_must_be_the_range_asked_for_of_the_pinned_version() {
+        let etag = ETag::new("\"v1\"");
+        let check = |range: std::ops::Range<u64>, content_range: Option<&str>, got: Option<&str>| {
+            check_ranged_response(&range, &etag, content_range, got)
+        };
+        assert_eq!(check(0..100, Some("bytes 0-99/1000"), Some("\"v1\"")), Ok(()));
+        assert_eq!(check(900..1100, Some("bytes 900-999/1000"), Some("v1")), Ok(()), "clipped at the end");
+        assert_eq!(check(0..100, Some("bytes 0-99/1000"), Some("\"v2\"")), Err(StoreError::PreconditionFailed));
+        assert!(matches!(check(0..100, None, Some("\"v1\"")), Err(StoreError::Other(_))), "Range ignored");
+        assert!(matches!(check(100..200, Some("bytes 0-99/1000"), Some("\"v1\"")), Err(StoreError::Other(_))));
+        assert!(matches!(check(0..100, Some("bytes 0-49/1000"), Some("\"v1\"")), Err(StoreError::Other(_))), "short");
+        assert!(matches!(check(0..100, Some("bytes 0-49/*"), Some("\"v1\"")), Err(StoreError::Other(_))));
+        assert!(matches!(check(0..100, Some("bytes 0-99/1000"), None), Err(StoreError::Other(_))));
+        assert!(matches!(check(0..100, Some("garbage"), Some("v1")), Err(StoreError::Other(_))));
+    }
 
     #[test]
     fn url_encoded_listing_names_decode() {

@@ -80,7 +80,7 @@ fn main() {
     // (measured: 0.9 GB/s for a first dd on loopback, 1.6 GB/s for the next ones). One untimed
     // pass first, so the rows measure fetchfs and not the VM.
     eprintln!("warming up: one untimed read through a mount ...");
-    on_fresh_mount(&server, &extra, &mut 0, |mount| dd_mb_per_s(mount, "large.bin", large));
+    on_fresh_mount(&server, &extra, &mut 0, |mount| dd_mb_per_s(mount, "large.bin", large, "1M"));
     let mut rows = Vec::new();
     for profile in &args.profiles {
         let profile = *profile;
@@ -98,12 +98,54 @@ fn main() {
         let mut peak_rss = 0;
 
         eprintln!("[{name}] dd ...");
-        let dd = on_fresh_mount(&server, &extra, &mut peak_rss, |mount| dd_mb_per_s(mount, "large.bin", large));
+        let dd = on_fresh_mount(&server, &extra, &mut peak_rss, |mount| dd_mb_per_s(mount, "large.bin", large, "1M"));
         rows.push(Row {
             profile: name,
             measure: format!("dd bs=1M of {} MiB", args.large_mib),
             value: mbps(dd),
             ratio: Some(dd / ceiling),
+        });
+        for bs in ["4K", "64K", "256K"] {
+            eprintln!("[{name}] dd bs={bs} ...");
+            let small =
+                on_fresh_mount(&server, &extra, &mut peak_rss, |mount| dd_mb_per_s(mount, "large.bin", large, bs));
+            rows.push(Row {
+                profile: name,
+                measure: format!("dd bs={bs} of {} MiB ({:.2} of bs=1M)", args.large_mib, small / dd),
+                value: mbps(small),
+                ratio: Some(small / ceiling),
+            });
+        }
+
+        eprintln!("[{name}] two passes, pages dropped between ...");
+        let (first, second) = on_fresh_mount(&server, &extra, &mut peak_rss, |mount| two_passes(mount, "large.bin"));
+        rows.push(Row {
+            profile: name,
+            measure: format!("256 KiB reads, pass 1 / pass 2 after fadvise(DONTNEED) ({:.2} of bs=1M)", second / dd),
+            value: format!("{} / {}", mbps(first), mbps(second)),
+            ratio: Some(second / ceiling),
+        });
+
+        eprintln!("[{name}] jumping reader ...");
+        let (jumping, amplification) = on_fresh_mount(&server, &extra, &mut peak_rss, |mount| {
+            server.knobs().counters().reset();
+            column_chunks(mount, "large.bin", large as u64, server.knobs().counters())
+        });
+        rows.push(Row {
+            profile: name,
+            measure: "one column: 8 chunks of 4 MiB, 128 MiB apart, 1 MiB reads".into(),
+            value: format!("{} ({amplification:.2} bytes sent per byte read)", mbps(jumping)),
+            ratio: Some(jumping / ceiling),
+        });
+
+        eprintln!("[{name}] random first bytes ...");
+        let first_bytes =
+            on_fresh_mount(&server, &extra, &mut peak_rss, |mount| random_first_bytes(mount, large as u64));
+        rows.push(Row {
+            profile: name,
+            measure: "1-byte pread at 10 far-apart offsets of an open file, median".into(),
+            value: format!("{:.1} ms", ms(first_bytes)),
+            ratio: None,
         });
 
         for readers in [4, MANY_READERS] {
@@ -268,11 +310,75 @@ fn small_file_rows(server: &TestServer, extra: &[&str], peak_rss: &mut u64, name
     });
 }
 
-/// Reads `key` (of `bytes` bytes) through the mount with `dd bs=1M`; returns MB/s.
-fn dd_mb_per_s(mount: &Mount, key: &str, bytes: usize) -> f64 {
+/// Reads `key` (of `bytes` bytes) through the mount with `dd bs=BS`; returns MB/s.
+fn dd_mb_per_s(mount: &Mount, key: &str, bytes: usize, bs: &str) -> f64 {
     let start = Instant::now();
-    run(Command::new("dd").arg(format!("if={}", mount.path(key).display())).args(["of=/dev/null", "bs=1M"]));
+    run(Command::new("dd")
+        .arg(format!("if={}", mount.path(key).display()))
+        .args(["of=/dev/null", &format!("bs={bs}")]));
     bytes as f64 / 1e6 / start.elapsed().as_secs_f64()
+}
+
+/// A reader that goes through the file in 256 KiB reads, drops its pages (as fio does between
+/// loops, or an epoch that does not fit in memory) and goes through it again: MB/s of each pass.
+fn two_passes(mount: &Mount, key: &str) -> (f64, f64) {
+    let mut file = File::open(mount.path(key)).expect("open");
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut pass = |file: &mut File| {
+        let start = Instant::now();
+        let mut total = 0u64;
+        loop {
+            let n = file.read(&mut buf).expect("read");
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+        }
+        total as f64 / 1e6 / start.elapsed().as_secs_f64()
+    };
+    let first = pass(&mut file);
+    // SAFETY: advice on a descriptor we own.
+    unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    std::io::Seek::rewind(&mut file).expect("rewind");
+    (first, pass(&mut file))
+}
+
+/// One column of a Parquet file of 8 row groups of 128 MiB: 8 chunks of 4 MiB, one per row group,
+/// each read front to back in 1 MiB reads. MB/s, and bytes the server sent per byte read.
+fn column_chunks(mount: &Mount, key: &str, size: u64, counters: &mount_tests::server::Counters) -> (f64, f64) {
+    const CHUNK: u64 = 4 * MIB;
+    let groups = 8.min(size / (128 * MIB)).max(1);
+    let file = File::open(mount.path(key)).expect("open");
+    let mut buf = vec![0u8; MIB as usize];
+    let start = Instant::now();
+    for group in 0..groups {
+        let chunk_start = group * (size / groups) + 5 * CHUNK;
+        for offset in (chunk_start..chunk_start + CHUNK).step_by(MIB as usize) {
+            file.read_exact_at(&mut buf, offset).expect("pread");
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    // Readahead still in flight when the reader stops is counted too: wait for it to land.
+    std::thread::sleep(Duration::from_millis(500));
+    let read = (groups * CHUNK) as f64;
+    (read / 1e6 / elapsed, counters.snapshot().body_bytes_sent as f64 / read)
+}
+
+/// Median time of a 1-byte pread at 10 offsets far apart in an open file (none cached).
+fn random_first_bytes(mount: &Mount, size: u64) -> Duration {
+    let file = File::open(mount.path("large.bin")).expect("open");
+    let mut byte = [0u8; 1];
+    file.read_exact_at(&mut byte, 0).expect("first pread");
+    let mut times: Vec<Duration> = (1..=10u64)
+        .map(|i| {
+            let offset = i * (size / 11) + 12345;
+            let start = Instant::now();
+            file.read_exact_at(&mut byte, offset).expect("pread");
+            start.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[times.len() / 2]
 }
 
 fn timed(work: impl FnOnce()) -> Duration {

@@ -3,7 +3,7 @@
 //! change applies to the next request (and, for the bandwidth cap, to the next write).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -53,6 +53,9 @@ pub struct Knobs {
     bandwidth: AtomicU64,
     status_fault: Mutex<Option<StatusFault>>,
     body_fault: Mutex<Option<BodyFault>>,
+    /// GETs answered as a server or proxy that does not honour these headers would.
+    ignore_range: AtomicBool,
+    ignore_if_match: AtomicBool,
     requests_seen: AtomicU64,
     counters: Counters,
 }
@@ -91,12 +94,32 @@ impl Knobs {
         *lock(&self.body_fault) = fault;
     }
 
+    /// Answers GETs with the whole object (200, no Content-Range), whatever Range asks for.
+    pub fn set_ignore_range(&self, ignore: bool) {
+        self.ignore_range.store(ignore, Ordering::Relaxed);
+    }
+
+    pub(crate) fn ignores_range(&self) -> bool {
+        self.ignore_range.load(Ordering::Relaxed)
+    }
+
+    /// Serves GETs whatever version If-Match names (as the s3s-fs server does).
+    pub fn set_ignore_if_match(&self, ignore: bool) {
+        self.ignore_if_match.store(ignore, Ordering::Relaxed);
+    }
+
+    pub(crate) fn ignores_if_match(&self) -> bool {
+        self.ignore_if_match.load(Ordering::Relaxed)
+    }
+
     /// Turns off every fault, delay and cap (counters are kept).
     pub fn clear(&self) {
         self.set_first_byte_delay(Duration::ZERO);
         self.set_bandwidth(None);
         *lock(&self.status_fault) = None;
         self.set_body_fault(None);
+        self.set_ignore_range(false);
+        self.set_ignore_if_match(false);
     }
 
     /// Called once per incoming request: numbers it and says whether it must fail.

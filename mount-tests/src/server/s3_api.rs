@@ -352,9 +352,10 @@ impl S3 for TestS3 {
         self.count("GetObject");
         let input = req.input;
         let object = self.object(&input.bucket, &input.key)?;
-        check_conditions(&object, input.if_match.as_ref(), input.if_none_match.as_ref())?;
+        let if_match = input.if_match.as_ref().filter(|_| !self.knobs.ignores_if_match());
+        check_conditions(&object, if_match, input.if_none_match.as_ref())?;
         let len = object.data.len() as u64;
-        let range = resolve_range(input.range.as_ref(), len)?;
+        let range = if self.knobs.ignores_range() { None } else { resolve_range(input.range.as_ref(), len)? };
         let data = match &range {
             Some(r) => object.data.slice(r.start as usize..r.end as usize),
             None => object.data.clone(),

@@ -1,0 +1,90 @@
+//! Tests that change machine-wide state (`drop_caches`), in a test binary of their own: cargo runs
+//! test binaries one at a time, so no test that counts requests or times something runs beside
+//! them (a concurrent `drop_caches` made a request-counting test see 967 HEADs). Keep every test
+//! here serial: they share this binary's threads.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use mount_tests::data;
+use mount_tests::mount::Mount;
+use mount_tests::server::{ServerConfig, StoredObject, TestServer};
+
+const BUCKET: &str = "meta";
+
+/// Held by every test here, so that they also run one at a time within this binary.
+static MACHINE_WIDE: Mutex<()> = Mutex::new(());
+
+fn ok(out: std::process::Output, what: &str) -> String {
+    assert!(out.status.success(), "{what} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn server_with_files(dir: &str, count: u64, size: usize) -> TestServer {
+    let server = TestServer::start(ServerConfig::default()).expect("start server");
+    server.storage().create_bucket(BUCKET).unwrap();
+    for i in 0..count {
+        let object = StoredObject::new(data::content(i, size), None);
+        server.storage().put(BUCKET, &format!("{dir}/f{i:05}"), object).unwrap();
+    }
+    server
+}
+
+/// Drops the kernel's dentry and inode caches, which makes it FORGET what it held of a mount.
+fn drop_dentries_and_inodes() {
+    std::fs::write("/proc/sys/vm/drop_caches", "2").expect("drop caches (as root)");
+}
+
+#[test]
+fn inodes_the_kernel_forgets_leave_the_daemon() {
+    let _serial = MACHINE_WIDE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let server = server_with_files("many", 3000, 16);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    let addr = format!("127.0.0.1:{port}");
+    let mount = Mount::of(&server, BUCKET, &["--metrics-addr", &addr]);
+    let inodes = || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics");
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("send");
+        let mut text = String::new();
+        stream.read_to_string(&mut text).expect("scrape");
+        text.lines()
+            .find_map(|l| l.strip_prefix("fetchfs_inodes "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    ok(mount.sh("ls -l many > /dev/null"), "ls -l");
+    let held = inodes();
+    assert!(held >= 3000, "ls -l made the kernel hold every entry: {held}");
+    // Dropping the kernel's dentry and inode caches makes it FORGET them.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while inodes() > 100 && Instant::now() < deadline {
+        drop_dentries_and_inodes();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let left = inodes();
+    assert!(left <= 100, "after FORGET the daemon holds {left} inodes (was {held})");
+    assert_eq!(ok(mount.sh("ls many | wc -l"), "ls").trim(), "3000", "and still serves the directory");
+}
+
+#[test]
+fn a_listing_outlives_the_kernel_forgetting_its_directory() {
+    let _serial = MACHINE_WIDE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let server = server_with_files("kept", 2000, 16);
+    let mount = Mount::of(&server, BUCKET, &["--metadata-ttl", "300"]);
+    ok(mount.sh("ls -l kept > /dev/null"), "ls -l");
+    for _ in 0..3 {
+        drop_dentries_and_inodes();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let counters = server.knobs().counters();
+    counters.reset();
+    for i in 0..2000 {
+        let meta = std::fs::metadata(mount.path(&format!("kept/f{i:05}"))).expect("stat");
+        assert_eq!(meta.len(), 16);
+    }
+    let asked = counters.snapshot();
+    // The directory's own lookup may cost a HEAD and a one-key LIST; its entries cost nothing.
+    assert!(asked.requests_of("HeadObject") <= 1, "{asked:?}");
+    assert!(asked.requests_of("ListObjectsV2") <= 1, "{asked:?}");
+}
