@@ -2,7 +2,7 @@
 //! LRU under one byte budget for the whole mount. A block being fetched is in the cache already,
 //! as a slot that later readers wait on, so two readers of one block cause one GET.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::Bytes;
@@ -30,8 +30,9 @@ pub struct BlockSlot {
     filled: Notify,
     /// Claimed by readahead rather than by a reader.
     ahead: AtomicBool,
-    /// A reader has used it.
-    read: AtomicBool,
+    /// Bytes of it readers have used, counted once per read (a read of the same bytes twice
+    /// counts twice).
+    bytes_read: AtomicU64,
 }
 
 impl BlockSlot {
@@ -39,12 +40,13 @@ impl BlockSlot {
         self.ahead.store(true, Ordering::Relaxed);
     }
 
-    pub fn mark_read(&self) {
-        self.read.store(true, Ordering::Relaxed);
+    /// A reader used `bytes` of it; returns the bytes used so far.
+    pub fn note_read(&self, bytes: u64) -> u64 {
+        self.bytes_read.fetch_add(bytes, Ordering::Relaxed) + bytes
     }
 
     fn fetched_for_nothing(&self) -> bool {
-        self.ahead.load(Ordering::Relaxed) && !self.read.load(Ordering::Relaxed)
+        self.ahead.load(Ordering::Relaxed) && self.bytes_read.load(Ordering::Relaxed) == 0
     }
 
     pub async fn wait(&self) -> Result<Bytes, StoreError> {
@@ -103,11 +105,6 @@ impl BlockCache {
     /// The slot of a block that is cached or being fetched, without claiming it if not.
     pub fn peek(&self, key: &BlockKey) -> Option<Arc<BlockSlot>> {
         self.lock().blocks.get(key).cloned()
-    }
-
-    /// Marks a block as the next to go when room is needed.
-    pub fn demote(&self, key: &BlockKey) {
-        self.lock().blocks.demote(key);
     }
 
     /// Lets a filled block go now, as if evicted; a block still being fetched stays.

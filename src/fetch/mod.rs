@@ -154,7 +154,7 @@ impl<S: ObjectStore> Fetcher<S> {
             return match self.cached_slots(object, &wanted) {
                 Some(slots) => {
                     self.metrics.cache_hits.inc_by(slots.len() as u64);
-                    self.assemble(&slots, wanted).await
+                    Ok(self.assemble(&slots, wanted, size).await?.0)
                 }
                 None => {
                     self.metrics.cache_misses.inc();
@@ -168,28 +168,22 @@ impl<S: ObjectStore> Fetcher<S> {
         if let Some(ahead) = prefetch {
             self.prefetch(Arc::clone(object), size, Arc::clone(window), ahead);
         }
-        let data = self.assemble(&slots, wanted.clone()).await?;
+        let (data, read_all) = self.assemble(&slots, wanted, size).await?;
         if sequential && !small_object {
-            self.let_go_of_consumed(object, size, &wanted);
+            self.let_go_of_consumed(object, &read_all);
         }
         Ok(data)
     }
 
     /// A sequential reader of a large object does not come back for what it has read (the
-    /// kernel's page cache has it): blocks it read whole leave the cache now, so their buffers
-    /// carry the next blocks and readahead keeps the budget; a block it read part of (the kernel
-    /// may read the rest later, out of order) goes first when room is needed. Small objects stay
-    /// whole, for the next epoch and for the next-file prefetch that may have brought them.
-    fn let_go_of_consumed(&self, object: &Arc<ObjectId>, size: u64, wanted: &Range<u64>) {
-        let bs = self.config.block_size;
-        for index in wanted.start / bs..=(wanted.end - 1) / bs {
-            let key = BlockKey { object: Arc::clone(object), index };
-            let block = index * bs..((index + 1) * bs).min(size);
-            if wanted.start <= block.start && block.end <= wanted.end {
-                self.cache.release(&key);
-            } else {
-                self.cache.demote(&key);
-            }
+    /// kernel's page cache has it): a block it has read all of leaves the cache now, so its buffer
+    /// carries the next blocks and readahead keeps the budget. The kernel's reads start anywhere
+    /// in a block (its readahead windows are not aligned to ours), so a block read in part stays
+    /// for the read that takes the rest. Small objects stay whole, for the next epoch and for the
+    /// next-file prefetch that may have brought them.
+    fn let_go_of_consumed(&self, object: &Arc<ObjectId>, read_all: &[u64]) {
+        for &index in read_all {
+            self.cache.release(&BlockKey { object: Arc::clone(object), index });
         }
     }
 
@@ -220,17 +214,28 @@ impl<S: ObjectStore> Fetcher<S> {
     }
 
     /// Copies `wanted` out of the blocks, which start at the block containing the first byte asked
-    /// for in `ensure`. A read within one block is a zero-copy slice.
-    async fn assemble(&self, slots: &[(u64, Arc<BlockSlot>)], wanted: Range<u64>) -> Result<Bytes, StoreError> {
+    /// for in `ensure`. A read within one block is a zero-copy slice. Also returns the blocks whose
+    /// every byte has now been read.
+    async fn assemble(
+        &self,
+        slots: &[(u64, Arc<BlockSlot>)],
+        wanted: Range<u64>,
+        size: u64,
+    ) -> Result<(Bytes, Vec<u64>), StoreError> {
         let bs = self.config.block_size;
         let first = wanted.start / bs;
         let last = (wanted.end - 1) / bs;
         let mut out: Option<BytesMut> = None;
         let mut single = None;
+        let mut read_all = Vec::new();
         for (index, slot) in slots.iter().filter(|(i, _)| (first..=last).contains(i)) {
-            slot.mark_read();
-            let block = slot.wait().await?;
             let block_start = index * bs;
+            let block_end = (block_start + bs).min(size);
+            let overlap = wanted.end.min(block_end).saturating_sub(wanted.start.max(block_start));
+            if slot.note_read(overlap) >= block_end - block_start {
+                read_all.push(*index);
+            }
+            let block = slot.wait().await?;
             let from = wanted.start.max(block_start) - block_start;
             let to = (wanted.end.min(block_start + block.len() as u64)).saturating_sub(block_start);
             if from >= to {
@@ -244,7 +249,7 @@ impl<S: ObjectStore> Fetcher<S> {
                     .extend_from_slice(&piece);
             }
         }
-        Ok(single.or_else(|| out.map(BytesMut::freeze)).unwrap_or_default())
+        Ok((single.or_else(|| out.map(BytesMut::freeze)).unwrap_or_default(), read_all))
     }
 
     /// Makes sure every block overlapping `range` is cached or being fetched, for a reader that is

@@ -7,14 +7,29 @@ use std::ops::Range;
 /// kernel splits and reorders its own readahead, and several of its reads are in flight at once.
 pub const SEQUENTIAL_TOLERANCE: u64 = 4 * 1024 * 1024;
 
+/// Most blocks fetched at once on a prediction after a jump elsewhere than back to the front: a
+/// reader that read sequentially and then turns to random reads wastes at most this much once.
+const PREDICTED_JUMP_BLOCKS: u64 = 8;
+
 #[derive(Clone, Copy, Debug)]
 pub struct WindowLimits {
-    /// First window of a stream that turned sequential; about the kernel's read size.
+    /// First window of a stream that turned sequential, and the unit prefetch ends are rounded
+    /// to: a block.
     pub initial: u64,
     pub max: u64,
 }
 
 /// Where a stream is and how far ahead of it bytes have been asked for.
+///
+/// A stream is a run of sequential reads; a read far from where the last ended is a jump, which
+/// starts a new run. What the last run did says what the next will do: a reader that went through
+/// the whole object and jumps back to its start (a new epoch, fio's loop) will go through it again,
+/// and a reader of 4 MB column chunks will read 4 MB after its next jump. So after a jump that
+/// ends a sequential run, the new run is fetched up to the length of the last one (its predicted
+/// end), and no further until the reader passes that end: at once (up to the largest window) when
+/// the reader went through to the object's end and came back to its front, else starting with a
+/// few blocks. Without a prediction, a run that began with a jump grows its window with its length
+/// (half of it); a stream that starts at the front of the object grows it by doubling.
 #[derive(Clone, Debug, Default)]
 pub struct ReadaheadWindow {
     /// Where the last read ended.
@@ -23,37 +38,87 @@ pub struct ReadaheadWindow {
     window: u64,
     /// End of what has been requested ahead of the reader.
     requested_to: u64,
+    /// Where the current run began.
+    run_start: u64,
+    /// Whether the current run began with a jump (rather than at the front of the object).
+    jumped: bool,
+    /// Where the current run will end, as long as the last sequential run before the jump.
+    predicted_end: Option<u64>,
+}
+
+fn align_up(offset: u64, unit: u64) -> u64 {
+    offset.div_ceil(unit.max(1)).saturating_mul(unit.max(1))
 }
 
 impl ReadaheadWindow {
     /// Records a read of `range` in an object of `size` bytes and returns what to prefetch beyond
-    /// it, if anything. A random read resets the window; a sequential one doubles it each time the
-    /// reader has consumed a quarter of what was requested ahead, up to `limits.max`, and shrinks
-    /// it at once when `limits.max` falls (more streams are sharing the memory).
+    /// it, if anything. A jump resets the window (unless the last run predicts this one); a
+    /// sequential read doubles it each time the reader has consumed a quarter of what was
+    /// requested ahead, up to `limits.max`, and shrinks it at once when `limits.max` falls (more
+    /// streams are sharing the memory).
     pub fn on_read(&mut self, range: Range<u64>, size: u64, limits: WindowLimits) -> Option<Range<u64>> {
+        let max = limits.max.max(limits.initial);
         let sequential =
             range.start + SEQUENTIAL_TOLERANCE >= self.next && range.start <= self.next + SEQUENTIAL_TOLERANCE;
-        self.next = self.next.max(range.end);
         if !sequential {
+            let last_run = self.next.saturating_sub(self.run_start);
+            let predicted = (self.window > 0).then_some(last_run);
             self.next = range.end;
-            self.window = 0;
             self.requested_to = range.end;
+            self.run_start = range.start;
+            self.jumped = true;
+            let restart = range.start < limits.initial && last_run > 0 && self.run_start + last_run >= size;
+            self.predicted_end = predicted.map(|run| range.start.saturating_add(run).min(size));
+            let first_window = if restart { max } else { (PREDICTED_JUMP_BLOCKS * limits.initial).min(max) };
+            self.window = match self.predicted_end {
+                Some(end) if end > range.end => align_up(end - range.start, limits.initial).min(first_window),
+                _ => 0,
+            };
+            return self.top_up(range.end, size, limits.initial);
+        }
+        self.next = self.next.max(range.end);
+        if let Some(end) = self.predicted_end
+            && range.end > end
+        {
+            // Past the predicted end: this run is longer than the last. It gets its own bytes
+            // now, and a window that grows from the smallest again.
+            self.predicted_end = None;
+            self.window = 0;
+            self.requested_to = self.requested_to.max(range.end);
             return None;
         }
         if self.window == 0 {
             self.window = limits.initial;
             self.requested_to = self.requested_to.max(range.end);
         }
-        self.window = self.window.min(limits.max.max(limits.initial));
-        // Top the window up once a quarter of it has been consumed, so the bytes just ahead of the
-        // reader were requested long enough ago to have arrived.
-        let remaining_ahead = self.requested_to.saturating_sub(range.end);
+        self.window = self.window.min(max);
+        if self.jumped && self.predicted_end.is_none() {
+            // Half the run so far: a reader that stops where a chunk ends has had at most half
+            // as much again fetched past it.
+            let run = self.next - self.run_start;
+            self.window = self.window.min(align_up(run / 2, limits.initial).max(limits.initial));
+        }
+        let ahead = self.top_up(range.end, size, limits.initial);
+        if ahead.is_some() {
+            self.window = (self.window * 2).min(max);
+        }
+        ahead
+    }
+
+    /// What to request so that the reader, at `reader_end`, has a window ahead of it: nothing
+    /// while more than three quarters of the window is still ahead, so the bytes just ahead of
+    /// the reader were requested long enough ago to have arrived. Ends on a `unit` boundary (the
+    /// kernel's reads do not), so parts are whole blocks; never past the predicted end.
+    fn top_up(&mut self, reader_end: u64, size: u64, unit: u64) -> Option<Range<u64>> {
+        if self.window == 0 {
+            return None;
+        }
+        let remaining_ahead = self.requested_to.saturating_sub(reader_end);
         if remaining_ahead > self.window - self.window / 4 {
             return None;
         }
-        let start = self.requested_to.max(range.end);
-        let end = (range.end + self.window).min(size);
-        self.window = (self.window * 2).min(limits.max);
+        let start = self.requested_to.max(reader_end);
+        let end = self.predicted_end.unwrap_or(size).min(size).min(align_up(reader_end + self.window, unit));
         if start >= end {
             return None;
         }
@@ -108,14 +173,76 @@ mod tests {
     }
 
     #[test]
-    fn a_random_read_resets_the_window_and_prefetches_nothing() {
+    fn random_reads_prefetch_nothing_and_a_jump_after_a_run_at_most_a_few_blocks() {
         let mut w = ReadaheadWindow::default();
         for i in 0..8 {
             w.on_read(i * MIB..(i + 1) * MIB, 1024 * MIB, LIMITS);
         }
         assert!(w.window() > MIB);
-        assert_eq!(w.on_read(700 * MIB..700 * MIB + 4096, 1024 * MIB, LIMITS), None);
+        let first = w.on_read(700 * MIB..700 * MIB + 4096, 1024 * MIB, LIMITS).expect("the last run predicts this one");
+        assert!(first.end - first.start <= PREDICTED_JUMP_BLOCKS * MIB, "{first:?}");
+        assert_eq!(w.on_read(300 * MIB..300 * MIB + 4096, 1024 * MIB, LIMITS), None, "a single read predicts nothing");
+        assert_eq!(w.on_read(500 * MIB..500 * MIB + 4096, 1024 * MIB, LIMITS), None);
         assert_eq!(w.window(), 0);
+    }
+
+    #[test]
+    fn a_reader_back_at_the_front_after_the_end_gets_its_window_back_at_once() {
+        let mut w = ReadaheadWindow::default();
+        let size = 256 * MIB;
+        for i in 0..256 {
+            w.on_read(i * MIB..(i + 1) * MIB, size, LIMITS);
+        }
+        let ahead = w.on_read(0..256 * 1024, size, LIMITS).expect("a new epoch");
+        assert_eq!(ahead.start, 256 * 1024);
+        assert_eq!(ahead.end, LIMITS.max + MIB, "the largest window at the first read, to a block boundary");
+    }
+
+    /// One column of a Parquet file: chunks of `chunk` bytes, far apart, each read front to back
+    /// in 1 MiB reads. Bytes requested ahead of all the reads, beyond the chunks.
+    fn overshoot_reading_chunks(chunk: u64) -> u64 {
+        let mut w = ReadaheadWindow::default();
+        let size = 1024 * MIB;
+        let mut requested = Vec::new();
+        for group in 0..8 {
+            let start = group * 128 * MIB + 20 * MIB;
+            for offset in (start..start + chunk).step_by(MIB as usize) {
+                requested.extend(w.on_read(offset..offset + MIB, size, LIMITS));
+            }
+        }
+        let in_chunks = |r: &Range<u64>| -> u64 {
+            let chunks = (0..8).map(|g| g * 128 * MIB + 20 * MIB);
+            chunks.map(|s| r.end.min(s + chunk).saturating_sub(r.start.max(s))).sum()
+        };
+        requested.iter().map(|r| r.end - r.start - in_chunks(r)).sum()
+    }
+
+    #[test]
+    fn a_reader_that_jumps_gets_runs_as_long_as_its_last_not_longer() {
+        let chunk = 4 * MIB;
+        let overshoot = overshoot_reading_chunks(chunk);
+        // Only the first chunk, before anything predicts its length, is read past.
+        assert!(overshoot <= chunk, "{overshoot} bytes fetched past 8 chunks of {chunk}");
+        let overshoot = overshoot_reading_chunks(16 * MIB);
+        assert!(overshoot <= 16 * MIB, "{overshoot} bytes fetched past 8 chunks of 16 MiB");
+    }
+
+    #[test]
+    fn a_run_past_its_prediction_grows_again() {
+        let mut w = ReadaheadWindow::default();
+        let size = 1024 * MIB;
+        for i in 0..4 {
+            w.on_read(i * MIB..(i + 1) * MIB, size, LIMITS);
+        }
+        let start = 500 * MIB;
+        let mut furthest = 0;
+        for i in 0..64 {
+            if let Some(r) = w.on_read(start + i * MIB..start + (i + 1) * MIB, size, LIMITS) {
+                furthest = r.end;
+            }
+        }
+        assert!(w.window() >= 16 * MIB, "a long run's window grows: {}", w.window());
+        assert!(furthest >= start + 64 * MIB + 8 * MIB, "and reaches ahead of the reader: {furthest}");
     }
 
     #[test]

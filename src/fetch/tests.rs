@@ -1,6 +1,7 @@
 //! The fetch layer against the in-memory store: exact bytes, request counts, sharing, staleness
 //! and the memory budget.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,6 +66,77 @@ async fn sequential_read_of_256_mib_makes_few_gets() {
     assert!(gets >= parts, "parts are not merged beyond the part size");
     assert!(store.counts().bytes_sent <= size as u64 + config.part_size, "read each byte about once");
     assert_eq!(fetcher.cache().used(), 0, "blocks a sequential reader consumed leave the cache");
+}
+
+/// The FUSE READs the kernel sends (recorded with `--log-level trace`, read_ahead_kb 1024, 1 MiB
+/// max read) when a program reads front to back with `app_read` bytes at a time: its readahead
+/// window grows from 4x the read size, doubling, to 1 MiB, and then asks for 1 MiB at a time from
+/// wherever the growth left it, not at 1 MiB boundaries.
+fn kernel_reads(app_read: u64, size: u64) -> Vec<Range<u64>> {
+    const MAX: u64 = MIB;
+    // mm/readahead.c: the first window is 4x a small read, 2x a middling one; the next ones grow
+    // 4x while under a sixteenth of the maximum, then 2x.
+    let first = app_read.next_power_of_two();
+    let mut len = if first <= MAX / 32 {
+        4 * first
+    } else if first <= MAX / 4 {
+        2 * first
+    } else {
+        MAX
+    };
+    let mut reads = Vec::new();
+    let mut offset = 0;
+    while offset < size {
+        let end = (offset + len).min(size);
+        reads.push(offset..end);
+        offset = end;
+        len = if len < MAX / 16 { 4 * len } else { (2 * len).min(MAX) };
+    }
+    reads
+}
+
+#[test]
+fn kernel_reads_match_the_recording() {
+    let starts: Vec<u64> = kernel_reads(4096, 8 * MIB).iter().map(|r| r.start).take(7).collect();
+    assert_eq!(starts, [0, 16384, 81920, 212992, 475136, 999424, 2048000], "dd bs=4K");
+    let starts: Vec<u64> = kernel_reads(64 * 1024, 8 * MIB).iter().map(|r| r.start).take(6).collect();
+    assert_eq!(starts, [0, 131072, 393216, 917504, 1966080, 3014656], "dd bs=64K");
+    let starts: Vec<u64> = kernel_reads(256 * 1024, 8 * MIB).iter().map(|r| r.start).take(4).collect();
+    assert_eq!(starts, [0, 524288, 1572864, 2621440], "dd bs=256K");
+}
+
+/// GETs and bytes sent for reading all of an object of `size` bytes as the kernel does for
+/// `app_read`-byte reads: its READs two at a time (it keeps more than one in flight), each checked.
+async fn read_as_the_kernel_does(app_read: u64, size: usize, config: FetchConfig) -> (u64, u64, u64) {
+    let (store, fetcher, object, data) = setup(size, config);
+    store.set_get_delay(Duration::from_millis(1));
+    let window = SharedWindow::default();
+    for pair in kernel_reads(app_read, size as u64).chunks(2) {
+        let reads = pair.iter().map(|r| fetcher.read(&object, size as u64, &window, r.start, (r.end - r.start) as u32));
+        for (r, got) in pair.iter().zip(futures::future::join_all(reads).await) {
+            let got = got.unwrap();
+            assert!(got == data.slice(r.start as usize..r.end as usize), "bytes of {r:?}");
+        }
+    }
+    let grown = window.lock().map(|w| w.window()).unwrap_or(0);
+    (store.counts().gets, store.counts().bytes_sent, grown)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_application_reads_grow_the_window_and_cost_as_few_gets_as_1_mib_reads() {
+    let size = 256 * MIB as usize;
+    // A budget smaller than the object, so what a reader leaves behind in the cache matters.
+    let config = FetchConfig { cache_bytes: 128 * MIB, ..FetchConfig::default() };
+    let (aligned_gets, _, _) = read_as_the_kernel_does(MIB, size, config).await;
+    for app_read in [4096, 64 * 1024, 256 * 1024] {
+        let (gets, sent, window) = read_as_the_kernel_does(app_read, size, config).await;
+        assert!(window >= 16 * MIB, "{app_read} B reads: the window grew to {window} only");
+        assert!(
+            gets <= aligned_gets + aligned_gets / 5,
+            "{app_read} B reads: {gets} GETs, against {aligned_gets} for 1 MiB reads"
+        );
+        assert!(sent <= size as u64 + config.part_size, "{app_read} B reads: {sent} bytes sent for {size}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
