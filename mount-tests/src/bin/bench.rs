@@ -126,6 +126,15 @@ fn main() {
             ratio: Some(second / ceiling),
         });
 
+        eprintln!("[{name}] mmap ...");
+        let mapped = on_fresh_mount(&server, &extra, &mut peak_rss, |mount| mmap_mb_per_s(mount, "large.bin"));
+        rows.push(Row {
+            profile: name,
+            measure: format!("mmap of {} MiB, read front to back (page faults)", args.large_mib),
+            value: mbps(mapped),
+            ratio: Some(mapped / ceiling),
+        });
+
         eprintln!("[{name}] jumping reader ...");
         let (jumping, amplification) = on_fresh_mount(&server, &extra, &mut peak_rss, |mount| {
             server.knobs().counters().reset();
@@ -286,6 +295,23 @@ fn small_file_rows(server: &TestServer, extra: &[&str], peak_rss: &mut u64, name
             ratio: None,
         });
     }
+    eprintln!("[{name}] lookups of unlisted names, 1 and 8 processes ...");
+    let mut lookup_times = Vec::new();
+    for processes in [1, 8] {
+        let took = on_fresh_mount(server, extra, peak_rss, |mount| timed(|| unlisted_lookups(mount, processes)));
+        lookup_times.push(took);
+    }
+    rows.push(Row {
+        profile: name,
+        measure: format!("{LOOKUPS} lookups of unlisted names in one directory, 1 / 8 processes"),
+        value: format!(
+            "{:.2} s / {:.2} s ({:.1}x)",
+            lookup_times[0].as_secs_f64(),
+            lookup_times[1].as_secs_f64(),
+            lookup_times[0].as_secs_f64() / lookup_times[1].as_secs_f64()
+        ),
+        ratio: None,
+    });
     eprintln!("[{name}] ls -l and find ...");
     let took = on_fresh_mount(server, extra, peak_rss, |mount| {
         timed(|| run(Command::new("ls").arg("-l").arg(mount.path("ten-k")).stdout(std::process::Stdio::null())))
@@ -308,6 +334,23 @@ fn small_file_rows(server: &TestServer, extra: &[&str], peak_rss: &mut u64, name
         value: format!("{:.2} s", took.as_secs_f64()),
         ratio: None,
     });
+}
+
+const LOOKUPS: u64 = 400;
+
+/// `stat`s of LOOKUPS names of a directory never listed, as data-loader workers opening paths from
+/// a file list do, split over `processes` processes.
+fn unlisted_lookups(mount: &Mount, processes: u64) {
+    const STAT: &str = "import os, sys\nfor p in sys.argv[1:]:\n    os.stat(p)\n";
+    let workers: Vec<_> = (0..processes)
+        .map(|k| {
+            let names = (k..LOOKUPS).step_by(processes as usize).map(|i| mount.path(&format!("small/f{i:05}.jpg")));
+            Command::new("python3").args(["-c", STAT]).args(names).spawn().expect("spawn python3")
+        })
+        .collect();
+    for mut worker in workers {
+        assert!(worker.wait().expect("python3").success(), "a worker failed");
+    }
 }
 
 /// Reads `key` (of `bytes` bytes) through the mount with `dd bs=BS`; returns MB/s.
@@ -341,6 +384,17 @@ fn two_passes(mount: &Mount, key: &str) -> (f64, f64) {
     unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
     std::io::Seek::rewind(&mut file).expect("rewind");
     (first, pass(&mut file))
+}
+
+/// A model loader's access: the file mapped and read front to back through page faults, as
+/// python3's mmap copies it 1 MiB at a time. MB/s.
+fn mmap_mb_per_s(mount: &Mount, key: &str) -> f64 {
+    const MAPPED: &str = "import mmap, sys\nwith open(sys.argv[1], 'rb') as f:\n    m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)\n    n = 0\n    while n < len(m):\n        n += len(m[n:n + (1 << 20)])\n    print(n)\n";
+    let start = Instant::now();
+    let out = Command::new("python3").args(["-c", MAPPED]).arg(mount.path(key)).output().expect("python3");
+    assert!(out.status.success(), "mmap read: {}", String::from_utf8_lossy(&out.stderr));
+    let bytes: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().expect("bytes read");
+    bytes / 1e6 / start.elapsed().as_secs_f64()
 }
 
 /// One column of a Parquet file of 8 row groups of 128 MiB: 8 chunks of 4 MiB, one per row group,
