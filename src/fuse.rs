@@ -403,10 +403,14 @@ fn failed<S: ObjectStore>(fs: &Fs<S>, op: &str, what: &dyn std::fmt::Display, e:
 /// The object behind `ino` changed: the kernel forgets the name, so the next open looks it up
 /// again and finds the new version under a new inode.
 fn forget_name<S: ObjectStore>(fs: &Fs<S>, notifier: &OnceLock<fuser::Notifier>, ino: INodeNo) {
-    let (Some(notifier), Some((parent, name))) = (notifier.get(), fs.parent_and_name(ino.0)) else { return };
-    if let Err(e) = notifier.inval_entry(INodeNo(parent), OsStr::new(&name)) {
-        tracing::debug!("telling the kernel to forget {name:?}: {e}");
-    }
+    let (Some(notifier), Some((parent, name))) = (notifier.get().cloned(), fs.parent_and_name(ino.0)) else { return };
+    // The kernel takes the directory's lock for this, which a lookup in it may hold while it waits
+    // for this runtime: off the runtime's threads.
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = notifier.inval_entry(INodeNo(parent), OsStr::new(&name)) {
+            tracing::debug!("telling the kernel to forget {name:?}: {e}");
+        }
+    });
 }
 
 /// A mounted FUSE session, served by its own threads until unmounted.

@@ -11,6 +11,9 @@ pub const SEQUENTIAL_TOLERANCE: u64 = 4 * 1024 * 1024;
 /// reader that read sequentially and then turns to random reads wastes at most this much once.
 const PREDICTED_JUMP_BLOCKS: u64 = 8;
 
+/// Reads a run needs to predict the next run's length.
+const PREDICTING_RUN_READS: u32 = 3;
+
 #[derive(Clone, Copy, Debug)]
 pub struct WindowLimits {
     /// First window of a stream that turned sequential, and the unit prefetch ends are rounded
@@ -38,8 +41,9 @@ pub struct ReadaheadWindow {
     window: u64,
     /// End of what has been requested ahead of the reader.
     requested_to: u64,
-    /// Where the current run began.
+    /// Where the current run began, and how many reads it has had.
     run_start: u64,
+    run_reads: u32,
     /// Whether the current run began with a jump (rather than at the front of the object).
     jumped: bool,
     /// Where the current run will end, as long as the last sequential run before the jump.
@@ -62,7 +66,9 @@ impl ReadaheadWindow {
             range.start + SEQUENTIAL_TOLERANCE >= self.next && range.start <= self.next + SEQUENTIAL_TOLERANCE;
         if !sequential {
             let last_run = self.next.saturating_sub(self.run_start);
-            let predicted = (self.window > 0).then_some(last_run);
+            // Two random reads that happen to land close together are not a run to go by.
+            let predicted = (self.run_reads >= PREDICTING_RUN_READS).then_some(last_run);
+            self.run_reads = 1;
             self.next = range.end;
             self.requested_to = range.end;
             self.run_start = range.start;
@@ -77,6 +83,7 @@ impl ReadaheadWindow {
             return self.top_up(range.end, size, limits.initial);
         }
         self.next = self.next.max(range.end);
+        self.run_reads = self.run_reads.saturating_add(1);
         if let Some(end) = self.predicted_end
             && range.end > end
         {
@@ -182,7 +189,8 @@ mod tests {
         let first = w.on_read(700 * MIB..700 * MIB + 4096, 1024 * MIB, LIMITS).expect("the last run predicts this one");
         assert!(first.end - first.start <= PREDICTED_JUMP_BLOCKS * MIB, "{first:?}");
         assert_eq!(w.on_read(300 * MIB..300 * MIB + 4096, 1024 * MIB, LIMITS), None, "a single read predicts nothing");
-        assert_eq!(w.on_read(500 * MIB..500 * MIB + 4096, 1024 * MIB, LIMITS), None);
+        w.on_read(302 * MIB..302 * MIB + 4096, 1024 * MIB, LIMITS);
+        assert_eq!(w.on_read(500 * MIB..500 * MIB + 4096, 1024 * MIB, LIMITS), None, "nor two that landed close");
         assert_eq!(w.window(), 0);
     }
 
