@@ -15,6 +15,8 @@ mnt=${FETCHFS_DEMO_DIR:-/tmp/fetchfs-demo}
 port=${FETCHFS_DEMO_PORT:-0}
 log="${mnt%/}-server.log"
 
+# The log exists before the server starts, so reading it never races the redirection.
+: >"$log"
 "$bin/test-s3-server" --port "$port" --sample >"$log" 2>&1 &
 server=$!
 # Whatever happens, a run that is not kept for the user leaves no mount and no server behind.
