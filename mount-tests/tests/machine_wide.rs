@@ -6,9 +6,8 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use mount_tests::data;
 use mount_tests::mount::Mount;
-use mount_tests::server::{ServerConfig, StoredObject, TestServer};
+use mount_tests::server::TestServer;
 
 const BUCKET: &str = "meta";
 
@@ -20,16 +19,6 @@ fn ok(out: std::process::Output, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn server_with_files(dir: &str, count: u64, size: usize) -> TestServer {
-    let server = TestServer::start(ServerConfig::default()).expect("start server");
-    server.storage().create_bucket(BUCKET).unwrap();
-    for i in 0..count {
-        let object = StoredObject::new(data::content(i, size), None);
-        server.storage().put(BUCKET, &format!("{dir}/f{i:05}"), object).unwrap();
-    }
-    server
-}
-
 /// Drops the kernel's dentry and inode caches, which makes it FORGET what it held of a mount.
 fn drop_dentries_and_inodes() {
     std::fs::write("/proc/sys/vm/drop_caches", "2").expect("drop caches (as root)");
@@ -38,7 +27,7 @@ fn drop_dentries_and_inodes() {
 #[test]
 fn inodes_the_kernel_forgets_leave_the_daemon() {
     let _serial = MACHINE_WIDE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let server = server_with_files("many", 3000, 16);
+    let server = TestServer::with_files(BUCKET, "many", 3000, 16);
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
     let addr = format!("127.0.0.1:{port}");
     let mount = Mount::of(&server, BUCKET, &["--metrics-addr", &addr]);
@@ -70,7 +59,7 @@ fn inodes_the_kernel_forgets_leave_the_daemon() {
 #[test]
 fn a_listing_outlives_the_kernel_forgetting_its_directory() {
     let _serial = MACHINE_WIDE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let server = server_with_files("kept", 2000, 16);
+    let server = TestServer::with_files(BUCKET, "kept", 2000, 16);
     let mount = Mount::of(&server, BUCKET, &["--metadata-ttl", "300"]);
     ok(mount.sh("ls -l kept > /dev/null"), "ls -l");
     for _ in 0..3 {

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use mount_tests::data;
 use mount_tests::mount::Mount;
-use mount_tests::server::{ServerConfig, StoredObject, TestServer};
+use mount_tests::server::{StoredObject, TestServer};
 
 const BUCKET: &str = "meta";
 
@@ -14,20 +14,9 @@ fn ok(out: std::process::Output, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A server whose bucket holds `count` small files under `dir/`, file i holding content(i, size).
-fn server_with_files(dir: &str, count: u64, size: usize) -> TestServer {
-    let server = TestServer::start(ServerConfig::default()).expect("start server");
-    server.storage().create_bucket(BUCKET).unwrap();
-    for i in 0..count {
-        let object = StoredObject::new(data::content(i, size), None);
-        server.storage().put(BUCKET, &format!("{dir}/f{i:05}"), object).unwrap();
-    }
-    server
-}
-
 #[test]
 fn ls_of_ten_thousand_files_costs_ten_list_pages_and_cat_after_it_no_head() {
-    let server = server_with_files("many", 10_000, 64);
+    let server = TestServer::with_files(BUCKET, "many", 10_000, 64);
     let mount = Mount::of(&server, BUCKET, &["--metadata-ttl", "300"]);
     let counters = server.knobs().counters();
     counters.reset();
@@ -55,7 +44,7 @@ fn ls_of_ten_thousand_files_costs_ten_list_pages_and_cat_after_it_no_head() {
 
 #[test]
 fn files_read_in_listing_order_are_fetched_before_they_are_opened() {
-    let server = server_with_files("seq", 200, 100 * 1024);
+    let server = TestServer::with_files(BUCKET, "seq", 200, 100 * 1024);
     let mount = Mount::of(&server, BUCKET, &[]);
     ok(mount.sh("ls seq > /dev/null"), "ls");
     let counters = server.knobs().counters();
@@ -79,7 +68,7 @@ fn files_read_in_listing_order_are_fetched_before_they_are_opened() {
 
 #[test]
 fn missing_names_are_remembered_for_the_negative_ttl_only() {
-    let server = server_with_files("d", 1, 10);
+    let server = TestServer::with_files(BUCKET, "d", 1, 10);
     let mount = Mount::of(&server, BUCKET, &["--negative-metadata-ttl", "3"]);
     let counters = server.knobs().counters();
     counters.reset();
@@ -100,7 +89,7 @@ fn missing_names_are_remembered_for_the_negative_ttl_only() {
 
 #[test]
 fn a_metadata_ttl_is_seconds_or_indefinite() {
-    let server = server_with_files("d", 3, 10);
+    let server = TestServer::with_files(BUCKET, "d", 3, 10);
     let kept = Mount::of(&server, BUCKET, &["--metadata-ttl", "indefinite"]);
     let refreshed = Mount::of(&server, BUCKET, &["--metadata-ttl", "1"]);
     assert_eq!(ok(kept.sh("ls d"), "ls").lines().count(), 3);

@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use mount_tests::client::{Retries, s3_client, upload};
 use mount_tests::mount::Mount;
-use mount_tests::server::{Credentials, ServerConfig, StoredObject, TestServer};
+use mount_tests::server::{Credentials, StoredObject, TestServer};
 
 const BUCKET: &str = "versions";
 const MIB: usize = 1024 * 1024;
@@ -129,22 +129,19 @@ fn pinned_reader_never_sees_the_new_version(backend: &impl Backend, new_size: us
 
 #[test]
 fn a_pinned_reader_gets_old_bytes_or_estale_while_another_process_reads_the_new_version() {
-    let server = TestServer::start(ServerConfig::default()).expect("start server");
-    server.storage().create_bucket(BUCKET).unwrap();
+    let server = TestServer::with_bucket(BUCKET);
     pinned_reader_never_sees_the_new_version(&server, 64 * MIB, SecondReader::All);
 }
 
 #[test]
 fn a_pinned_reader_never_sees_a_new_version_read_in_part() {
-    let server = TestServer::start(ServerConfig::default()).expect("start server");
-    server.storage().create_bucket(BUCKET).unwrap();
+    let server = TestServer::with_bucket(BUCKET);
     pinned_reader_never_sees_the_new_version(&server, 64 * MIB, SecondReader::FirstMiBs(40));
 }
 
 #[test]
 fn a_pinned_reader_never_reads_past_its_size_when_the_new_version_is_larger() {
-    let server = TestServer::start(ServerConfig::default()).expect("start server");
-    server.storage().create_bucket(BUCKET).unwrap();
+    let server = TestServer::with_bucket(BUCKET);
     pinned_reader_never_sees_the_new_version(&server, 96 * MIB, SecondReader::All);
 }
 
@@ -162,8 +159,7 @@ fn log_of(mount: &Mount) -> String {
 
 #[test]
 fn a_server_that_ignores_if_match_gives_estale_never_the_new_bytes() {
-    let server = TestServer::start(ServerConfig::default()).expect("start server");
-    server.storage().create_bucket(BUCKET).unwrap();
+    let server = TestServer::with_bucket(BUCKET);
     server.knobs().set_ignore_if_match(true);
     server.put("obj", filled(OLD, 64 * MIB));
     let mount = server.mount(&[]);
@@ -179,8 +175,7 @@ fn a_server_that_ignores_if_match_gives_estale_never_the_new_bytes() {
 
 #[test]
 fn a_server_that_ignores_range_gives_eio_never_wrong_bytes() {
-    let server = TestServer::start(ServerConfig::default()).expect("start server");
-    server.storage().create_bucket(BUCKET).unwrap();
+    let server = TestServer::with_bucket(BUCKET);
     let body = mount_tests::data::content(3, 16 * MIB);
     server.put("obj", body);
     let mount = server.mount(&[]);

@@ -117,6 +117,24 @@ impl TestServer {
         })
     }
 
+    /// A server with default settings and one empty bucket.
+    pub fn with_bucket(bucket: &str) -> Self {
+        let server = Self::start(ServerConfig::default()).expect("start the test server");
+        server.storage().create_bucket(bucket).expect("create the bucket");
+        server
+    }
+
+    /// A server whose `bucket` holds `count` files under `dir/`, file i named `f{i:05}` and holding
+    /// `data::content(i, size)`.
+    pub fn with_files(bucket: &str, dir: &str, count: u64, size: usize) -> Self {
+        let server = Self::with_bucket(bucket);
+        for i in 0..count {
+            let object = StoredObject::new(crate::data::content(i, size), None);
+            server.storage().put(bucket, &format!("{dir}/f{i:05}"), object).expect("put");
+        }
+        server
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
