@@ -40,6 +40,48 @@ pub struct Metrics {
     pub open_handles: Gauge,
     pub inodes: Gauge,
     pub listed_entries: Gauge,
+    pub disk: DiskMetrics,
+}
+
+/// What the disk cache did (all zero without `--disk-cache`).
+#[derive(Clone, Default)]
+pub struct DiskMetrics {
+    pub hits: Counter,
+    pub misses: Counter,
+    pub read_bytes: Counter,
+    pub written_bytes: Counter,
+    pub fills_skipped: Counter,
+    pub evictions: Counter,
+    pub files_dropped: Counter,
+    pub passthrough_opens: Counter,
+    pub bytes: Gauge,
+}
+
+impl DiskMetrics {
+    fn register(&self, registry: &mut Registry) {
+        let disk = registry.sub_registry_with_prefix("disk_cache");
+        disk.register("hits", "Blocks read from the disk cache instead of S3", self.hits.clone());
+        disk.register("misses", "Blocks fetched from S3 that the disk cache did not have", self.misses.clone());
+        disk.register("read_bytes", "Bytes the daemon read from the disk cache", self.read_bytes.clone());
+        disk.register("written_bytes", "Bytes written to the disk cache", self.written_bytes.clone());
+        disk.register(
+            "fills_skipped",
+            "Blocks not written to the disk cache (queue full, disk full or failing)",
+            self.fills_skipped.clone(),
+        );
+        disk.register("evictions", "Object versions evicted from the disk cache", self.evictions.clone());
+        disk.register(
+            "files_dropped",
+            "Cache files found changed, truncated or torn, and started again",
+            self.files_dropped.clone(),
+        );
+        disk.register(
+            "passthrough_opens",
+            "Opens answered with FUSE passthrough: the kernel reads the cache file itself",
+            self.passthrough_opens.clone(),
+        );
+        disk.register("bytes", "Bytes the disk cache's files take on disk (at the last scan)", self.bytes.clone());
+    }
 }
 
 impl Default for Metrics {
@@ -83,6 +125,8 @@ impl Default for Metrics {
         registry.register("inodes", "Inodes the kernel holds", inodes.clone());
         let listed_entries = Gauge::default();
         registry.register("listed_entries", "Entries of the directory listings kept", listed_entries.clone());
+        let disk = DiskMetrics::default();
+        disk.register(&mut registry);
         Self {
             registry,
             bytes_fetched,
@@ -98,6 +142,7 @@ impl Default for Metrics {
             open_handles,
             inodes,
             listed_entries,
+            disk,
         }
     }
 }
@@ -180,6 +225,7 @@ mod tests {
             "fetchfs_readahead_window_bytes_count 1",
             "fetchfs_cache_bytes 0",
             "fetchfs_open_handles 0",
+            "fetchfs_disk_cache_passthrough_opens_total 0",
         ] {
             assert!(text.contains(line), "{line:?} missing from:\n{text}");
         }

@@ -14,6 +14,7 @@ use crate::object_id::ObjectId;
 use crate::store::StoreError;
 
 pub mod buffers;
+pub mod disk;
 
 pub type BlockIndex = u64;
 

@@ -1,0 +1,407 @@
+//! The disk tier (`--disk-cache DIR`): object versions kept on local disk under the memory block
+//! cache, across remounts, shared by the daemons of a node. Blocks fetched from S3 are written
+//! behind the reader by one background thread, through a bounded queue that drops work when full;
+//! a slow, failing or full disk costs only time, never a read. A version whole on disk can be
+//! handed to the kernel to read itself (passthrough).
+
+mod directory;
+mod record;
+mod version;
+
+use std::collections::HashSet;
+use std::ops::Range;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use lru::LruCache;
+use sha2::{Digest, Sha256};
+
+use crate::metrics::DiskMetrics;
+use crate::object_id::ObjectId;
+pub use version::{Found, VersionFile};
+
+const GIB: u64 = 1024 * 1024 * 1024;
+/// Largest default cap; with less free space, half of it.
+const DEFAULT_CAP: u64 = 100 * GIB;
+/// Free space always left on the cache's filesystem: a twentieth of it, at most this.
+const MOST_FLOOR: u64 = 4 * GIB;
+/// Versions kept open (one descriptor each); more are reopened when used.
+const OPEN_VERSIONS: usize = 512;
+/// Blocks written to disk at once, with one `fdatasync` and one record update.
+const FILL_BATCH: usize = 16;
+/// A disk read slower than this is left to the network.
+const DISK_READ_DEADLINE: Duration = Duration::from_millis(500);
+/// Eviction brings use down to this share of the cap, so it does not run at every fill.
+const EVICT_TO_PERCENT: u64 = 90;
+/// Leftovers of a writer that died (temporary records, data files never recorded) older than this
+/// are removed by the next scan.
+const LEFTOVER_AGE: Duration = Duration::from_secs(600);
+
+#[derive(Clone, Debug)]
+pub struct DiskCacheConfig {
+    pub dir: PathBuf,
+    /// Most bytes the cache's files take; `None` for the default.
+    pub cap: Option<u64>,
+}
+
+struct Fill {
+    version: Arc<VersionFile>,
+    index: u64,
+    bytes: Bytes,
+}
+
+/// Problems worth one log line per mount, not one per block.
+#[derive(Default)]
+struct Warned {
+    write: AtomicBool,
+    read: AtomicBool,
+    full: AtomicBool,
+}
+
+fn warn_once(flag: &AtomicBool, message: std::fmt::Arguments<'_>) {
+    if !flag.swap(true, Ordering::Relaxed) {
+        tracing::warn!("disk cache: {message} (logged once)");
+    }
+}
+
+pub struct DiskCache {
+    files: PathBuf,
+    /// Endpoint and bucket: part of every version's identity, so two mounts of different buckets
+    /// sharing the directory never share a file.
+    scope: String,
+    block_size: u64,
+    cap: u64,
+    floor: u64,
+    open: Mutex<LruCache<(ObjectId, u64), Arc<VersionFile>>>,
+    fills: SyncSender<Fill>,
+    /// Bytes the cache's files take, from the last scan plus what was written since.
+    used: AtomicU64,
+    warned: Warned,
+    metrics: DiskMetrics,
+}
+
+struct Space {
+    free: u64,
+    total: u64,
+}
+
+fn space(dir: &Path) -> std::io::Result<Space> {
+    let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)?;
+    // SAFETY: statvfs writes into the zeroed struct it is given; the path is NUL-terminated.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let unit = stat.f_frsize as u64;
+    Ok(Space { free: stat.f_bavail as u64 * unit, total: stat.f_blocks as u64 * unit })
+}
+
+impl DiskCache {
+    /// Opens the cache in `config.dir` for a mount of `scope`, with `fill_queue` bytes of memory
+    /// for blocks waiting to be written.
+    pub fn open(
+        config: &DiskCacheConfig,
+        scope: String,
+        block_size: u64,
+        fill_queue: u64,
+        metrics: DiskMetrics,
+    ) -> Result<Arc<Self>, String> {
+        let files = directory::prepare(&config.dir)?;
+        let space =
+            space(&files).map_err(|e| format!("cannot read the free space of {}: {e}", config.dir.display()))?;
+        let used = scan(&files).iter().map(|f| f.bytes).sum::<u64>();
+        let cap = config.cap.unwrap_or(DEFAULT_CAP.min((space.free + used) / 2));
+        let floor = (space.total / 20).min(MOST_FLOOR);
+        let (fills, queue) = std::sync::mpsc::sync_channel((fill_queue / block_size).max(2) as usize);
+        let cache = Arc::new(Self {
+            files,
+            scope,
+            block_size,
+            cap,
+            floor,
+            open: Mutex::new(LruCache::new(
+                std::num::NonZeroUsize::new(OPEN_VERSIONS).unwrap_or(std::num::NonZeroUsize::MIN),
+            )),
+            fills,
+            used: AtomicU64::new(used),
+            warned: Warned::default(),
+            metrics,
+        });
+        cache.metrics.bytes.set(used as i64);
+        let writer = Arc::downgrade(&cache);
+        std::thread::Builder::new()
+            .name("fetchfs-disk-fill".into())
+            .spawn(move || write_fills(writer, queue))
+            .map_err(|e| format!("cannot start the disk cache's writer: {e}"))?;
+        tracing::info!(
+            dir = %config.dir.display(),
+            cap_mib = cap / (1024 * 1024),
+            in_use_mib = used / (1024 * 1024),
+            "disk cache ready"
+        );
+        Ok(cache)
+    }
+
+    pub fn cap(&self) -> u64 {
+        self.cap
+    }
+
+    fn lock_open(&self) -> MutexGuard<'_, LruCache<(ObjectId, u64), Arc<VersionFile>>> {
+        self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn identity(&self, object: &ObjectId, size: u64) -> String {
+        format!("{}\n{}\n{}\n{size}", self.scope, object.key, object.etag)
+    }
+
+    fn file_name(identity: &str) -> String {
+        let digest = Sha256::digest(identity.as_bytes());
+        digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The version on disk, opened (or created empty) and checked against its record; what
+    /// another daemon added since the last open is picked up. Blocking file I/O. `None` when the
+    /// disk cannot be used for it (logged once).
+    pub fn open_version(&self, object: &ObjectId, size: u64) -> Option<Arc<VersionFile>> {
+        let key = (object.clone(), size);
+        if let Some(version) = self.lock_open().get(&key).cloned() {
+            match version.refresh() {
+                Ok(true) => {
+                    version.touch();
+                    return Some(version);
+                }
+                Ok(false) => {}
+                Err(e) => warn_once(&self.warned.read, format_args!("reading a record: {e}")),
+            }
+        }
+        let identity = self.identity(object, size);
+        let name = Self::file_name(&identity);
+        match VersionFile::open(&self.files, &name, identity, size, self.block_size) {
+            Ok((version, found)) => {
+                if found == Found::Dropped {
+                    self.metrics.files_dropped.inc();
+                    tracing::info!(key = %object.key, "disk cache: a cache file did not match its record; fetching it again");
+                }
+                let version = Arc::new(version);
+                version.touch();
+                self.lock_open().put(key, Arc::clone(&version));
+                Some(version)
+            }
+            Err(e) => {
+                warn_once(&self.warned.write, format_args!("opening a cache file in {}: {e}", self.files.display()));
+                None
+            }
+        }
+    }
+
+    /// The version if it was opened already and is still in use.
+    pub fn opened(&self, object: &ObjectId, size: u64) -> Option<Arc<VersionFile>> {
+        self.lock_open().peek(&(object.clone(), size)).filter(|v| !v.is_gone()).cloned()
+    }
+
+    /// Reads `range` (within blocks present) from disk, or `None` if the disk failed or was too
+    /// slow, so the caller goes to the network.
+    pub async fn read(&self, version: &Arc<VersionFile>, range: Range<u64>) -> Option<Bytes> {
+        let (reading, len) = (Arc::clone(version), range.end - range.start);
+        let read = tokio::task::spawn_blocking(move || reading.read(range));
+        match tokio::time::timeout(DISK_READ_DEADLINE, read).await {
+            Ok(Ok(Ok(bytes))) => {
+                self.metrics.hits.inc();
+                self.metrics.read_bytes.inc_by(len);
+                Some(bytes)
+            }
+            Ok(Ok(Err(e))) => {
+                warn_once(&self.warned.read, format_args!("a read failed, the network serves it: {e}"));
+                None
+            }
+            Ok(Err(_)) => None,
+            Err(_) => {
+                warn_once(
+                    &self.warned.read,
+                    format_args!("a read took over {DISK_READ_DEADLINE:?}; the network serves such reads"),
+                );
+                None
+            }
+        }
+    }
+
+    /// Offers a block fetched from the network for writing to disk, if its version is open;
+    /// dropped when the queue is full.
+    pub fn offer(&self, object: &ObjectId, size: u64, index: u64, bytes: &Bytes) {
+        let Some(version) = self.opened(object, size) else { return };
+        if version.has(index) {
+            return;
+        }
+        self.metrics.misses.inc();
+        match self.fills.try_send(Fill { version, index, bytes: bytes.clone() }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.metrics.fills_skipped.inc();
+            }
+        }
+    }
+
+    /// Deletes a version nobody reads any more (a newer one is known).
+    pub fn forget_version(&self, object: &ObjectId, size: u64) {
+        let version = self.lock_open().pop(&(object.clone(), size));
+        if let Some(version) = version
+            && let Err(e) = version.remove()
+        {
+            tracing::debug!(key = %object.key, "disk cache: removing an old version: {e}");
+        }
+    }
+
+    fn write_batch(&self, batch: Vec<Fill>) {
+        let mut batch = batch.into_iter().peekable();
+        while let Some(first) = batch.next() {
+            let mut blocks = vec![(first.index, first.bytes)];
+            while let Some(next) = batch.next_if(|f| Arc::ptr_eq(&f.version, &first.version)) {
+                blocks.push((next.index, next.bytes));
+            }
+            let bytes: u64 = blocks.iter().map(|(_, b)| b.len() as u64).sum();
+            if !self.make_room(bytes) {
+                self.metrics.fills_skipped.inc_by(blocks.len() as u64);
+                continue;
+            }
+            match first.version.write_blocks(&blocks) {
+                Ok(written) => {
+                    self.metrics.written_bytes.inc_by(written);
+                    let used = self.used.fetch_add(written, Ordering::Relaxed) + written;
+                    self.metrics.bytes.set(used as i64);
+                }
+                Err(e) => {
+                    self.metrics.fills_skipped.inc_by(blocks.len() as u64);
+                    warn_once(
+                        &self.warned.write,
+                        format_args!("writing to {}: {e}; reads go on from S3", self.files.display()),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Whether `bytes` more fit under the cap and above the free-space floor, evicting the least
+    /// recently used versions to make it so.
+    fn make_room(&self, bytes: u64) -> bool {
+        let fits =
+            |used: u64| used + bytes <= self.cap && space(&self.files).is_ok_and(|s| s.free >= self.floor + bytes);
+        if fits(self.used.load(Ordering::Relaxed)) {
+            return true;
+        }
+        let target = (self.cap / 100 * EVICT_TO_PERCENT).saturating_sub(bytes);
+        let used = self.evict_to(target, bytes);
+        if fits(used) {
+            return true;
+        }
+        warn_once(
+            &self.warned.full,
+            format_args!(
+                "no room in {} (cap {} MiB, free-space floor {} MiB); blocks are not cached on disk for now",
+                self.files.display(),
+                self.cap >> 20,
+                self.floor >> 20
+            ),
+        );
+        false
+    }
+
+    /// Deletes the least recently used versions until their files take at most `target` bytes and
+    /// the filesystem has the floor plus `wanted` free. Returns the bytes still used.
+    fn evict_to(&self, target: u64, wanted: u64) -> u64 {
+        let mut found = scan(&self.files);
+        found.sort_by_key(|f| f.last_use);
+        let mut used: u64 = found.iter().map(|f| f.bytes).sum();
+        let mut evicted = HashSet::new();
+        for file in found {
+            let short_of_space = space(&self.files).is_ok_and(|s| s.free < self.floor + wanted);
+            if used <= target && !short_of_space {
+                break;
+            }
+            if version::remove_unused(&file.data, &file.record).is_ok() {
+                used = used.saturating_sub(file.bytes);
+                self.metrics.evictions.inc();
+                evicted.insert(file.data);
+            }
+        }
+        if !evicted.is_empty() {
+            let mut open = self.lock_open();
+            let gone: Vec<(ObjectId, u64)> = open
+                .iter()
+                .filter(|(_, v)| v.is_gone() || evicted.contains(v.data_path()))
+                .map(|(k, _)| k.clone())
+                .collect();
+            gone.iter().for_each(|k| {
+                open.pop(k);
+            });
+        }
+        self.used.store(used, Ordering::Relaxed);
+        self.metrics.bytes.set(used as i64);
+        used
+    }
+}
+
+/// The writer thread: takes fills off the queue in batches until the cache is gone.
+fn write_fills(cache: Weak<DiskCache>, queue: Receiver<Fill>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < FILL_BATCH {
+            match queue.try_recv() {
+                Ok(fill) => batch.push(fill),
+                Err(_) => break,
+            }
+        }
+        let Some(cache) = cache.upgrade() else { return };
+        cache.write_batch(batch);
+    }
+}
+
+/// One version's files, as a scan finds them.
+struct OnDisk {
+    data: PathBuf,
+    record: PathBuf,
+    bytes: u64,
+    last_use: SystemTime,
+}
+
+/// Every version in `files`, with the space it takes and its last use (its record's mtime).
+/// Leftovers of a writer that died are removed on the way.
+fn scan(files: &Path) -> Vec<OnDisk> {
+    let Ok(entries) = std::fs::read_dir(files) else { return Vec::new() };
+    let now = SystemTime::now();
+    let old =
+        |m: &std::fs::Metadata| m.modified().is_ok_and(|t| now.duration_since(t).is_ok_and(|age| age > LEFTOVER_AGE));
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
+        let Ok(metadata) = std::fs::symlink_metadata(&path) else { continue };
+        if name.contains(".record.tmp.") {
+            if old(&metadata) {
+                let _ = std::fs::remove_file(&path);
+            }
+        } else if let Some(stem) = name.strip_suffix(".data") {
+            let record = files.join(format!("{stem}.record"));
+            match std::fs::symlink_metadata(&record) {
+                Ok(record_metadata) => found.push(OnDisk {
+                    bytes: metadata.blocks() * 512 + record_metadata.blocks() * 512,
+                    last_use: record_metadata.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                    data: path,
+                    record,
+                }),
+                Err(_) if old(&metadata) => {
+                    let _ = version::remove_unused(&path, &record);
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests;

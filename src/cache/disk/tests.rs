@@ -1,0 +1,178 @@
+use std::os::unix::fs::FileExt;
+use std::time::Instant;
+
+use super::*;
+use crate::object_id::ETag;
+
+const BS: u64 = 4096;
+
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("fetchfs-disk-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Self(dir)
+    }
+
+    fn cache(&self, cap: Option<u64>) -> Arc<DiskCache> {
+        let config = DiskCacheConfig { dir: self.0.clone(), cap };
+        DiskCache::open(&config, "http://s3\nbucket".into(), BS, 64 * BS, DiskMetrics::default()).unwrap()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn object(key: &str, etag: &str) -> ObjectId {
+    ObjectId { key: key.into(), etag: ETag::new(etag) }
+}
+
+fn content(size: u64, seed: u8) -> Vec<u8> {
+    (0..size).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+}
+
+fn block(data: &[u8], index: u64) -> Bytes {
+    let start = (index * BS) as usize;
+    Bytes::copy_from_slice(&data[start..(start + BS as usize).min(data.len())])
+}
+
+/// Offers every block and waits until the writer has recorded them.
+fn fill(cache: &DiskCache, id: &ObjectId, data: &[u8]) -> Arc<VersionFile> {
+    let version = cache.open_version(id, data.len() as u64).unwrap();
+    let blocks = (data.len() as u64).div_ceil(BS);
+    for index in 0..blocks {
+        cache.offer(id, data.len() as u64, index, &block(data, index));
+        let started = Instant::now();
+        while !version.has(index) {
+            assert!(started.elapsed() < Duration::from_secs(10), "block {index} never written");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    version
+}
+
+#[tokio::test]
+async fn what_one_mount_wrote_the_next_reads_back_exactly() {
+    let dir = Scratch::new("remount");
+    let id = object("a/b.bin", "\"v1\"");
+    let data = content(10 * BS + 100, 1);
+    drop(fill(&dir.cache(None), &id, &data));
+    let next = dir.cache(None);
+    let version = next.open_version(&id, data.len() as u64).unwrap();
+    assert!(version.is_complete());
+    let read = next.read(&version, 3 * BS + 5..10 * BS + 100).await.unwrap();
+    assert_eq!(&read[..], &data[(3 * BS + 5) as usize..]);
+}
+
+#[test]
+fn another_version_of_the_key_starts_empty() {
+    let dir = Scratch::new("versions");
+    let cache = dir.cache(None);
+    fill(&cache, &object("k", "\"v1\""), &content(3 * BS, 1));
+    let newer = cache.open_version(&object("k", "\"v2\""), 3 * BS).unwrap();
+    assert!((0..3).all(|i| !newer.has(i)), "a new ETag never sees the old bytes");
+    let other_size = cache.open_version(&object("k", "\"v1\""), 2 * BS).unwrap();
+    assert!(!other_size.has(0), "nor does another size");
+}
+
+#[test]
+fn a_file_changed_or_truncated_by_hand_is_dropped() {
+    let dir = Scratch::new("changed");
+    let id = object("k", "\"v1\"");
+    let data = content(4 * BS, 2);
+    let version = fill(&dir.cache(None), &id, &data);
+    let path = version.data_path().to_owned();
+    drop(version);
+    // Written behind fetchfs's back: the modification time moves.
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().write_all_at(b"garbage", 10).unwrap();
+    let cache = dir.cache(None);
+    let reopened = cache.open_version(&id, data.len() as u64).unwrap();
+    assert!((0..4).all(|i| !reopened.has(i)), "changed: nothing is served from it");
+    assert_eq!(cache.metrics.files_dropped.get(), 1);
+    drop(reopened);
+    drop(cache);
+
+    let version = fill(&dir.cache(None), &id, &data);
+    drop(version);
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(BS).unwrap();
+    let reopened = dir.cache(None).open_version(&id, data.len() as u64).unwrap();
+    assert!((0..4).all(|i| !reopened.has(i)), "truncated: nothing is served from it");
+}
+
+#[test]
+fn a_record_without_its_bytes_durable_is_never_trusted() {
+    // A daemon killed between writing bytes and recording them leaves a data file newer than its
+    // record: the next open drops it.
+    let dir = Scratch::new("torn");
+    let id = object("k", "\"v1\"");
+    let version = fill(&dir.cache(None), &id, &content(2 * BS, 3));
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::OpenOptions::new().write(true).open(version.data_path()).unwrap().write_all_at(&[9; 16], 0).unwrap();
+    drop(version);
+    assert!(!dir.cache(None).open_version(&id, 2 * BS).unwrap().has(0));
+}
+
+#[test]
+fn two_caches_filling_one_version_at_once_record_every_block() {
+    let dir = Scratch::new("shared");
+    let (first, second) = (dir.cache(None), dir.cache(None));
+    let id = object("shared.bin", "\"v1\"");
+    let data = Arc::new(content(64 * BS, 4));
+    let fillers: Vec<_> = [(first, 0u64), (second, 1u64)]
+        .into_iter()
+        .map(|(cache, parity)| {
+            let (id, data) = (id.clone(), Arc::clone(&data));
+            std::thread::spawn(move || {
+                let version = cache.open_version(&id, data.len() as u64).unwrap();
+                for index in (0..64).filter(|i| i % 2 == parity || i % 5 == 0) {
+                    cache.offer(&id, data.len() as u64, index, &block(&data, index));
+                }
+                let started = Instant::now();
+                while !(0..64).filter(|i| i % 2 == parity).all(|i| version.has(i)) {
+                    assert!(started.elapsed() < Duration::from_secs(10));
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+        })
+        .collect();
+    fillers.into_iter().for_each(|f| f.join().unwrap());
+    let cache = dir.cache(None);
+    let version = cache.open_version(&id, data.len() as u64).unwrap();
+    assert!(version.is_complete(), "each cache's blocks are recorded, none lost to the other's record");
+    let mut all = vec![0; data.len()];
+    std::fs::File::open(version.data_path()).unwrap().read_exact_at(&mut all, 0).unwrap();
+    assert!(all == *data);
+}
+
+#[test]
+fn the_least_recently_used_versions_leave_to_keep_the_cap() {
+    let dir = Scratch::new("evict");
+    let cap = 40 * BS;
+    let cache = dir.cache(Some(cap));
+    for n in 0..10 {
+        fill(&cache, &object(&format!("k{n}"), "\"v\""), &content(8 * BS, n as u8));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let used: u64 = scan(&cache.files).iter().map(|f| f.bytes).sum();
+    assert!(used <= cap, "{used} bytes on disk over a cap of {cap}");
+    assert!(cache.metrics.evictions.get() >= 5);
+    let names: Vec<String> =
+        (0..10).map(|n| DiskCache::file_name(&cache.identity(&object(&format!("k{n}"), "\"v\""), 8 * BS))).collect();
+    assert!(!cache.files.join(format!("{}.data", names[0])).exists(), "the oldest went");
+    assert!(cache.files.join(format!("{}.data", names[9])).exists(), "the newest stayed");
+}
+
+#[test]
+fn a_newer_version_known_deletes_the_old_file() {
+    let dir = Scratch::new("forget");
+    let cache = dir.cache(None);
+    let id = object("k", "\"v1\"");
+    let path = fill(&cache, &id, &content(2 * BS, 5)).data_path().to_owned();
+    cache.forget_version(&id, 2 * BS);
+    assert!(!path.exists());
+}
