@@ -122,6 +122,17 @@ pub struct MountArgs {
     /// at their first read (default 4).
     #[arg(long, value_name = "MIB")]
     pub part_size: Option<u64>,
+    /// Keep object versions on local disk in DIR, under the memory cache: re-reads and later
+    /// mounts with the same DIR read from there, and files whole on disk are read by the kernel
+    /// itself (FUSE passthrough, as root). DIR must be private (0700) and on a local filesystem;
+    /// several mounts may share it.
+    #[arg(long, value_name = "DIR")]
+    pub disk_cache: Option<PathBuf>,
+    /// Most space the disk cache takes, in MiB (default: the smaller of 100 GiB and half the free
+    /// space of its filesystem). It always leaves a twentieth of the filesystem free (at most
+    /// 4 GiB).
+    #[arg(long, value_name = "MIB", requires = "disk_cache")]
+    pub disk_cache_size: Option<u64>,
     /// Most readahead GETs in flight at once, for the whole mount (default 32).
     #[arg(long)]
     pub max_connections: Option<usize>,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use fuser::{MountOption, SessionACL};
 
+use crate::cache::disk::DiskCacheConfig;
 use crate::cli::{MountArgs, S3Args};
 use crate::fetch::FetchConfig;
 use crate::fs::FsOptions;
@@ -32,6 +33,7 @@ pub struct MountConfig {
     pub log_level: String,
     pub log_file: Option<PathBuf>,
     pub metrics_addr: Option<std::net::SocketAddr>,
+    pub disk_cache: Option<DiskCacheConfig>,
 }
 
 impl MountConfig {
@@ -72,6 +74,7 @@ impl MountConfig {
             negative_metadata_ttl,
             read_timeout: Duration::from_secs(read_timeout),
         };
+        let disk_cache = disk_cache_config(args.disk_cache, args.disk_cache_size)?;
         let s3 = s3_settings(bucket, &args.s3)?;
         let log_level = if args.debug { "debug".to_owned() } else { args.log_level };
         Ok(Self {
@@ -85,6 +88,7 @@ impl MountConfig {
             log_level,
             log_file: args.log_file,
             metrics_addr: args.metrics_addr,
+            disk_cache,
         })
     }
 
@@ -135,6 +139,20 @@ fn within<T: PartialOrd + std::fmt::Display>(
         return Ok(value);
     }
     Err(error(format!("{flag} {value} is out of range: it must be {} to {} {unit}", limits.start(), limits.end())))
+}
+
+/// Sizes a disk cache may be given, in MiB.
+const DISK_CACHE_MIB: RangeInclusive<u64> = 64..=1 << 30;
+
+fn disk_cache_config(dir: Option<PathBuf>, size: Option<u64>) -> Result<Option<DiskCacheConfig>, ConfigError> {
+    let Some(dir) = dir else { return Ok(None) };
+    // The daemon leaves the working directory when it goes to the background.
+    let dir = std::path::absolute(&dir).map_err(|e| error(format!("--disk-cache {}: {e}", dir.display())))?;
+    let cap = match size {
+        Some(mib) => Some(within(mib, DISK_CACHE_MIB, "--disk-cache-size", "MiB")? * 1024 * 1024),
+        None => None,
+    };
+    Ok(Some(DiskCacheConfig { dir, cap }))
 }
 
 /// The machine's memory in MiB, the most a cache budget may be; a terabyte when it cannot be read.

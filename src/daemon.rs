@@ -9,6 +9,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cache::disk::DiskCache;
 use crate::config::MountConfig;
 use crate::fs::Fs;
 use crate::metrics::Metrics;
@@ -169,8 +170,17 @@ fn serve(config: MountConfig, readiness: &mut Readiness) -> Result<(), String> {
         }
     }
 
+    let disk = match &config.disk_cache {
+        Some(disk) => {
+            let endpoint = config.s3.endpoint_url.as_deref().unwrap_or("aws");
+            let scope = format!("{endpoint}\n{}", config.s3.bucket);
+            let fill_queue = config.fetch.disk_fill_bytes();
+            Some(DiskCache::open(disk, scope, config.fetch.block_size, fill_queue, metrics.disk.clone())?)
+        }
+        None => None,
+    };
     let store = Counted::new(store, Arc::clone(&metrics));
-    let fs = Arc::new(Fs::new(Arc::new(store), config.fs.clone(), config.fetch, Arc::clone(&metrics)));
+    let fs = Arc::new(Fs::new(Arc::new(store), config.fs.clone(), config.fetch, disk, Arc::clone(&metrics)));
     if let Some(addr) = config.metrics_addr {
         let fs = Arc::clone(&fs);
         runtime

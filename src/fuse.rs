@@ -70,8 +70,27 @@ impl DirHandles {
     }
 }
 
+/// How an open inode's files are read. Decided at the inode's first open and kept until its last
+/// release: the kernel refuses to mix passthrough and cached opens of one inode, and the backing
+/// file must stay registered while any of them is open.
+enum Serving {
+    /// The kernel reads the disk cache's file itself.
+    Passthrough(fuser::BackingId),
+    /// Reads come to the daemon.
+    Daemon,
+}
+
+struct OpenInode {
+    serving: Serving,
+    opens: u64,
+}
+
 pub struct FuseAdapter<S> {
     fs: Arc<Fs<S>>,
+    /// Inodes with files open, and how they are served.
+    open_inodes: Mutex<HashMap<u64, OpenInode>>,
+    /// Whether the kernel agreed to passthrough at `init`.
+    passthrough: bool,
     runtime: Handle,
     dirs: Arc<DirHandles>,
     /// How long the kernel may keep names and attributes, and names found missing.
@@ -85,7 +104,16 @@ impl<S: ObjectStore> FuseAdapter<S> {
     pub fn new(fs: Arc<Fs<S>>, runtime: Handle) -> Self {
         let ttl = fs.options().metadata_ttl;
         let negative_ttl = fs.options().negative_metadata_ttl;
-        Self { fs, runtime, dirs: Arc::default(), ttl, negative_ttl, notifier: Arc::default() }
+        Self {
+            fs,
+            open_inodes: Mutex::default(),
+            passthrough: false,
+            runtime,
+            dirs: Arc::default(),
+            ttl,
+            negative_ttl,
+            notifier: Arc::default(),
+        }
     }
 }
 
@@ -118,6 +146,9 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         // opening names from a file list wait one round trip each, one after another.
         if let Err(missing) = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS) {
             tracing::warn!("the kernel does not offer {missing:?}; lookups in one directory run one at a time");
+        }
+        if self.fs.has_disk_cache() {
+            self.passthrough = negotiate_passthrough(config);
         }
         // Never FUSE_WRITEBACK_CACHE: the kernel would then keep its own idea of file sizes and
         // times, and it rules out passthrough.
@@ -157,10 +188,32 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
         // Opening may start fetching the files that come next, on the runtime.
         let _runtime = self.runtime.enter();
-        match self.fs.open(ino.0, write) {
+        let opened = match self.fs.open(ino.0, write) {
+            Ok(opened) => opened,
+            Err(e) => return reply.error(failed(&self.fs, "open", &format_args!("inode {}", ino.0), &e)),
+        };
+        let mut inodes = self.open_inodes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let open = inodes.entry(ino.0).or_insert_with(|| {
+            let backing = match &opened.local_copy {
+                Some(file) if self.passthrough => match reply.open_backing(file) {
+                    Ok(id) => Some(id),
+                    Err(e) => {
+                        tracing::warn!("passthrough of inode {}: {e}; the daemon serves it from disk", ino.0);
+                        None
+                    }
+                },
+                _ => None,
+            };
+            OpenInode { serving: backing.map_or(Serving::Daemon, Serving::Passthrough), opens: 0 }
+        });
+        open.opens += 1;
+        match &open.serving {
+            Serving::Passthrough(id) => {
+                self.fs.metrics().disk.passthrough_opens.inc();
+                reply.opened_passthrough(FileHandle(opened.handle), FopenFlags::empty(), id);
+            }
             // An inode stands for one object version, so its cached pages stay valid across opens.
-            Ok(handle) => reply.opened(FileHandle(handle), FopenFlags::FOPEN_KEEP_CACHE),
-            Err(e) => reply.error(failed(&self.fs, "open", &format_args!("inode {}", ino.0), &e)),
+            Serving::Daemon => reply.opened(FileHandle(opened.handle), FopenFlags::FOPEN_KEEP_CACHE),
         }
     }
 
@@ -193,7 +246,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
@@ -201,6 +254,15 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         reply: ReplyEmpty,
     ) {
         self.fs.release(fh.0);
+        let mut inodes = self.open_inodes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(open) = inodes.get_mut(&ino.0) {
+            open.opens = open.opens.saturating_sub(1);
+            if open.opens == 0 {
+                // Dropping the backing id unregisters the file from the kernel.
+                inodes.remove(&ino.0);
+            }
+        }
+        drop(inodes);
         reply.ok();
     }
 
@@ -398,6 +460,28 @@ fn failed<S: ObjectStore>(fs: &Fs<S>, op: &str, what: &dyn std::fmt::Display, e:
         _ => tracing::warn!("{op} {what}: {e}"),
     }
     errno(e)
+}
+
+/// Asks the kernel to read files whole in the disk cache by itself. Only root may register
+/// backing files, and only kernels from 6.9 offer it; otherwise the daemon serves the disk's
+/// bytes. Either way, the log says which.
+fn negotiate_passthrough(config: &mut KernelConfig) -> bool {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    if unsafe { libc::geteuid() } != 0 {
+        tracing::info!("disk cache: served by the daemon (FUSE passthrough needs root)");
+        return false;
+    }
+    if let Err(missing) = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH) {
+        tracing::info!("disk cache: served by the daemon (the kernel does not offer {missing:?}; it needs Linux 6.9)");
+        return false;
+    }
+    // Backing files on a plain filesystem (ext4, xfs): one level of stacking.
+    if config.set_max_stack_depth(1).is_err() {
+        tracing::info!("disk cache: served by the daemon (the kernel refused a stacking depth for passthrough)");
+        return false;
+    }
+    tracing::info!("disk cache: files whole on disk are read by the kernel itself (FUSE passthrough)");
+    true
 }
 
 /// The object behind `ino` changed: the kernel forgets the name, so the next open looks it up

@@ -14,6 +14,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::cache::buffers::BufferPool;
+use crate::cache::disk::{DiskCache, VersionFile};
 use crate::cache::{BlockCache, BlockKey, BlockSlot, Lookup};
 use crate::metrics::Metrics;
 use crate::object_id::ObjectId;
@@ -58,6 +59,18 @@ impl Default for FetchConfig {
     }
 }
 
+impl FetchConfig {
+    /// The share of the memory budget for blocks waiting to be written to the disk cache.
+    pub fn disk_fill_bytes(&self) -> u64 {
+        self.cache_bytes / DISK_FILL_SHARE
+    }
+}
+
+/// One eighth of the memory budget holds blocks on their way to the disk cache: a 1 GiB read at
+/// loopback speed outruns the disk's writer only briefly, and a full queue drops fills, never
+/// slows a reader.
+const DISK_FILL_SHARE: u64 = 8;
+
 /// Fewest GETs a readahead range is split into, while parts are smaller than the part size.
 const PARALLEL_SPLIT: u64 = 4;
 
@@ -75,16 +88,19 @@ pub struct Fetcher<S> {
     config: FetchConfig,
     prefetch_permits: Arc<Semaphore>,
     streams: ActiveStreams,
+    disk: Option<Arc<DiskCache>>,
     metrics: Arc<Metrics>,
 }
 
 impl<S: ObjectStore> Fetcher<S> {
-    pub fn new(store: Arc<S>, config: FetchConfig, metrics: Arc<Metrics>) -> Self {
+    /// A fetcher whose reads go to `disk` before the network, when there is a disk cache.
+    pub fn new(store: Arc<S>, config: FetchConfig, disk: Option<Arc<DiskCache>>, metrics: Arc<Metrics>) -> Self {
         let in_flight = config.max_connections as u64 * config.block_size;
         let free_buffers = config.cache_bytes / FREE_BUFFER_SHARE / config.block_size;
-        // Blocks being received (one per GET in flight) and free buffers live outside the cache;
-        // the budget covers them too.
-        let outside = in_flight + free_buffers * config.block_size;
+        let disk_fills = if disk.is_some() { config.disk_fill_bytes() } else { 0 };
+        // Blocks being received (one per GET in flight), free buffers and blocks waiting for the
+        // disk live outside the cache; the one budget covers them all.
+        let outside = in_flight + free_buffers * config.block_size + disk_fills;
         let budget = config.cache_bytes.saturating_sub(outside).max(config.block_size);
         Self {
             store,
@@ -92,9 +108,14 @@ impl<S: ObjectStore> Fetcher<S> {
             buffers: BufferPool::new(config.block_size as usize, free_buffers as usize),
             prefetch_permits: Arc::new(Semaphore::new(config.max_connections.max(1))),
             streams: ActiveStreams::default(),
+            disk,
             config,
             metrics,
         }
+    }
+
+    pub fn has_disk_cache(&self) -> bool {
+        self.disk.is_some()
     }
 
     pub fn cache(&self) -> &BlockCache {
@@ -157,6 +178,9 @@ impl<S: ObjectStore> Fetcher<S> {
                     Ok(self.assemble(&slots, wanted, size).await?.0)
                 }
                 None => {
+                    if let Some(bytes) = self.read_from_disk(object, size, &wanted).await {
+                        return Ok(bytes);
+                    }
                     self.metrics.cache_misses.inc();
                     self.read_direct(object, wanted).await
                 }
@@ -185,6 +209,41 @@ impl<S: ObjectStore> Fetcher<S> {
         for &index in read_all {
             self.cache.release(&BlockKey { object: Arc::clone(object), index });
         }
+    }
+
+    /// The version's copy on disk, opened and checked against its record (blocking file I/O), and
+    /// when it is whole, a read-only descriptor of it for the kernel to read from itself.
+    pub fn open_on_disk(&self, object: &ObjectId, size: u64) -> Option<std::fs::File> {
+        let version = self.disk.as_ref()?.open_version(object, size)?;
+        if !version.is_complete() {
+            return None;
+        }
+        version.reader().ok()
+    }
+
+    /// A newer version of the object is known and nothing reads this one: its disk copy goes.
+    pub fn forget_version(&self, object: &ObjectId, size: u64) {
+        if let Some(disk) = &self.disk {
+            disk.forget_version(object, size);
+        }
+    }
+
+    /// The version on disk, if it has block `index`.
+    fn on_disk(&self, object: &ObjectId, size: u64, index: u64) -> Option<Arc<VersionFile>> {
+        let version = self.disk.as_ref()?.opened(object, size)?;
+        version.has(index).then_some(version)
+    }
+
+    /// `wanted` from the disk cache, if every block it touches is there and the disk answers in
+    /// time.
+    async fn read_from_disk(&self, object: &ObjectId, size: u64, wanted: &Range<u64>) -> Option<Bytes> {
+        let disk = self.disk.as_ref()?;
+        let bs = self.config.block_size;
+        let version = self.on_disk(object, size, wanted.start / bs)?;
+        if !(wanted.start / bs..=(wanted.end - 1) / bs).all(|index| version.has(index)) {
+            return None;
+        }
+        disk.read(&version, wanted.clone(), Vec::new()).await.map(Bytes::from)
     }
 
     /// The slots of every block overlapping `wanted`, if all are cached or being fetched.
@@ -314,6 +373,17 @@ impl<S: ObjectStore> Fetcher<S> {
         let run = blocks.clone().count();
         let this = Arc::clone(self);
         tokio::spawn(async move {
+            if let Some(disk) = &this.disk {
+                // Opened now so that its blocks on disk are read from there, and what comes from
+                // the network is written there. A version whole on disk needs nothing fetched.
+                let (disk, opening) = (Arc::clone(disk), Arc::clone(&object));
+                let whole = tokio::task::spawn_blocking(move || {
+                    disk.open_version(&opening, size).is_some_and(|v| v.is_complete())
+                });
+                if whole.await.unwrap_or(false) {
+                    return;
+                }
+            }
             let Ok(permit) = Arc::clone(&this.prefetch_permits).acquire_owned().await else { return };
             let permit = Arc::new(permit);
             this.claim(&object, blocks, run, |run| {
@@ -358,10 +428,59 @@ impl<S: ObjectStore> Fetcher<S> {
         slots
     }
 
+    /// Fetches a run of claimed blocks: those on disk from there, one at a time, the others from
+    /// the network in runs of consecutive blocks.
+    fn start_fetch(
+        self: &Arc<Self>,
+        run: Vec<(BlockKey, Arc<BlockSlot>)>,
+        size: u64,
+        permit: Option<Arc<OwnedSemaphorePermit>>,
+    ) {
+        if self.disk.is_none() {
+            return self.start_network_fetch(run, size, permit);
+        }
+        let mut network = Vec::new();
+        for (key, slot) in run {
+            match self.on_disk(&key.object, size, key.index) {
+                Some(version) => {
+                    if !network.is_empty() {
+                        self.start_network_fetch(std::mem::take(&mut network), size, permit.clone());
+                    }
+                    self.start_disk_read(key, slot, version, size);
+                }
+                None => network.push((key, slot)),
+            }
+        }
+        if !network.is_empty() {
+            self.start_network_fetch(network, size, permit);
+        }
+    }
+
+    /// Fills a block from the disk cache; if the disk fails or is slow, from the network.
+    fn start_disk_read(self: &Arc<Self>, key: BlockKey, slot: Arc<BlockSlot>, version: Arc<VersionFile>, size: u64) {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let bs = this.config.block_size;
+            let range = key.index * bs..((key.index + 1) * bs).min(size);
+            let buffer = this.block_buffer((range.end - range.start) as usize);
+            let read = match &this.disk {
+                Some(disk) => disk.read(&version, range, buffer).await,
+                None => None,
+            };
+            match read {
+                Some(bytes) => {
+                    let block = this.buffers.freeze(bytes);
+                    this.cache.fill(&key, &slot, Ok(block));
+                }
+                None => this.start_network_fetch(vec![(key, slot)], size, None),
+            }
+        });
+    }
+
     /// One ranged GET for a run of consecutive claimed blocks, filled block by block as the body
     /// arrives; readahead holds its connection `permit` until the GET ends. Every block of the
     /// run is filled, with data or with the error.
-    fn start_fetch(
+    fn start_network_fetch(
         self: &Arc<Self>,
         run: Vec<(BlockKey, Arc<BlockSlot>)>,
         size: u64,
@@ -376,7 +495,7 @@ impl<S: ObjectStore> Fetcher<S> {
             let _permit = permit;
             let object = Arc::clone(&run[0].0.object);
             let mut pending = run.into_iter();
-            let result = this.stream_into_blocks(&object, start..end, &mut pending).await;
+            let result = this.stream_into_blocks(&object, size, start..end, &mut pending).await;
             let error = match result {
                 Ok(()) => StoreError::Other("the response ended before the range did".into()),
                 Err(e) => e,
@@ -390,6 +509,7 @@ impl<S: ObjectStore> Fetcher<S> {
     async fn stream_into_blocks(
         &self,
         object: &Arc<ObjectId>,
+        size: u64,
         range: Range<u64>,
         pending: &mut std::vec::IntoIter<(BlockKey, Arc<BlockSlot>)>,
     ) -> Result<(), StoreError> {
@@ -405,7 +525,11 @@ impl<S: ObjectStore> Fetcher<S> {
                     remaining -= block_len;
                     let Some((key, slot)) = pending.next() else { return Ok(()) };
                     let filled = std::mem::replace(&mut block, self.block_buffer(remaining));
-                    self.cache.fill(&key, &slot, Ok(self.buffers.freeze(filled)));
+                    let filled = self.buffers.freeze(filled);
+                    if let Some(disk) = &self.disk {
+                        disk.offer(object, size, key.index, &filled);
+                    }
+                    self.cache.fill(&key, &slot, Ok(filled));
                     if remaining == 0 {
                         return Ok(());
                     }

@@ -23,7 +23,7 @@ fn setup(size: usize, config: FetchConfig) -> (Arc<MemoryStore>, Arc<Fetcher<Mem
     let store = Arc::new(MemoryStore::new());
     let data = content(7, size);
     let etag = store.put("obj", data.clone());
-    let fetcher = Arc::new(Fetcher::new(Arc::clone(&store), config, Arc::default()));
+    let fetcher = Arc::new(Fetcher::new(Arc::clone(&store), config, None, Arc::default()));
     (store, fetcher, Arc::new(ObjectId { key: "obj".into(), etag }), data)
 }
 
@@ -247,7 +247,7 @@ async fn many_sequential_readers_share_the_budget_without_refetching() {
     store.set_get_delay(Duration::from_millis(5));
     let config = FetchConfig { cache_bytes: 128 * MIB, ..FetchConfig::default() };
     let metrics = Arc::new(Metrics::default());
-    let fetcher = Arc::new(Fetcher::new(Arc::clone(&store), config, Arc::clone(&metrics)));
+    let fetcher = Arc::new(Fetcher::new(Arc::clone(&store), config, None, Arc::clone(&metrics)));
     let readers: Vec<_> = (0..READERS)
         .map(|seed| {
             let data = content(seed, size);
@@ -289,7 +289,7 @@ async fn bodies_cut_off_mid_stream_resume_from_the_last_byte() {
     // A random read's direct GET resumes too.
     store.cut_next_bodies(1, 10);
     let window = SharedWindow::default();
-    let fresh = Arc::new(Fetcher::new(Arc::clone(&store), FetchConfig::default(), Arc::default()));
+    let fresh = Arc::new(Fetcher::new(Arc::clone(&store), FetchConfig::default(), None, Arc::default()));
     let got = fresh.read(&object, size as u64, &window, 5 * MIB + 7, 4096).await.unwrap();
     assert!(got == data.slice(5 * MIB as usize + 7..5 * MIB as usize + 7 + 4096));
 }
@@ -348,4 +348,63 @@ fn etags_of_versions_differ() {
     let b = store.put("k", Bytes::from_static(b"x"));
     assert_ne!(a, b);
     assert_ne!(a, ETag::new(""));
+}
+
+mod with_a_disk_cache {
+    use super::*;
+    use crate::cache::disk::{DiskCache, DiskCacheConfig};
+    use crate::metrics::DiskMetrics;
+
+    struct Scratch(std::path::PathBuf);
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn fetcher_on(store: &Arc<MemoryStore>, dir: &Scratch) -> (Arc<Fetcher<MemoryStore>>, DiskMetrics) {
+        let config = FetchConfig::default();
+        let metrics = DiskMetrics::default();
+        let disk = DiskCache::open(
+            &DiskCacheConfig { dir: dir.0.clone(), cap: None },
+            "scope".into(),
+            config.block_size,
+            config.disk_fill_bytes(),
+            metrics.clone(),
+        )
+        .unwrap();
+        (Arc::new(Fetcher::new(Arc::clone(store), config, Some(disk), Arc::default())), metrics)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_second_mount_reads_what_the_first_fetched_without_a_get() {
+        let dir = Scratch(std::env::temp_dir().join(format!("fetchfs-fetch-disk-{}", std::process::id())));
+        let size = 24 * MIB as usize + 12345;
+        let store = Arc::new(MemoryStore::new());
+        let data = content(3, size);
+        let object = Arc::new(ObjectId { key: "obj".into(), etag: store.put("obj", data.clone()) });
+
+        let (first, metrics) = fetcher_on(&store, &dir);
+        assert!(first.open_on_disk(&object, size as u64).is_none(), "nothing is whole on disk yet");
+        read_sequentially(&first, &object, &data, Duration::ZERO).await;
+        let blocks = (size as u64).div_ceil(MIB);
+        let started = std::time::Instant::now();
+        while metrics.written_bytes.get() < size as u64 {
+            assert!(started.elapsed() < Duration::from_secs(20), "{} bytes written", metrics.written_bytes.get());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let gets = store.counts().gets;
+        drop(first);
+
+        let (second, metrics) = fetcher_on(&store, &dir);
+        let local = second.open_on_disk(&object, size as u64).expect("whole on disk: a descriptor for the kernel");
+        assert_eq!(local.metadata().unwrap().len(), size as u64);
+        read_sequentially(&second, &object, &data, Duration::ZERO).await;
+        let window = SharedWindow::default();
+        let random = second.read(&object, size as u64, &window, 5 * MIB + 17, 4096).await.unwrap();
+        assert!(random == data.slice(5 * MIB as usize + 17..5 * MIB as usize + 17 + 4096));
+        assert_eq!(store.counts().gets, gets, "no GET: every block came from disk");
+        assert!(metrics.hits.get() >= blocks, "{} disk hits", metrics.hits.get());
+    }
 }

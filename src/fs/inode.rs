@@ -112,16 +112,34 @@ impl InodeTable {
     /// reference to the returned number, and the name is bound to it. An inode held for an older
     /// version stays, for the files open on it, until the kernel forgets it. `numbered` is the
     /// number a listing gave the name.
-    pub fn looked_up(&self, parent: Ino, name: &str, entry: Entry, numbered: Option<Ino>) -> Ino {
+    /// Also returns the inode and object the name stood for until now, if this lookup found
+    /// another version.
+    pub fn looked_up(
+        &self,
+        parent: Ino,
+        name: &str,
+        entry: Entry,
+        numbered: Option<Ino>,
+    ) -> (Ino, Option<(Ino, ObjectMeta)>) {
         let ino = self.number_for(parent, name, &entry, numbered);
         let mut inner = self.lock();
-        inner.by_name.insert((parent, name.to_owned()), ino);
+        let before = inner.by_name.insert((parent, name.to_owned()), ino).filter(|&b| b != ino);
+        let replaced = before.and_then(|b| match inner.nodes.get(&b) {
+            Some(Node { entry: Entry::File(meta), .. }) => Some((b, meta.clone())),
+            _ => None,
+        });
         if let Some(node) = inner.nodes.get_mut(&ino) {
             node.lookups += 1;
-            return ino;
+            return (ino, replaced);
         }
         inner.nodes.insert(ino, Node { entry, parent, name: name.to_owned(), lookups: 1 });
-        ino
+        (ino, replaced)
+    }
+
+    /// Whether `ino` is still what its name stands for (not replaced by a newer version).
+    pub fn is_current(&self, ino: Ino) -> bool {
+        let inner = self.lock();
+        inner.nodes.get(&ino).is_some_and(|n| inner.by_name.get(&(n.parent, n.name.clone())) == Some(&ino))
     }
 
     /// The kernel dropped `count` references to `ino`; at none, the number is forgotten here too.
@@ -160,14 +178,14 @@ mod tests {
     #[test]
     fn lookups_keep_a_number_until_forgotten_as_often() {
         let table = InodeTable::new(String::new());
-        let a = table.looked_up(ROOT_INO, "a", dir("a/"), None);
-        assert_eq!(table.looked_up(ROOT_INO, "a", dir("a/"), None), a);
+        let a = table.looked_up(ROOT_INO, "a", dir("a/"), None).0;
+        assert_eq!(table.looked_up(ROOT_INO, "a", dir("a/"), None).0, a);
         table.forget(a, 1);
         assert_eq!(table.get(a), Some(dir("a/")));
         table.forget(a, 1);
         assert_eq!(table.get(a), None);
         assert_eq!(table.len(), 1);
-        assert_ne!(table.looked_up(ROOT_INO, "a", dir("a/"), None), a, "a forgotten number is not reused");
+        assert_ne!(table.looked_up(ROOT_INO, "a", dir("a/"), None).0, a, "a forgotten number is not reused");
     }
 
     #[test]
@@ -175,7 +193,7 @@ mod tests {
         let table = InodeTable::new(String::new());
         let listed = table.number_for(ROOT_INO, "d", &dir("d/"), None);
         assert_eq!(table.number_for(ROOT_INO, "d", &dir("d/"), Some(listed)), listed);
-        assert_eq!(table.looked_up(ROOT_INO, "d", dir("d/"), Some(listed)), listed);
+        assert_eq!(table.looked_up(ROOT_INO, "d", dir("d/"), Some(listed)).0, listed);
         assert_eq!(table.parent_and_name(listed), Some((ROOT_INO, "d".into())));
     }
 
@@ -191,10 +209,21 @@ mod tests {
     #[test]
     fn a_new_version_gets_a_new_number_and_the_old_one_stays_until_forgotten() {
         let table = InodeTable::new(String::new());
-        let old = table.looked_up(ROOT_INO, "f", file("\"a\"", 10), None);
-        assert_eq!(table.looked_up(ROOT_INO, "f", file("\"a\"", 10), None), old, "the same version keeps its number");
-        let new = table.looked_up(ROOT_INO, "f", file("\"b\"", 20), None);
+        let old = table.looked_up(ROOT_INO, "f", file("\"a\"", 10), None).0;
+        assert_eq!(table.looked_up(ROOT_INO, "f", file("\"a\"", 10), None).0, old, "the same version keeps its number");
+        let (new, replaced) = table.looked_up(ROOT_INO, "f", file("\"b\"", 20), None);
         assert_ne!(new, old);
+        assert_eq!(
+            replaced,
+            Some((
+                old,
+                match file("\"a\"", 10) {
+                    Entry::File(meta) => meta,
+                    _ => unreachable!(),
+                }
+            ))
+        );
+        assert!(!table.is_current(old) && table.is_current(new), "the old version is known to be replaced");
         assert_eq!(table.get(old), Some(file("\"a\"", 10)), "an open file's inode keeps its version");
         assert_eq!(table.get(new), Some(file("\"b\"", 20)));
         assert_eq!(table.number_for(ROOT_INO, "f", &file("\"b\"", 20), None), new, "the name is bound to the new one");

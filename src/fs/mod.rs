@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
+use crate::cache::disk::DiskCache;
 use crate::errno::FsError;
 use crate::fetch::{FetchConfig, Fetcher, SharedWindow};
 use crate::metrics::Metrics;
@@ -78,6 +79,13 @@ struct OpenFile {
     window: SharedWindow,
 }
 
+/// An open file's handle, and the version's local copy when it is whole on disk (the kernel may
+/// be given it to read from itself).
+pub struct Opened {
+    pub handle: u64,
+    pub local_copy: Option<std::fs::File>,
+}
+
 /// How long a read that ran out of time makes the same bytes fail at once.
 const TIMED_OUT_MEMORY: Duration = Duration::from_secs(5);
 
@@ -107,9 +115,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl<S: ObjectStore> Fs<S> {
-    pub fn new(store: Arc<S>, options: FsOptions, fetch: FetchConfig, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        store: Arc<S>,
+        options: FsOptions,
+        fetch: FetchConfig,
+        disk: Option<Arc<DiskCache>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
-            fetcher: Arc::new(Fetcher::new(Arc::clone(&store), fetch, Arc::clone(&metrics))),
+            fetcher: Arc::new(Fetcher::new(Arc::clone(&store), fetch, disk, Arc::clone(&metrics))),
             metrics,
             store,
             inodes: InodeTable::new(options.root_prefix.clone()),
@@ -124,6 +138,10 @@ impl<S: ObjectStore> Fs<S> {
             next_handle: AtomicU64::new(1),
             mounted_at: SystemTime::now(),
         }
+    }
+
+    pub fn has_disk_cache(&self) -> bool {
+        self.fetcher.has_disk_cache()
     }
 
     pub fn options(&self) -> &FsOptions {
@@ -204,8 +222,20 @@ impl<S: ObjectStore> Fs<S> {
                 Err(e) => return Err(e),
             },
         };
-        let ino = self.inodes.looked_up(parent, name, entry.clone(), numbered);
+        let ino = self.bind(parent, name, &entry, numbered);
         Ok(self.attr_of(ino, &entry))
+    }
+
+    /// Binds `name` to the inode for `entry`. A version it replaces that no file has open leaves
+    /// the disk cache now; one still open leaves at its last release.
+    fn bind(&self, parent: Ino, name: &str, entry: &Entry, numbered: Option<Ino>) -> Ino {
+        let (ino, replaced) = self.inodes.looked_up(parent, name, entry.clone(), numbered);
+        if let Some((old, meta)) = replaced
+            && !lock(&self.open_files).values().any(|f| f.ino == old)
+        {
+            self.fetcher.forget_version(&ObjectId { key: meta.key, etag: meta.etag }, meta.size);
+        }
+        ino
     }
 
     /// Runs one request (or requests sent at once) of a lookup or listing within the deadline.
@@ -233,7 +263,7 @@ impl<S: ObjectStore> Fs<S> {
     /// An entry of a listing handed to the kernel with its attributes (READDIRPLUS): the kernel
     /// counts it as a lookup, and so does the inode table.
     pub fn listed_entry(&self, parent: Ino, name: &str, ino: Ino, entry: &Entry) -> Attr {
-        let ino = self.inodes.looked_up(parent, name, entry.clone(), Some(ino));
+        let ino = self.bind(parent, name, entry, Some(ino));
         self.attr_of(ino, entry)
     }
 
@@ -292,9 +322,9 @@ impl<S: ObjectStore> Fs<S> {
         Ok(listing)
     }
 
-    /// Opens a file for reading; any write access is refused (the mount is read-only). Returns the
-    /// handle. The inode stands for one object version, so the kernel may keep its cached pages.
-    pub fn open(&self, ino: Ino, write: bool) -> Result<u64, FsError> {
+    /// Opens a file for reading; any write access is refused (the mount is read-only). The inode
+    /// stands for one object version, so the kernel may keep its cached pages.
+    pub fn open(&self, ino: Ino, write: bool) -> Result<Opened, FsError> {
         let meta = match self.inodes.get(ino) {
             Some(Entry::File(meta)) => meta,
             Some(Entry::Directory { .. }) => return Err(FsError::IsADirectory),
@@ -311,8 +341,9 @@ impl<S: ObjectStore> Fs<S> {
             Some((released, window)) if released == object => window,
             _ => Arc::default(),
         };
+        let local_copy = self.fetcher.open_on_disk(&object, size);
         lock(&self.open_files).insert(handle, OpenFile { ino, object, size, window });
-        Ok(handle)
+        Ok(Opened { handle, local_copy })
     }
 
     /// When `ino` is opened right after the files before it in its directory's listing, fetches the
@@ -379,9 +410,14 @@ impl<S: ObjectStore> Fs<S> {
     }
 
     pub fn release(&self, handle: u64) {
-        if let Some(file) = lock(&self.open_files).remove(&handle) {
-            lock(&self.released_streams).put(file.ino, (file.object, file.window));
+        let mut files = lock(&self.open_files);
+        let Some(file) = files.remove(&handle) else { return };
+        let last = !files.values().any(|f| f.ino == file.ino);
+        drop(files);
+        if last && !self.inodes.is_current(file.ino) {
+            self.fetcher.forget_version(&file.object, file.size);
         }
+        lock(&self.released_streams).put(file.ino, (file.object, file.window));
     }
 }
 

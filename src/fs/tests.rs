@@ -24,7 +24,7 @@ fn fs_with(files: usize, size: usize, ttl: Duration) -> (Arc<MemoryStore>, Fs<Me
     for i in 0..files {
         store.put(&format!("d/f{i:05}"), Bytes::from(vec![i as u8; size]));
     }
-    let fs = Fs::new(Arc::clone(&store), options(ttl, ttl), FetchConfig::default(), Arc::default());
+    let fs = Fs::new(Arc::clone(&store), options(ttl, ttl), FetchConfig::default(), None, Arc::default());
     (store, fs)
 }
 
@@ -86,7 +86,7 @@ async fn files_opened_in_listing_order_are_fetched_ahead_once() {
     let names: Vec<String> = listing.entries().iter().map(|(n, _, _)| n.clone()).collect();
     for (i, name) in names.iter().enumerate() {
         let ino = fs.lookup(dir, name).await.unwrap().ino;
-        let handle = fs.open(ino, false).unwrap();
+        let handle = fs.open(ino, false).unwrap().handle;
         let data = fs.read(handle, 0, 1 << 20).await.unwrap();
         assert_eq!(data.len(), 100 * 1024);
         assert!(data.iter().all(|&b| b == i as u8), "{name}");
@@ -110,7 +110,7 @@ async fn files_opened_out_of_order_are_not_fetched_ahead() {
     let listing = fs.readdir(dir).await.unwrap();
     for position in [30, 3, 17, 9, 25, 0, 38, 12] {
         let ino = fs.lookup(dir, &listing.entries()[position].0).await.unwrap().ino;
-        let handle = fs.open(ino, false).unwrap();
+        let handle = fs.open(ino, false).unwrap().handle;
         fs.read(handle, 0, 4096).await.unwrap();
         fs.release(handle);
     }
@@ -121,7 +121,7 @@ async fn files_opened_out_of_order_are_not_fetched_ahead() {
 async fn open_file(fs: &Fs<MemoryStore>, dir: &str, name: &str) -> u64 {
     let dir = fs.lookup(ROOT_INO, dir).await.unwrap().ino;
     let ino = fs.lookup(dir, name).await.unwrap().ino;
-    fs.open(ino, false).unwrap()
+    fs.open(ino, false).unwrap().handle
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,13 +131,13 @@ async fn an_object_replaced_since_its_listing_is_stale_and_found_again_under_a_n
     fs.readdir(dir).await.unwrap();
     store.put("d/f00001", Bytes::from_static(b"the new version"));
     let old = fs.lookup(dir, "f00001").await.unwrap().ino;
-    let handle = fs.open(old, false).unwrap();
+    let handle = fs.open(old, false).unwrap().handle;
     assert_eq!(fs.read(handle, 0, 4096).await, Err(FsError::Stale), "never the new bytes under the old inode");
     assert_eq!(fs.getattr(old).unwrap().size, 10, "the old inode keeps its version's size");
     let new = fs.lookup(dir, "f00001").await.unwrap();
     assert_ne!(new.ino, old, "the new version has an inode of its own");
     assert_eq!(new.size, 15);
-    let handle = fs.open(new.ino, false).unwrap();
+    let handle = fs.open(new.ino, false).unwrap().handle;
     assert_eq!(fs.read(handle, 0, 4096).await.unwrap(), Bytes::from_static(b"the new version"));
 }
 
@@ -161,9 +161,9 @@ async fn a_read_past_its_deadline_fails_instead_of_hanging() {
     let store = Arc::new(MemoryStore::new());
     store.put("slow", Bytes::from_static(b"eventually"));
     let options = FsOptions { read_timeout: Duration::from_millis(200), ..options(MINUTE, MINUTE) };
-    let fs = Fs::new(Arc::clone(&store), options, FetchConfig::default(), Arc::default());
+    let fs = Fs::new(Arc::clone(&store), options, FetchConfig::default(), None, Arc::default());
     let ino = fs.lookup(ROOT_INO, "slow").await.unwrap().ino;
-    let handle = fs.open(ino, false).unwrap();
+    let handle = fs.open(ino, false).unwrap().handle;
     store.set_get_delay(Duration::from_secs(5));
     let started = std::time::Instant::now();
     assert_eq!(fs.read(handle, 0, 4096).await, Err(FsError::TimedOut(0)));
@@ -178,7 +178,7 @@ async fn a_read_past_its_deadline_fails_instead_of_hanging() {
 async fn a_lookup_on_a_stalled_network_fails_within_the_deadline() {
     let store = Arc::new(MemoryStore::new());
     let options = FsOptions { read_timeout: Duration::from_millis(200), ..options(MINUTE, MINUTE) };
-    let fs = Fs::new(Arc::clone(&store), options, FetchConfig::default(), Arc::default());
+    let fs = Fs::new(Arc::clone(&store), options, FetchConfig::default(), None, Arc::default());
     store.set_metadata_delay(Duration::from_secs(5));
     let started = std::time::Instant::now();
     assert_eq!(fs.lookup(ROOT_INO, "anything").await, Err(FsError::TimedOut(0)));
@@ -190,13 +190,13 @@ async fn a_lookup_on_a_stalled_network_fails_within_the_deadline() {
 async fn gets_reading_with_reopens(reopen_every: u64) -> u64 {
     let store = Arc::new(MemoryStore::new());
     store.put("big", Bytes::from(vec![7u8; 64 << 20]));
-    let fs = Fs::new(Arc::clone(&store), options(MINUTE, MINUTE), FetchConfig::default(), Arc::default());
+    let fs = Fs::new(Arc::clone(&store), options(MINUTE, MINUTE), FetchConfig::default(), None, Arc::default());
     let ino = fs.lookup(ROOT_INO, "big").await.unwrap().ino;
-    let mut handle = fs.open(ino, false).unwrap();
+    let mut handle = fs.open(ino, false).unwrap().handle;
     for i in 0..64u64 {
         if i > 0 && i % reopen_every == 0 {
             fs.release(handle);
-            handle = fs.open(ino, false).unwrap();
+            handle = fs.open(ino, false).unwrap().handle;
         }
         assert_eq!(fs.read(handle, i << 20, 1 << 20).await.unwrap().len(), 1 << 20);
     }

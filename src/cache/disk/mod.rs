@@ -204,11 +204,11 @@ impl DiskCache {
         self.lock_open().peek(&(object.clone(), size)).filter(|v| !v.is_gone()).cloned()
     }
 
-    /// Reads `range` (within blocks present) from disk, or `None` if the disk failed or was too
+    /// Reads `range` (within blocks present) from disk into `buffer`, or `None` if the disk failed or was too
     /// slow, so the caller goes to the network.
-    pub async fn read(&self, version: &Arc<VersionFile>, range: Range<u64>) -> Option<Bytes> {
+    pub async fn read(&self, version: &Arc<VersionFile>, range: Range<u64>, buffer: Vec<u8>) -> Option<Vec<u8>> {
         let (reading, len) = (Arc::clone(version), range.end - range.start);
-        let read = tokio::task::spawn_blocking(move || reading.read(range));
+        let read = tokio::task::spawn_blocking(move || reading.read(range, buffer));
         match tokio::time::timeout(DISK_READ_DEADLINE, read).await {
             Ok(Ok(Ok(bytes))) => {
                 self.metrics.hits.inc();

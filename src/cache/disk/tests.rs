@@ -64,7 +64,7 @@ async fn what_one_mount_wrote_the_next_reads_back_exactly() {
     let next = dir.cache(None);
     let version = next.open_version(&id, data.len() as u64).unwrap();
     assert!(version.is_complete());
-    let read = next.read(&version, 3 * BS + 5..10 * BS + 100).await.unwrap();
+    let read = next.read(&version, 3 * BS + 5..10 * BS + 100, Vec::new()).await.unwrap();
     assert_eq!(&read[..], &data[(3 * BS + 5) as usize..]);
 }
 

@@ -126,7 +126,8 @@ impl VersionFile {
             let stamp = FileStamp::of(&data.metadata()?);
             let state = State { present: BlockSet::empty(blocks), stamp, gone: false };
             let file = Self { data_path, record_path, identity, block_size, size, data, state: Mutex::new(state) };
-            file.write_record(&file.lock_state())?;
+            // An empty record need not survive a crash: without it, the file is made again.
+            file.write_record(&file.lock_state(), false)?;
             drop(lock);
             return Ok((file, found));
         }
@@ -142,7 +143,7 @@ impl VersionFile {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn write_record(&self, state: &State) -> io::Result<()> {
+    fn write_record(&self, state: &State, durable: bool) -> io::Result<()> {
         let record = Record {
             identity: self.identity.clone(),
             block_size: self.block_size,
@@ -159,7 +160,9 @@ impl VersionFile {
                 .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
                 .open(&temporary)?;
             file.write_all_at(&record.encode(), 0)?;
-            file.sync_all()?;
+            if durable {
+                file.sync_all()?;
+            }
             std::fs::rename(&temporary, &self.record_path)
         })();
         if written.is_err() {
@@ -207,11 +210,12 @@ impl VersionFile {
         }
     }
 
-    /// The bytes of `range`, which must lie in blocks present.
-    pub fn read(&self, range: std::ops::Range<u64>) -> io::Result<Bytes> {
-        let mut buffer = vec![0; (range.end - range.start) as usize];
+    /// The bytes of `range`, which must lie in blocks present, in `buffer` (emptied first).
+    pub fn read(&self, range: std::ops::Range<u64>, mut buffer: Vec<u8>) -> io::Result<Vec<u8>> {
+        buffer.clear();
+        buffer.resize((range.end - range.start) as usize, 0);
         self.data.read_exact_at(&mut buffer, range.start)?;
-        Ok(Bytes::from(buffer))
+        Ok(buffer)
     }
 
     /// A descriptor of the data file for reading only, for the kernel to read from itself.
@@ -266,7 +270,7 @@ impl VersionFile {
         }
         let mut state = self.lock_state();
         let next = State { present, stamp, gone: false };
-        self.write_record(&next)?;
+        self.write_record(&next, true)?;
         *state = next;
         drop(state);
         drop(lock);
