@@ -253,6 +253,8 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        // Releasing may start completing the file on disk, on the runtime.
+        let _runtime = self.runtime.enter();
         self.fs.release(fh.0);
         let mut inodes = self.open_inodes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(open) = inodes.get_mut(&ino.0) {

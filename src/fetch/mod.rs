@@ -89,6 +89,8 @@ pub struct Fetcher<S> {
     prefetch_permits: Arc<Semaphore>,
     streams: ActiveStreams,
     disk: Option<Arc<DiskCache>>,
+    /// Held by the one version being completed on disk at a time.
+    completing: tokio::sync::Mutex<()>,
     metrics: Arc<Metrics>,
 }
 
@@ -109,6 +111,7 @@ impl<S: ObjectStore> Fetcher<S> {
             prefetch_permits: Arc::new(Semaphore::new(config.max_connections.max(1))),
             streams: ActiveStreams::default(),
             disk,
+            completing: tokio::sync::Mutex::new(()),
             config,
             metrics,
         }
@@ -226,6 +229,45 @@ impl<S: ObjectStore> Fetcher<S> {
         if let Some(disk) = &self.disk {
             disk.forget_version(object, size);
         }
+    }
+
+    /// Fetches, in the background, the blocks of a version that a reader went through to its end
+    /// but that did not reach the disk (its writer is slower than the network, so fills were
+    /// dropped): the next open of it is then served whole from disk, by the kernel. One version at
+    /// a time, with readahead's connection permits, so readers waiting go first.
+    pub fn complete_on_disk(self: &Arc<Self>, object: Arc<ObjectId>, size: u64) {
+        let Some(disk) = self.disk.clone() else { return };
+        let Some(version) = disk.opened(&object, size) else { return };
+        let missing = version.missing();
+        if missing.is_empty() {
+            return;
+        }
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let _one_at_a_time = this.completing.lock().await;
+            let bs = this.config.block_size;
+            let part_blocks = (this.config.part_size / bs).max(1) as usize;
+            let mut runs: Vec<Vec<u64>> = Vec::new();
+            for index in missing {
+                match runs.last_mut() {
+                    Some(run) if run.len() < part_blocks && run.last() == Some(&(index - 1)) => run.push(index),
+                    _ => runs.push(vec![index]),
+                }
+            }
+            for run in runs {
+                let (first, last) = (run[0], run[run.len() - 1]);
+                let range = first * bs..((last + 1) * bs).min(size);
+                let Ok(permit) = this.prefetch_permits.acquire().await else { return };
+                let fetched = this.read_direct(&object, range.clone()).await;
+                drop(permit);
+                let Ok(bytes) = fetched else { return };
+                for index in run {
+                    let start = (index * bs - range.start) as usize;
+                    let end = (((index + 1) * bs).min(size) - range.start) as usize;
+                    disk.fill_in_background(&version, index, bytes.slice(start..end)).await;
+                }
+            }
+        });
     }
 
     /// The version on disk, if it has block `index`.

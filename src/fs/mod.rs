@@ -414,8 +414,11 @@ impl<S: ObjectStore> Fs<S> {
         let Some(file) = files.remove(&handle) else { return };
         let last = !files.values().any(|f| f.ino == file.ino);
         drop(files);
+        let read_to_the_end = lock(&file.window).position() >= file.size;
         if last && !self.inodes.is_current(file.ino) {
             self.fetcher.forget_version(&file.object, file.size);
+        } else if last && read_to_the_end {
+            self.fetcher.complete_on_disk(Arc::clone(&file.object), file.size);
         }
         lock(&self.released_streams).put(file.ino, (file.object, file.window));
     }

@@ -246,6 +246,15 @@ impl DiskCache {
         }
     }
 
+    /// Queues a block for writing, waiting for room rather than dropping it: for work in the
+    /// background that no reader waits on.
+    pub async fn fill_in_background(&self, version: &Arc<VersionFile>, index: u64, bytes: Bytes) {
+        let (fills, fill) = (self.fills.clone(), Fill { version: Arc::clone(version), index, bytes });
+        if !matches!(tokio::task::spawn_blocking(move || fills.send(fill)).await, Ok(Ok(()))) {
+            self.metrics.fills_skipped.inc();
+        }
+    }
+
     /// Deletes a version nobody reads any more (a newer one is known).
     pub fn forget_version(&self, object: &ObjectId, size: u64) {
         let version = self.lock_open().pop(&(object.clone(), size));

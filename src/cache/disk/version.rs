@@ -185,6 +185,12 @@ impl VersionFile {
         !state.gone && state.present.is_complete()
     }
 
+    /// The blocks not on disk yet.
+    pub fn missing(&self) -> Vec<u64> {
+        let state = self.lock_state();
+        (0..self.size.div_ceil(self.block_size)).filter(|&i| !state.present.contains(i)).collect()
+    }
+
     pub fn is_gone(&self) -> bool {
         self.lock_state().gone
     }
