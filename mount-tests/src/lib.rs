@@ -5,6 +5,7 @@
 pub mod ceiling;
 pub mod client;
 pub mod data;
+pub mod metrics;
 pub mod moto;
 pub mod mount;
 pub mod profile;

@@ -6,6 +6,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use mount_tests::metrics::MetricsPort;
 use mount_tests::mount::Mount;
 use mount_tests::server::TestServer;
 
@@ -28,20 +29,9 @@ fn drop_dentries_and_inodes() {
 fn inodes_the_kernel_forgets_leave_the_daemon() {
     let _serial = MACHINE_WIDE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let server = TestServer::with_files(BUCKET, "many", 3000, 16);
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
-    let addr = format!("127.0.0.1:{port}");
-    let mount = Mount::of(&server, BUCKET, &["--metrics-addr", &addr]);
-    let inodes = || {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics");
-        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("send");
-        let mut text = String::new();
-        stream.read_to_string(&mut text).expect("scrape");
-        text.lines()
-            .find_map(|l| l.strip_prefix("fetchfs_inodes "))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let metrics = MetricsPort::free();
+    let mount = Mount::of(&server, BUCKET, &["--metrics-addr", &metrics.addr()]);
+    let inodes = || metrics.value("fetchfs_inodes");
     ok(mount.sh("ls -l many > /dev/null"), "ls -l");
     let held = inodes();
     assert!(held >= 3000, "ls -l made the kernel hold every entry: {held}");

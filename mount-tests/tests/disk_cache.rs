@@ -1,0 +1,290 @@
+//! The disk cache on real mounts against the test server: what one mount fetched, the next reads
+//! from disk (the kernel itself, by passthrough, for whole files) with no GET; a daemon killed
+//! mid-fill, a cache file changed by hand, two daemons filling one directory, an object replaced
+//! in S3 and a full disk all leave the bytes exact.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use mount_tests::data;
+use mount_tests::metrics::MetricsPort;
+use mount_tests::mount::{Mount, fresh_dir};
+use mount_tests::server::{StoredObject, TestServer};
+
+const BUCKET: &str = "disk";
+const MIB: usize = 1024 * 1024;
+
+/// A cache directory, removed when the test ends.
+struct CacheDir(PathBuf);
+
+impl CacheDir {
+    fn new() -> Self {
+        Self(fresh_dir("disk-cache"))
+    }
+
+    fn arg(&self) -> &str {
+        self.0.to_str().expect("a UTF-8 temp path")
+    }
+
+    /// The data files in it.
+    fn data_files(&self) -> Vec<PathBuf> {
+        let Ok(entries) = std::fs::read_dir(self.0.join("v1")) else { return Vec::new() };
+        entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "data")).collect()
+    }
+}
+
+impl Drop for CacheDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn put(server: &TestServer, key: &str, seed: u64, size: usize) {
+    server.storage().put(BUCKET, key, StoredObject::new(data::content(seed, size), None)).expect("put");
+}
+
+/// A mount of the bucket with the disk cache in `cache` and metrics at `metrics`.
+fn mount(server: &TestServer, cache: &CacheDir, metrics: &MetricsPort, extra: &[&str]) -> Mount {
+    let addr = metrics.addr();
+    let mut args = vec!["--disk-cache", cache.arg(), "--metrics-addr", &addr];
+    args.extend_from_slice(extra);
+    Mount::of(server, BUCKET, &args)
+}
+
+/// Reads `path` front to back in 1 MiB reads and checks every byte against object `seed`.
+fn read_and_check(path: &Path, seed: u64, size: usize) {
+    let mut file = File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let mut buffer = vec![0; MIB];
+    let mut offset = 0u64;
+    loop {
+        let n = file.read(&mut buffer).unwrap_or_else(|e| panic!("read {} at {offset}: {e}", path.display()));
+        if n == 0 {
+            break;
+        }
+        assert_eq!(data::first_mismatch(seed, offset, &buffer[..n]), None, "{}", path.display());
+        offset += n as u64;
+    }
+    assert_eq!(offset, size as u64, "the whole of {}", path.display());
+}
+
+/// Waits until the daemon has written `bytes` to its disk cache.
+fn wait_written(metrics: &MetricsPort, bytes: usize) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let written = metrics.value("fetchfs_disk_cache_written_bytes_total");
+        if written >= bytes as u64 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{written} of {bytes} bytes written to the disk cache");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn gets(server: &TestServer) -> u64 {
+    server.knobs().counters().snapshot().requests_of("GetObject")
+}
+
+fn ok(out: std::process::Output, what: &str) -> Vec<u8> {
+    assert!(out.status.success(), "{what} failed: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+#[test]
+fn a_second_mount_reads_a_gib_and_a_thousand_files_from_disk_without_a_get() {
+    const SMALL: usize = 100 * 1024;
+    let server = TestServer::with_files(BUCKET, "small", 1000, SMALL);
+    put(&server, "big.bin", 7, 1024 * MIB);
+    let cache = CacheDir::new();
+    let expected_small: Vec<u8> = (0..1000).flat_map(|i| data::content(i, SMALL)).collect();
+    {
+        let metrics = MetricsPort::free();
+        let first = mount(&server, &cache, &metrics, &[]);
+        read_and_check(&first.path("big.bin"), 7, 1024 * MIB);
+        assert!(ok(first.sh("ls small > /dev/null && cat small/*"), "cat") == expected_small);
+        // Fills the disk's writer dropped are fetched again after the last close.
+        wait_written(&metrics, 1024 * MIB + 1000 * SMALL);
+    }
+    server.knobs().counters().reset();
+    let metrics = MetricsPort::free();
+    let second = mount(&server, &cache, &metrics, &[]);
+    read_and_check(&second.path("big.bin"), 7, 1024 * MIB);
+    assert!(ok(second.sh("ls small > /dev/null && cat small/*"), "cat") == expected_small);
+    assert_eq!(gets(&server), 0, "{:?}", server.knobs().counters().snapshot());
+    let passthrough = metrics.value("fetchfs_disk_cache_passthrough_opens_total");
+    assert!(passthrough >= 1001, "whole files are opened in passthrough: {passthrough}");
+    assert_eq!(metrics.value("fetchfs_disk_cache_read_bytes_total"), 0, "the kernel read them, not the daemon");
+}
+
+#[test]
+fn a_daemon_killed_mid_fill_leaves_exact_bytes_and_its_whole_files() {
+    let server = TestServer::with_bucket(BUCKET);
+    for (i, key) in ["a", "b", "c"].iter().enumerate() {
+        put(&server, key, i as u64, 8 * MIB);
+    }
+    put(&server, "big.bin", 9, 256 * MIB);
+    let cache = CacheDir::new();
+    {
+        let metrics = MetricsPort::free();
+        let first = mount(&server, &cache, &metrics, &[]);
+        for (i, key) in ["a", "b", "c"].iter().enumerate() {
+            read_and_check(&first.path(key), i as u64, 8 * MIB);
+        }
+        wait_written(&metrics, 24 * MIB);
+        // Killed while the blocks of the large file are being written.
+        server.knobs().set_bandwidth(Some(50_000_000));
+        ok(first.sh("dd if=big.bin of=/dev/null bs=1M count=200 2>&1"), "dd");
+        let pid = first.daemon_pid().expect("the daemon");
+        ok(Command::new("kill").args(["-KILL", &pid.to_string()]).output().expect("kill"), "kill");
+        server.knobs().set_bandwidth(None);
+    }
+    server.knobs().counters().reset();
+    let metrics = MetricsPort::free();
+    let second = mount(&server, &cache, &metrics, &[]);
+    for (i, key) in ["a", "b", "c"].iter().enumerate() {
+        read_and_check(&second.path(key), i as u64, 8 * MIB);
+    }
+    assert_eq!(gets(&server), 0, "the whole files are not fetched again");
+    read_and_check(&second.path("big.bin"), 9, 256 * MIB);
+}
+
+#[test]
+fn a_cache_file_changed_or_truncated_by_hand_is_fetched_again() {
+    let server = TestServer::with_bucket(BUCKET);
+    put(&server, "f.bin", 3, 8 * MIB);
+    let cache = CacheDir::new();
+    {
+        let metrics = MetricsPort::free();
+        let first = mount(&server, &cache, &metrics, &[]);
+        read_and_check(&first.path("f.bin"), 3, 8 * MIB);
+        wait_written(&metrics, 8 * MIB);
+    }
+    let [data_file] = <[PathBuf; 1]>::try_from(cache.data_files()).expect("one data file");
+    std::fs::OpenOptions::new().write(true).open(&data_file).unwrap().write_all_at(&[0xAA; 4096], MIB as u64).unwrap();
+    {
+        server.knobs().counters().reset();
+        let metrics = MetricsPort::free();
+        let second = mount(&server, &cache, &metrics, &[]);
+        read_and_check(&second.path("f.bin"), 3, 8 * MIB);
+        assert!(gets(&server) > 0, "changed: fetched again");
+        assert_eq!(metrics.value("fetchfs_disk_cache_files_dropped_total"), 1);
+        wait_written(&metrics, 8 * MIB);
+    }
+    std::fs::OpenOptions::new().write(true).open(&data_file).unwrap().set_len(MIB as u64).unwrap();
+    server.knobs().counters().reset();
+    let metrics = MetricsPort::free();
+    let third = mount(&server, &cache, &metrics, &[]);
+    read_and_check(&third.path("f.bin"), 3, 8 * MIB);
+    assert!(gets(&server) > 0, "truncated: fetched again");
+    assert_eq!(metrics.value("fetchfs_disk_cache_files_dropped_total"), 1);
+}
+
+#[test]
+fn two_daemons_filling_one_cache_at_once_serve_exact_bytes() {
+    let server = TestServer::with_bucket(BUCKET);
+    put(&server, "x.bin", 11, 64 * MIB);
+    put(&server, "y.bin", 12, 64 * MIB);
+    let cache = CacheDir::new();
+    {
+        let (metrics_a, metrics_b) = (MetricsPort::free(), MetricsPort::free());
+        let a = mount(&server, &cache, &metrics_a, &[]);
+        let b = mount(&server, &cache, &metrics_b, &[]);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                read_and_check(&a.path("x.bin"), 11, 64 * MIB);
+                read_and_check(&a.path("y.bin"), 12, 64 * MIB);
+            });
+            scope.spawn(|| {
+                read_and_check(&b.path("y.bin"), 12, 64 * MIB);
+                read_and_check(&b.path("x.bin"), 11, 64 * MIB);
+            });
+        });
+        // Each block is written once, by one daemon or the other.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let written = || {
+            metrics_a.value("fetchfs_disk_cache_written_bytes_total")
+                + metrics_b.value("fetchfs_disk_cache_written_bytes_total")
+        };
+        while written() < 128 * MIB as u64 {
+            assert!(Instant::now() < deadline, "{} bytes written by the two", written());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    server.knobs().counters().reset();
+    let metrics = MetricsPort::free();
+    let third = mount(&server, &cache, &metrics, &[]);
+    read_and_check(&third.path("x.bin"), 11, 64 * MIB);
+    read_and_check(&third.path("y.bin"), 12, 64 * MIB);
+    assert_eq!(gets(&server), 0, "what the two wrote is whole: {:?}", server.knobs().counters().snapshot());
+}
+
+#[test]
+fn an_object_replaced_in_s3_is_read_new_and_its_old_copy_leaves() {
+    let server = TestServer::with_bucket(BUCKET);
+    put(&server, "model.bin", 21, 16 * MIB);
+    let cache = CacheDir::new();
+    let metrics = MetricsPort::free();
+    {
+        let first = mount(&server, &cache, &metrics, &["--metadata-ttl", "1"]);
+        read_and_check(&first.path("model.bin"), 21, 16 * MIB);
+        wait_written(&metrics, 16 * MIB);
+        put(&server, "model.bin", 22, 16 * MIB);
+        std::thread::sleep(Duration::from_millis(1500));
+        read_and_check(&first.path("model.bin"), 22, 16 * MIB);
+        wait_written(&metrics, 32 * MIB);
+        assert_eq!(cache.data_files().len(), 1, "the old version's copy was deleted");
+    }
+    server.knobs().counters().reset();
+    let second = mount(&server, &cache, &MetricsPort::free(), &[]);
+    read_and_check(&second.path("model.bin"), 22, 16 * MIB);
+    assert_eq!(gets(&server), 0);
+}
+
+#[test]
+fn a_full_disk_never_fails_a_read() {
+    let server = TestServer::with_bucket(BUCKET);
+    put(&server, "f.bin", 5, 64 * MIB);
+    let cache = CacheDir::new();
+    ok(
+        Command::new("mount").args(["-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", cache.arg()]).output().unwrap(),
+        "mount tmpfs",
+    );
+    struct Unmount<'a>(&'a str);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _tmpfs = Unmount(cache.arg());
+    // Nearly full before the mount starts.
+    ok(
+        Command::new("dd")
+            .args(["if=/dev/zero", "bs=1M", "count=14"])
+            .arg(format!("of={}/filler", cache.arg()))
+            .output()
+            .unwrap(),
+        "dd",
+    );
+    let metrics = MetricsPort::free();
+    {
+        let full = mount(&server, &cache, &metrics, &[]);
+        read_and_check(&full.path("f.bin"), 5, 64 * MIB);
+        read_and_check(&full.path("f.bin"), 5, 64 * MIB);
+        assert!(metrics.value("fetchfs_disk_cache_fills_skipped_total") > 0, "fills were skipped, reads went on");
+    }
+}
+
+#[test]
+fn a_cache_directory_others_may_write_is_refused() {
+    let server = TestServer::with_bucket(BUCKET);
+    let cache = CacheDir::new();
+    std::fs::set_permissions(&cache.0, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let credentials = server.credentials().cloned().unwrap_or_default();
+    let refused = Mount::new(&server.endpoint_url(), &credentials, BUCKET, &["--disk-cache", cache.arg()])
+        .err()
+        .expect("refused");
+    assert!(refused.contains("writable by others"), "{refused}");
+}
