@@ -291,6 +291,16 @@ fn the_unit_fstab_container_and_kubernetes_examples_name_real_flags_and_paths() 
         "the mount point is in the shared volume"
     );
     assert!(mounts.iter().any(|m| m["mountPath"].as_str() == Some("/dev/fuse")));
+    // The disk cache lives on the node, in a volume of its own.
+    let cache_dir = args.iter().position(|a| *a == "--disk-cache").map(|i| args[i + 1]).expect("--disk-cache");
+    let cache_mount = mounts.iter().find(|m| m["mountPath"].as_str() == Some(cache_dir)).expect("the cache is mounted");
+    let cache_volume = pod["volumes"]
+        .as_vec()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"].as_str() == cache_mount["name"].as_str())
+        .expect("the cache's volume");
+    assert!(cache_volume["hostPath"]["path"].as_str().is_some(), "a hostPath: it survives the pod");
     let init = &pod["initContainers"][0]["command"];
     assert_eq!(init[2].as_str(), Some(*mountpoint), "the mount point is made before fetchfs starts");
 }

@@ -9,6 +9,8 @@ use std::os::unix::fs::FileExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod disk_cache;
+
 use clap::Parser;
 use mount_tests::ceiling;
 use mount_tests::data;
@@ -39,6 +41,12 @@ struct Args {
     /// Skip the many-small-files measures (serial cat, data-loader workers, ls -l, find).
     #[arg(long)]
     no_small_files: bool,
+    /// Skip the disk cache's rows.
+    #[arg(long)]
+    no_disk_cache: bool,
+    /// Only the disk cache's rows (and the raw ceiling).
+    #[arg(long)]
+    only_disk_cache: bool,
     /// Extra options for every `fetchfs mount`.
     #[arg(long, allow_hyphen_values = true)]
     mount_option: Vec<String>,
@@ -96,6 +104,12 @@ fn main() {
             ratio: Some(1.0),
         });
         let mut peak_rss = 0;
+        if !args.no_disk_cache {
+            disk_cache::rows(&server, &extra, name, large as u64, !args.no_small_files, &mut peak_rss, &mut rows);
+        }
+        if args.only_disk_cache {
+            continue;
+        }
 
         eprintln!("[{name}] dd ...");
         let dd = on_fresh_mount(&server, &extra, &mut peak_rss, |mount| dd_mb_per_s(mount, "large.bin", large, "1M"));
@@ -472,8 +486,6 @@ fn run(cmd: &mut Command) {
     assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// Random 256 KiB preads with the kernel's readahead off for the file; returns MB/s and the bytes
-/// the server sent per byte read.
 /// `readers` concurrent `dd`s, each of its own file of `size` bytes: MB/s in total, and bytes the
 /// server sent per byte read.
 fn concurrent_dd(mount: &Mount, readers: usize, size: u64, counters: &mount_tests::server::Counters) -> (f64, f64) {
@@ -494,6 +506,8 @@ fn concurrent_dd(mount: &Mount, readers: usize, size: u64, counters: &mount_test
     (read / 1e6 / start.elapsed().as_secs_f64(), counters.snapshot().body_bytes_sent as f64 / read)
 }
 
+/// Random 256 KiB preads with the kernel's readahead off for the file; returns MB/s and the bytes
+/// the server sent per byte read.
 fn random_reads(mount: &Mount, size: u64, count: u32, counters: &mount_tests::server::Counters) -> (f64, f64) {
     const READ: u64 = 256 * 1024;
     let file = File::open(mount.path("large.bin")).expect("open");
