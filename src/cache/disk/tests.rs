@@ -176,3 +176,31 @@ fn a_newer_version_known_deletes_the_old_file() {
     cache.forget_version(&id, 2 * BS);
     assert!(!path.exists());
 }
+
+#[test]
+fn opens_while_the_writer_writes_never_drop_the_file() {
+    // flock does not exclude threads sharing an open file: an open checking the record while the
+    // writer was between its bytes and its record saw them disagree and dropped the file.
+    let dir = Scratch::new("busy");
+    let cache = dir.cache(None);
+    let id = object("busy.bin", "\"v1\"");
+    let data = content(256 * BS, 6);
+    let version = cache.open_version(&id, data.len() as u64).unwrap();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for index in 0..256 {
+                cache.offer(&id, data.len() as u64, index, &block(&data, index));
+                while !version.has(index) && !version.is_gone() {
+                    std::thread::yield_now();
+                }
+            }
+        });
+        scope.spawn(|| {
+            while !version.is_complete() && !version.is_gone() {
+                cache.open_version(&id, data.len() as u64).unwrap();
+            }
+        });
+    });
+    assert_eq!(cache.metrics.files_dropped.get(), 0);
+    assert!(cache.open_version(&id, data.len() as u64).unwrap().is_complete());
+}

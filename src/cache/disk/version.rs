@@ -43,6 +43,14 @@ impl Drop for FileLock {
     }
 }
 
+/// A `FileLock` taken through a `VersionFile`. `flock` does not exclude the threads of one
+/// process sharing an open file, so they take turns on `serial` first. Fields drop in order: the
+/// `flock` is released before the next thread may take it.
+struct Held<'a> {
+    _flock: FileLock,
+    _serial: MutexGuard<'a, ()>,
+}
+
 /// What opening a version found on disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Found {
@@ -70,6 +78,7 @@ pub struct VersionFile {
     size: u64,
     data: File,
     state: Mutex<State>,
+    serial: Mutex<()>,
 }
 
 static TEMPORARY: AtomicU64 = AtomicU64::new(0);
@@ -112,8 +121,16 @@ impl VersionFile {
                 Some(r) if r.identity == identity && r.block_size == block_size && r.stamp == stamp => {
                     let state = State { present: r.present, stamp, gone: false };
                     drop(lock);
-                    let file =
-                        Self { data_path, record_path, identity, block_size, size, data, state: Mutex::new(state) };
+                    let file = Self {
+                        data_path,
+                        record_path,
+                        identity,
+                        block_size,
+                        size,
+                        data,
+                        state: Mutex::new(state),
+                        serial: Mutex::new(()),
+                    };
                     return Ok((file, Found::Valid));
                 }
                 Some(_) => Found::Dropped,
@@ -125,7 +142,16 @@ impl VersionFile {
             data.set_len(size)?;
             let stamp = FileStamp::of(&data.metadata()?);
             let state = State { present: BlockSet::empty(blocks), stamp, gone: false };
-            let file = Self { data_path, record_path, identity, block_size, size, data, state: Mutex::new(state) };
+            let file = Self {
+                data_path,
+                record_path,
+                identity,
+                block_size,
+                size,
+                data,
+                state: Mutex::new(state),
+                serial: Mutex::new(()),
+            };
             // An empty record need not survive a crash: without it, the file is made again.
             file.write_record(&file.lock_state(), false)?;
             drop(lock);
@@ -137,6 +163,11 @@ impl VersionFile {
     fn still_named(data: &File, path: &Path) -> io::Result<bool> {
         let open = data.metadata()?;
         Ok(open.nlink() > 0 && std::fs::symlink_metadata(path).is_ok_and(|named| named.ino() == open.ino()))
+    }
+
+    fn hold(&self, exclusive: bool) -> io::Result<Held<'_>> {
+        let serial = self.serial.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        Ok(Held { _flock: FileLock::take(&self.data, exclusive)?, _serial: serial })
     }
 
     fn lock_state(&self) -> MutexGuard<'_, State> {
@@ -199,7 +230,7 @@ impl VersionFile {
     /// matches it. False when it does not: the file is no longer used, and opening it again
     /// drops and restarts it.
     pub fn refresh(&self) -> io::Result<bool> {
-        let _lock = FileLock::take(&self.data, false)?;
+        let _held = self.hold(false)?;
         let stamp = FileStamp::of(&self.data.metadata()?);
         let still_named = Self::still_named(&self.data, &self.data_path)?;
         let mut state = self.lock_state();
@@ -237,7 +268,7 @@ impl VersionFile {
     /// Writes whole blocks, makes them durable, then records them. Returns the bytes written;
     /// nothing when the file was deleted or changed behind this daemon (then it is `gone`).
     pub fn write_blocks(&self, blocks: &[(u64, Bytes)]) -> io::Result<u64> {
-        let lock = FileLock::take(&self.data, true)?;
+        let held = self.hold(true)?;
         let record = read_record(&self.record_path);
         let before = FileStamp::of(&self.data.metadata()?);
         let intact = Self::still_named(&self.data, &self.data_path)?
@@ -279,7 +310,7 @@ impl VersionFile {
         self.write_record(&next, true)?;
         *state = next;
         drop(state);
-        drop(lock);
+        drop(held);
         Ok(written)
     }
 
@@ -292,7 +323,7 @@ impl VersionFile {
 
     /// Deletes both files (if they are still this version's), under the lock.
     pub fn remove(&self) -> io::Result<()> {
-        let _lock = FileLock::take(&self.data, true)?;
+        let _held = self.hold(true)?;
         self.lock_state().gone = true;
         if Self::still_named(&self.data, &self.data_path)? {
             remove_pair(&self.data_path, &self.record_path);
