@@ -85,6 +85,17 @@ impl Mount {
         })
     }
 
+    /// The daemon's peak resident memory (VmHWM), in KiB; 0 when it cannot be read.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let Some(pid) = self.daemon_pid() else { return 0 };
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Runs a shell command line with the mount as its working directory.
     pub fn sh(&self, script: &str) -> Output {
         Command::new("sh").arg("-c").arg(script).current_dir(&self.dir).output().expect("run sh")

@@ -102,11 +102,14 @@ fn a_second_mount_reads_a_gib_and_a_thousand_files_from_disk_without_a_get() {
     let expected_small: Vec<u8> = (0..1000).flat_map(|i| data::content(i, SMALL)).collect();
     {
         let metrics = MetricsPort::free();
-        let first = mount(&server, &cache, &metrics, &[]);
+        let first = mount(&server, &cache, &metrics, &["--cache-size", "128"]);
         read_and_check(&first.path("big.bin"), 7, 1024 * MIB);
         assert!(ok(first.sh("ls small > /dev/null && cat small/*"), "cat") == expected_small);
         // Fills the disk's writer dropped are fetched again after the last close.
         wait_written(&metrics, 1024 * MIB + 1000 * SMALL);
+        // The fill queue is part of the memory budget (plus what any process needs to run).
+        let peak_mib = first.peak_rss_kib() / 1024;
+        assert!(peak_mib <= 128 + 128, "peak RSS {peak_mib} MiB with --cache-size 128");
     }
     server.knobs().counters().reset();
     let metrics = MetricsPort::free();

@@ -108,6 +108,7 @@ fn main() {
             disk_cache::rows(&server, &extra, name, large as u64, !args.no_small_files, &mut peak_rss, &mut rows);
         }
         if args.only_disk_cache {
+            rows.push(peak_rss_row(name, peak_rss));
             continue;
         }
 
@@ -214,12 +215,7 @@ fn main() {
         if !args.no_small_files {
             small_file_rows(&server, &extra, &mut peak_rss, name, &mut rows);
         }
-        rows.push(Row {
-            profile: name,
-            measure: "daemon peak RSS".into(),
-            value: format!("{} MiB", peak_rss / 1024),
-            ratio: None,
-        });
+        rows.push(peak_rss_row(name, peak_rss));
     }
     server.knobs().clear();
 
@@ -229,6 +225,10 @@ fn main() {
         let ratio = row.ratio.map_or(String::from("-"), |r| format!("{r:.2}"));
         println!("| {} | {} | {} | {} |", row.profile, row.measure, row.value, ratio);
     }
+}
+
+fn peak_rss_row(profile: &'static str, peak_rss_kib: u64) -> Row {
+    Row { profile, measure: "daemon peak RSS".into(), value: format!("{} MiB", peak_rss_kib / 1024), ratio: None }
 }
 
 const SMALL_FILES: u64 = 1000;
@@ -530,17 +530,7 @@ fn random_reads(mount: &Mount, size: u64, count: u32, counters: &mount_tests::se
 fn on_fresh_mount<T>(server: &TestServer, extra: &[&str], peak_rss: &mut u64, measure: impl FnOnce(&Mount) -> T) -> T {
     let mount = Mount::of(server, BUCKET, extra);
     let result = measure(&mount);
-    *peak_rss = (*peak_rss).max(rss_peak_kib(&mount));
+    *peak_rss = (*peak_rss).max(mount.peak_rss_kib());
     result
 }
 
-/// VmHWM of the daemon serving `mount`, in KiB.
-fn rss_peak_kib(mount: &Mount) -> u64 {
-    let Some(pid) = mount.daemon_pid() else { return 0 };
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
