@@ -14,10 +14,17 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    /// `list`, `head` or `get`.
+    /// `list`, `head`, `get`, `put`, `create_upload`, `upload_part`, `complete_upload`,
+    /// `abort_upload` or `delete`.
     pub op: &'static str,
     /// `ok`, or the kind of failure (`not_found`, `precondition_failed`, `access_denied`, ...).
     pub status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UploadLabels {
+    /// `completed` or `aborted`.
+    pub outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -28,6 +35,8 @@ pub struct ErrnoLabels {
 pub struct Metrics {
     registry: Registry,
     pub bytes_fetched: Counter,
+    pub uploaded_bytes: Counter,
+    pub uploads: Family<UploadLabels, Counter>,
     pub requests: Family<RequestLabels, Counter>,
     pub retries: Counter,
     pub body_resumes: Counter,
@@ -89,6 +98,14 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("fetchfs");
         let bytes_fetched = Counter::default();
         registry.register("fetched_bytes", "Body bytes received from S3", bytes_fetched.clone());
+        let uploaded_bytes = Counter::default();
+        registry.register(
+            "uploaded_bytes",
+            "Body bytes sent to S3 (PUTs and parts) and accepted",
+            uploaded_bytes.clone(),
+        );
+        let uploads = Family::<UploadLabels, Counter>::default();
+        registry.register("uploads", "Files written to S3, by outcome (completed or aborted)", uploads.clone());
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("requests", "S3 requests by operation and outcome (after retries)", requests.clone());
         let retries = Counter::default();
@@ -130,6 +147,8 @@ impl Default for Metrics {
         Self {
             registry,
             bytes_fetched,
+            uploaded_bytes,
+            uploads,
             requests,
             retries,
             body_resumes,

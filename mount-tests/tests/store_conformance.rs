@@ -153,3 +153,120 @@ async fn listings_group_and_page(f: &impl Fixture) {
     seen.sort();
     assert_eq!(seen, ["d/a", "d/b", "d/sub/", "d/sub2/", "d/z"], "pages cover every entry once");
 }
+
+/// The write operations, through the store alone, against the in-memory store, the test server
+/// and moto (an independent implementation of S3).
+mod writes {
+    use super::*;
+    use fetchfs::store::{Replace, UploadId};
+    use mount_tests::server::Credentials;
+
+    /// S3's smallest part but the last.
+    const PART: usize = 5 * 1024 * 1024;
+
+    async fn moto() -> Arc<S3Store> {
+        let moto = mount_tests::moto::shared().expect("moto server");
+        let bucket = format!("writes-{:08x}", fastrand::u32(..));
+        let client = mount_tests::client::s3_client(
+            &moto.endpoint_url,
+            &Credentials::default(),
+            mount_tests::client::Retries::Standard,
+        );
+        client.create_bucket().bucket(&bucket).send().await.expect("create bucket");
+        mount_tests::client::fetchfs_store(&moto.endpoint_url, &Credentials::default(), &bucket).await.unwrap()
+    }
+
+    macro_rules! against_all {
+        ($($check:ident),* $(,)?) => {
+            mod memory_store {
+                $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() { super::$check(&*super::super::memory().0).await })*
+            }
+            mod s3_store {
+                $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() { let s3 = super::super::s3().await; super::$check(&*s3.store).await })*
+            }
+            mod moto_store {
+                $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() { super::$check(&*super::moto().await).await })*
+            }
+        };
+    }
+
+    against_all!(
+        a_new_object_never_replaces_one_already_there,
+        a_multipart_upload_is_its_parts_in_order,
+        a_part_uploaded_again_is_kept_once,
+        a_multipart_upload_never_replaces_an_object_already_there,
+        an_aborted_upload_leaves_no_object,
+        a_deleted_object_is_gone,
+    );
+
+    async fn read_all(store: &impl ObjectStore, key: &str) -> Bytes {
+        let meta = store.head(key).await.expect("head");
+        let mut body = store.get_range(key, 0..meta.size, &meta.etag).await.expect("get");
+        let mut out = BytesMut::new();
+        while let Some(chunk) = body.next().await {
+            out.extend_from_slice(&chunk.expect("chunk"));
+        }
+        out.freeze()
+    }
+
+    async fn a_new_object_never_replaces_one_already_there(store: &impl ObjectStore) {
+        let etag = store.put_object("new.bin", data::content(1, 1000), Replace::Never).await.unwrap();
+        assert_eq!(store.head("new.bin").await.unwrap().etag, etag);
+        let refused = store.put_object("new.bin", data::content(2, 10), Replace::Never).await;
+        assert_eq!(refused, Err(StoreError::PreconditionFailed));
+        assert_eq!(read_all(store, "new.bin").await, data::content(1, 1000), "the first one stays");
+        store.put_object("new.bin", data::content(3, 10), Replace::Allowed).await.unwrap();
+        assert_eq!(read_all(store, "new.bin").await, data::content(3, 10));
+    }
+
+    async fn a_multipart_upload_is_its_parts_in_order(store: &impl ObjectStore) {
+        let whole = data::content(4, 2 * PART + 1234);
+        let upload = store.create_upload("parts.bin").await.unwrap();
+        // Parts go up in parallel, so they may arrive in any order.
+        let third = store.upload_part("parts.bin", &upload, 3, whole.slice(2 * PART..)).await.unwrap();
+        let first = store.upload_part("parts.bin", &upload, 1, whole.slice(..PART)).await.unwrap();
+        let second = store.upload_part("parts.bin", &upload, 2, whole.slice(PART..2 * PART)).await.unwrap();
+        let etag =
+            store.complete_upload("parts.bin", &upload, vec![first, second, third], Replace::Never).await.unwrap();
+        let meta = store.head("parts.bin").await.unwrap();
+        assert_eq!((meta.size, &meta.etag), (whole.len() as u64, &etag));
+        assert!(read_all(store, "parts.bin").await == whole);
+    }
+
+    async fn a_part_uploaded_again_is_kept_once(store: &impl ObjectStore) {
+        // A retried part (the SDK resends a request whose answer it lost) replaces itself.
+        let whole = data::content(5, PART + 10);
+        let upload = store.create_upload("retried.bin").await.unwrap();
+        store.upload_part("retried.bin", &upload, 1, whole.slice(..PART)).await.unwrap();
+        let first = store.upload_part("retried.bin", &upload, 1, whole.slice(..PART)).await.unwrap();
+        let second = store.upload_part("retried.bin", &upload, 2, whole.slice(PART..)).await.unwrap();
+        store.complete_upload("retried.bin", &upload, vec![first, second], Replace::Never).await.unwrap();
+        assert!(read_all(store, "retried.bin").await == whole);
+    }
+
+    async fn a_multipart_upload_never_replaces_an_object_already_there(store: &impl ObjectStore) {
+        store.put_object("taken.bin", data::content(6, 100), Replace::Never).await.unwrap();
+        let upload = store.create_upload("taken.bin").await.unwrap();
+        let part = store.upload_part("taken.bin", &upload, 1, data::content(7, 100)).await.unwrap();
+        let refused = store.complete_upload("taken.bin", &upload, vec![part], Replace::Never).await;
+        assert_eq!(refused, Err(StoreError::PreconditionFailed));
+        store.abort_upload("taken.bin", &upload).await.unwrap_or(());
+        assert_eq!(read_all(store, "taken.bin").await, data::content(6, 100));
+    }
+
+    async fn an_aborted_upload_leaves_no_object(store: &impl ObjectStore) {
+        let upload: UploadId = store.create_upload("aborted.bin").await.unwrap();
+        store.upload_part("aborted.bin", &upload, 1, data::content(8, 1000)).await.unwrap();
+        store.abort_upload("aborted.bin", &upload).await.unwrap();
+        assert_eq!(store.head("aborted.bin").await.map(|m| m.size), Err(StoreError::NotFound));
+    }
+
+    async fn a_deleted_object_is_gone(store: &impl ObjectStore) {
+        store.put_object("gone.bin", data::content(9, 10), Replace::Never).await.unwrap();
+        store.delete_object("gone.bin").await.unwrap();
+        assert_eq!(store.head("gone.bin").await.map(|m| m.size), Err(StoreError::NotFound));
+    }
+}

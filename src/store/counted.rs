@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 
-use super::{BodyStream, ListPage, ObjectMeta, ObjectStore, StoreError};
+use bytes::Bytes;
+
+use super::{BodyStream, ListPage, ObjectMeta, ObjectStore, Replace, StoreError, UploadId, UploadedPart};
 use crate::metrics::Metrics;
 use crate::object_id::ETag;
 
@@ -63,12 +65,66 @@ impl<S: ObjectStore> ObjectStore for Counted<S> {
         });
         Ok(Box::pin(body))
     }
+
+    async fn put_object(&self, key: &str, body: Bytes, replace: Replace) -> Result<ETag, StoreError> {
+        let len = body.len() as u64;
+        let result = self.inner.put_object(key, body, replace).await;
+        self.metrics.request("put", status(&result));
+        if result.is_ok() {
+            self.metrics.uploaded_bytes.inc_by(len);
+        }
+        result
+    }
+
+    async fn create_upload(&self, key: &str) -> Result<UploadId, StoreError> {
+        let result = self.inner.create_upload(key).await;
+        self.metrics.request("create_upload", status(&result));
+        result
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload: &UploadId,
+        number: u32,
+        body: Bytes,
+    ) -> Result<UploadedPart, StoreError> {
+        let len = body.len() as u64;
+        let result = self.inner.upload_part(key, upload, number, body).await;
+        self.metrics.request("upload_part", status(&result));
+        if result.is_ok() {
+            self.metrics.uploaded_bytes.inc_by(len);
+        }
+        result
+    }
+
+    async fn complete_upload(
+        &self,
+        key: &str,
+        upload: &UploadId,
+        parts: Vec<UploadedPart>,
+        replace: Replace,
+    ) -> Result<ETag, StoreError> {
+        let result = self.inner.complete_upload(key, upload, parts, replace).await;
+        self.metrics.request("complete_upload", status(&result));
+        result
+    }
+
+    async fn abort_upload(&self, key: &str, upload: &UploadId) -> Result<(), StoreError> {
+        let result = self.inner.abort_upload(key, upload).await;
+        self.metrics.request("abort_upload", status(&result));
+        result
+    }
+
+    async fn delete_object(&self, key: &str) -> Result<(), StoreError> {
+        let result = self.inner.delete_object(key).await;
+        self.metrics.request("delete", status(&result));
+        result
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
-
     use super::*;
     use crate::store::memory::MemoryStore;
 

@@ -2,7 +2,7 @@
 //! paged listings), counters of the calls made and injectable faults and delays, so the layers
 //! above are tested in milliseconds. Tests only; never mounted.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
-use super::{BodyStream, ListPage, ObjectMeta, ObjectStore, StoreError};
+use super::{BodyStream, ListPage, ObjectMeta, ObjectStore, Replace, StoreError, UploadId, UploadedPart};
 use crate::object_id::ETag;
 
 /// Size of the chunks a GET body arrives in, like a socket's reads.
@@ -37,6 +37,14 @@ pub struct MemoryStore {
     /// GET bodies still to be cut off, and after how many bytes.
     cut_bodies: AtomicU64,
     cut_after: AtomicU64,
+    /// Multipart uploads in progress: key and parts by number.
+    uploads: Mutex<HashMap<String, (String, BTreeMap<u32, Bytes>)>>,
+    next_upload: AtomicU64,
+    puts: AtomicU64,
+    parts: AtomicU64,
+    completes: AtomicU64,
+    aborts: AtomicU64,
+    failing_parts: AtomicU64,
 }
 
 /// Calls made so far.
@@ -46,6 +54,10 @@ pub struct CallCounts {
     pub heads: u64,
     pub lists: u64,
     pub bytes_sent: u64,
+    pub puts: u64,
+    pub parts: u64,
+    pub completes: u64,
+    pub aborts: u64,
 }
 
 impl MemoryStore {
@@ -76,7 +88,37 @@ impl MemoryStore {
             heads: self.heads.load(Ordering::Relaxed),
             lists: self.lists.load(Ordering::Relaxed),
             bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
+            puts: self.puts.load(Ordering::Relaxed),
+            parts: self.parts.load(Ordering::Relaxed),
+            completes: self.completes.load(Ordering::Relaxed),
+            aborts: self.aborts.load(Ordering::Relaxed),
         }
+    }
+
+    /// Multipart uploads started and neither completed nor aborted.
+    pub fn uploads_in_progress(&self) -> usize {
+        self.lock_uploads().len()
+    }
+
+    /// The next `n` part uploads fail with a server error.
+    pub fn fail_next_parts(&self, n: u64) {
+        self.failing_parts.store(n, Ordering::Relaxed);
+    }
+
+    fn lock_uploads(&self) -> MutexGuard<'_, HashMap<String, (String, BTreeMap<u32, Bytes>)>> {
+        self.uploads.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Stores `data` at `key` unless `replace` forbids replacing what is there.
+    fn store(&self, key: &str, data: Bytes, replace: Replace) -> Result<ETag, StoreError> {
+        let version = self.versions.fetch_add(1, Ordering::Relaxed);
+        let etag = ETag::new(format!("\"v{version}-{}\"", data.len()));
+        let mut objects = self.lock();
+        if replace == Replace::Never && objects.contains_key(key) {
+            return Err(StoreError::PreconditionFailed);
+        }
+        objects.insert(key.to_owned(), Object { data, etag: etag.clone(), modified: SystemTime::now() });
+        Ok(etag)
     }
 
     /// Each GET waits this long before answering.
@@ -187,5 +229,73 @@ impl ObjectStore for MemoryStore {
             chunks.push(Err(StoreError::Other("injected connection reset".into())));
         }
         Ok(Box::pin(futures::stream::iter(chunks)))
+    }
+
+    async fn put_object(&self, key: &str, body: Bytes, replace: Replace) -> Result<ETag, StoreError> {
+        self.puts.fetch_add(1, Ordering::Relaxed);
+        self.store(key, body, replace)
+    }
+
+    async fn create_upload(&self, key: &str) -> Result<UploadId, StoreError> {
+        let id = format!("upload-{}", self.next_upload.fetch_add(1, Ordering::Relaxed));
+        self.lock_uploads().insert(id.clone(), (key.to_owned(), BTreeMap::new()));
+        Ok(UploadId(id))
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload: &UploadId,
+        number: u32,
+        body: Bytes,
+    ) -> Result<UploadedPart, StoreError> {
+        self.parts.fetch_add(1, Ordering::Relaxed);
+        if self.failing_parts.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok() {
+            return Err(StoreError::Other("injected server error".into()));
+        }
+        if !(1..=10_000).contains(&number) {
+            return Err(StoreError::Other(format!("part number {number} out of range")));
+        }
+        let mut uploads = self.lock_uploads();
+        let (upload_key, parts) = uploads.get_mut(&upload.0).ok_or(StoreError::Other("no such upload".into()))?;
+        if upload_key != key {
+            return Err(StoreError::Other("the upload is of another key".into()));
+        }
+        let etag = format!("\"part-{number}-{}\"", body.len());
+        parts.insert(number, body);
+        Ok(UploadedPart { number, etag })
+    }
+
+    async fn complete_upload(
+        &self,
+        key: &str,
+        upload: &UploadId,
+        parts: Vec<UploadedPart>,
+        replace: Replace,
+    ) -> Result<ETag, StoreError> {
+        self.completes.fetch_add(1, Ordering::Relaxed);
+        let (_, stored) = self.lock_uploads().remove(&upload.0).ok_or(StoreError::Other("no such upload".into()))?;
+        let mut data = bytes::BytesMut::new();
+        let mut previous = 0;
+        for part in &parts {
+            let body = stored.get(&part.number).ok_or(StoreError::Other(format!("part {} missing", part.number)))?;
+            if part.number <= previous || part.etag != format!("\"part-{}-{}\"", part.number, body.len()) {
+                return Err(StoreError::Other(format!("part {} is out of order or not the one uploaded", part.number)));
+            }
+            previous = part.number;
+            data.extend_from_slice(body);
+        }
+        self.store(key, data.freeze(), replace)
+    }
+
+    async fn abort_upload(&self, _key: &str, upload: &UploadId) -> Result<(), StoreError> {
+        self.aborts.fetch_add(1, Ordering::Relaxed);
+        self.lock_uploads().remove(&upload.0);
+        Ok(())
+    }
+
+    async fn delete_object(&self, key: &str) -> Result<(), StoreError> {
+        self.lock().remove(key);
+        Ok(())
     }
 }

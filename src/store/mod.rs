@@ -54,6 +54,26 @@ pub enum StoreError {
     Other(String),
 }
 
+/// Whether a write may replace an object already at its key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replace {
+    /// Only if the key is free (`If-None-Match: *`): an object another client created meanwhile
+    /// makes the write fail with `PreconditionFailed`, never lost silently.
+    Never,
+    Allowed,
+}
+
+/// A multipart upload in progress.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UploadId(pub String);
+
+/// A part uploaded: its number (from 1) and the ETag the server gave it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UploadedPart {
+    pub number: u32,
+    pub etag: String,
+}
+
 pub trait ObjectStore: Send + Sync + 'static {
     /// One page of keys under `prefix`, grouped at `/`.
     fn list_page(
@@ -73,6 +93,39 @@ pub trait ObjectStore: Send + Sync + 'static {
         range: Range<u64>,
         etag: &ETag,
     ) -> impl Future<Output = Result<BodyStream, StoreError>> + Send;
+
+    // Writes: new objects in one PUT or as a multipart upload, and deletes.
+
+    fn put_object(
+        &self,
+        key: &str,
+        body: Bytes,
+        replace: Replace,
+    ) -> impl Future<Output = Result<ETag, StoreError>> + Send;
+
+    fn create_upload(&self, key: &str) -> impl Future<Output = Result<UploadId, StoreError>> + Send;
+
+    /// Uploads part `number` (1 to 10,000); uploading a number again replaces the part.
+    fn upload_part(
+        &self,
+        key: &str,
+        upload: &UploadId,
+        number: u32,
+        body: Bytes,
+    ) -> impl Future<Output = Result<UploadedPart, StoreError>> + Send;
+
+    /// Makes the object of the parts, in number order.
+    fn complete_upload(
+        &self,
+        key: &str,
+        upload: &UploadId,
+        parts: Vec<UploadedPart>,
+        replace: Replace,
+    ) -> impl Future<Output = Result<ETag, StoreError>> + Send;
+
+    fn abort_upload(&self, key: &str, upload: &UploadId) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn delete_object(&self, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// A response body: chunks as they arrive. After an `Err`, the stream has nothing more to give.

@@ -12,12 +12,15 @@ use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_s3::config::{BehaviorVersion, Region, retry::RetryConfig, timeout::TimeoutConfig};
 use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::types::{EncodingType, RequestPayer};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, EncodingType, RequestPayer};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::retries::RequestAttempts;
 use prometheus_client::metrics::counter::Counter;
 
-use super::{BodyStream, ListPage, ObjectMeta, ObjectStore, StoreError};
+use bytes::Bytes;
+
+use super::{BodyStream, ListPage, ObjectMeta, ObjectStore, Replace, StoreError, UploadId, UploadedPart};
 use crate::object_id::ETag;
 
 /// How to reach the bucket; built from the checked mount configuration.
@@ -325,6 +328,113 @@ impl ObjectStore for S3Store {
         });
         Ok(Box::pin(chunks))
     }
+
+    async fn put_object(&self, key: &str, body: Bytes, replace: Replace) -> Result<ETag, StoreError> {
+        let out = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(body))
+            .set_if_none_match(if_none_match(replace))
+            .set_request_payer(self.payer())
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(ETag::new(out.e_tag.unwrap_or_default()))
+    }
+
+    async fn create_upload(&self, key: &str) -> Result<UploadId, StoreError> {
+        let out = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_request_payer(self.payer())
+            .send()
+            .await
+            .map_err(classify)?;
+        out.upload_id.map(UploadId).ok_or_else(|| StoreError::Other("the server gave no upload id".into()))
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload: &UploadId,
+        number: u32,
+        body: Bytes,
+    ) -> Result<UploadedPart, StoreError> {
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(&upload.0)
+            .part_number(number as i32)
+            .body(ByteStream::from(body))
+            .set_request_payer(self.payer())
+            .send()
+            .await
+            .map_err(classify)?;
+        let etag = out.e_tag.ok_or_else(|| StoreError::Other(format!("the server gave part {number} no ETag")))?;
+        Ok(UploadedPart { number, etag })
+    }
+
+    async fn complete_upload(
+        &self,
+        key: &str,
+        upload: &UploadId,
+        parts: Vec<UploadedPart>,
+        replace: Replace,
+    ) -> Result<ETag, StoreError> {
+        let parts = parts
+            .into_iter()
+            .map(|p| CompletedPart::builder().part_number(p.number as i32).e_tag(p.etag).build())
+            .collect();
+        let out = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(&upload.0)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .set_if_none_match(if_none_match(replace))
+            .set_request_payer(self.payer())
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(ETag::new(out.e_tag.unwrap_or_default()))
+    }
+
+    async fn abort_upload(&self, key: &str, upload: &UploadId) -> Result<(), StoreError> {
+        self.client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(&upload.0)
+            .set_request_payer(self.payer())
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn delete_object(&self, key: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_request_payer(self.payer())
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+}
+
+/// `If-None-Match: *` for a write that must not replace an object.
+fn if_none_match(replace: Replace) -> Option<String> {
+    (replace == Replace::Never).then(|| "*".to_owned())
 }
 
 /// Checks that a response to a GET of `range`, pinned to `etag`, is that range (as S3 clips it at

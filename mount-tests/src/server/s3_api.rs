@@ -54,6 +54,16 @@ impl TestS3 {
     fn object(&self, bucket: &str, key: &str) -> S3Result<StoredObject> {
         self.storage.get(bucket, key).map_err(storage_error)?.ok_or_else(|| s3_error!(NoSuchKey))
     }
+
+    /// `If-None-Match: *` on a write: 412 when the key holds an object.
+    fn refuse_if_present(&self, bucket: &str, key: &str, condition: Option<&ETagCondition>) -> S3Result<()> {
+        if matches!(condition, Some(ETagCondition::Any))
+            && self.storage.get(bucket, key).map_err(storage_error)?.is_some()
+        {
+            return Err(s3_error!(PreconditionFailed, "an object exists at this key (If-None-Match: *)"));
+        }
+        Ok(())
+    }
 }
 
 fn storage_error(e: StorageError) -> S3Error {
@@ -211,6 +221,7 @@ impl S3 for TestS3 {
         self.count("PutObject");
         let input = req.input;
         let data = collect_body(input.body).await?;
+        self.refuse_if_present(&input.bucket, &input.key, input.if_none_match.as_ref())?;
         let object = StoredObject::new(data, input.content_type.map(|t| t.to_string()));
         let etag = etag_of(&object);
         self.storage.put(&input.bucket, &input.key, object).map_err(storage_error)?;
@@ -290,6 +301,7 @@ impl S3 for TestS3 {
         if requested.is_empty() {
             return Err(s3_error!(MalformedXML, "You must specify at least one part"));
         }
+        self.refuse_if_present(&input.bucket, &input.key, input.if_none_match.as_ref())?;
         let upload = self.uploads().remove(&input.upload_id).ok_or_else(|| s3_error!(NoSuchUpload))?;
         let mut body = BytesMut::new();
         let mut md5s = Vec::with_capacity(requested.len());

@@ -533,4 +533,3 @@ fn on_fresh_mount<T>(server: &TestServer, extra: &[&str], peak_rss: &mut u64, me
     *peak_rss = (*peak_rss).max(mount.peak_rss_kib());
     result
 }
-
