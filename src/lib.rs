@@ -1,8 +1,10 @@
-//! fetchfs: mount an S3 bucket as a local, read-only directory tree whose reads become ranged GETs.
+//! fetchfs: mount an S3 bucket as a local directory tree whose reads become ranged GETs and whose
+//! new files become streaming multipart uploads.
 //!
 //! Layers, top to bottom (see shared/DESIGN.md): `fuse` (the thin kernel adapter) -> `fs` (inodes,
 //! directories from key prefixes, open handles) -> `fetch` (readahead, parallel ranged GETs) ->
-//! `cache` (the block LRU) and `store` (the `ObjectStore` seam and its S3 implementation);
+//! `cache` (the block LRU, the disk tier) and `store` (the `ObjectStore` seam and its S3
+//! implementation); `fs` routes files opened for writing to `upload`, which talks to the store;
 //! `metrics` counts what each layer does. `cli`/`config` turn arguments into a checked `MountConfig`; `daemon` runs the
 //! mount in the foreground or background.
 
@@ -18,3 +20,4 @@ pub mod fuse;
 pub mod metrics;
 pub mod object_id;
 pub mod store;
+pub mod upload;

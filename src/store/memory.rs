@@ -45,6 +45,7 @@ pub struct MemoryStore {
     completes: AtomicU64,
     aborts: AtomicU64,
     failing_parts: AtomicU64,
+    part_delay_us: AtomicU64,
 }
 
 /// Calls made so far.
@@ -98,6 +99,11 @@ impl MemoryStore {
     /// Multipart uploads started and neither completed nor aborted.
     pub fn uploads_in_progress(&self) -> usize {
         self.lock_uploads().len()
+    }
+
+    /// Each part upload waits this long before answering.
+    pub fn set_part_delay(&self, delay: Duration) {
+        self.part_delay_us.store(delay.as_micros() as u64, Ordering::Relaxed);
     }
 
     /// The next `n` part uploads fail with a server error.
@@ -250,6 +256,10 @@ impl ObjectStore for MemoryStore {
         body: Bytes,
     ) -> Result<UploadedPart, StoreError> {
         self.parts.fetch_add(1, Ordering::Relaxed);
+        let delay = self.part_delay_us.load(Ordering::Relaxed);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_micros(delay)).await;
+        }
         if self.failing_parts.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok() {
             return Err(StoreError::Other("injected server error".into()));
         }

@@ -1,0 +1,157 @@
+//! The write path against the in-memory store: the object is exactly what was written, parts go
+//! up while the writer goes on, failures abort, and the memory for parts is bounded.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::store::memory::MemoryStore;
+
+fn content(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + i / 4096) as u8).collect()
+}
+
+fn uploader(store: &Arc<MemoryStore>, config: UploadConfig) -> Arc<Uploader<MemoryStore>> {
+    Uploader::new(Arc::clone(store), config, Arc::default())
+}
+
+fn small_parts() -> UploadConfig {
+    UploadConfig { first_part_size: 64 * 1024, concurrency: 3, budget: 512 * 1024 }
+}
+
+async fn stored(store: &MemoryStore, key: &str) -> Bytes {
+    use futures::StreamExt;
+    let meta = store.head(key).await.expect("the object exists");
+    let mut body = store.get_range(key, 0..meta.size, &meta.etag).await.expect("get");
+    let mut out = Vec::new();
+    while let Some(chunk) = body.next().await {
+        out.extend_from_slice(&chunk.expect("chunk"));
+    }
+    Bytes::from(out)
+}
+
+#[tokio::test]
+async fn a_small_file_goes_up_in_one_put() {
+    let store = Arc::new(MemoryStore::new());
+    let mut upload = uploader(&store, small_parts()).start("small".into(), Replace::Never);
+    upload.write(0, b"hello ").await.unwrap();
+    upload.write(6, b"world").await.unwrap();
+    upload.finish().await.unwrap();
+    assert_eq!(stored(&store, "small").await, Bytes::from_static(b"hello world"));
+    let counts = store.counts();
+    assert_eq!((counts.puts, counts.parts, counts.completes), (1, 0, 0));
+}
+
+#[tokio::test]
+async fn an_empty_file_is_an_empty_object() {
+    let store = Arc::new(MemoryStore::new());
+    let mut upload = uploader(&store, small_parts()).start("empty".into(), Replace::Never);
+    upload.finish().await.unwrap();
+    assert_eq!(stored(&store, "empty").await.len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_file_is_its_parts_in_order_whatever_the_write_sizes() {
+    let store = Arc::new(MemoryStore::new());
+    let data = content(1_000_000);
+    let mut upload = uploader(&store, small_parts()).start("large".into(), Replace::Never);
+    let mut offset = 0;
+    for size in [1, 4095, 70_000, 131_072, 3].iter().cycle() {
+        let end = (offset + size).min(data.len());
+        upload.write(offset as u64, &data[offset..end]).await.unwrap();
+        offset = end;
+        if offset == data.len() {
+            break;
+        }
+    }
+    upload.finish().await.unwrap();
+    assert!(stored(&store, "large").await == data);
+    let counts = store.counts();
+    assert_eq!(counts.parts, 1_000_000u64.div_ceil(64 * 1024));
+    assert_eq!((counts.puts, counts.completes, store.uploads_in_progress()), (0, 1, 0));
+}
+
+#[tokio::test]
+async fn a_write_not_at_the_end_is_refused_and_changes_nothing() {
+    let store = Arc::new(MemoryStore::new());
+    let mut upload = uploader(&store, small_parts()).start("f".into(), Replace::Never);
+    upload.write(0, b"abc").await.unwrap();
+    assert_eq!(upload.write(10, b"x").await, Err(WriteError::NotAtEnd { offset: 10, end: 3 }));
+    assert_eq!(upload.write(1, b"x").await, Err(WriteError::NotAtEnd { offset: 1, end: 3 }));
+    upload.write(3, b"d").await.unwrap();
+    upload.finish().await.unwrap();
+    assert_eq!(stored(&store, "f").await, Bytes::from_static(b"abcd"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_part_aborts_the_upload_and_no_object_appears() {
+    let store = Arc::new(MemoryStore::new());
+    store.fail_next_parts(1);
+    let data = content(500_000);
+    let mut upload = uploader(&store, small_parts()).start("broken".into(), Replace::Never);
+    // Writes may fail as soon as the failure is known, or only at the end.
+    let mut wrote = Ok(());
+    for (i, chunk) in data.chunks(65_536).enumerate() {
+        wrote = upload.write(i as u64 * 65_536, chunk).await;
+        if wrote.is_err() {
+            break;
+        }
+    }
+    let finished = upload.finish().await;
+    assert!(wrote.is_err() || finished.is_err(), "the failure is reported");
+    assert!(matches!(finished, Err(WriteError::Failed(_))), "{finished:?}");
+    assert_eq!(store.head("broken").await.map(|m| m.size), Err(StoreError::NotFound));
+    assert_eq!((store.uploads_in_progress(), store.counts().aborts), (0, 1), "aborted, nothing left");
+}
+
+#[tokio::test]
+async fn a_new_file_never_replaces_an_object_created_meanwhile() {
+    let store = Arc::new(MemoryStore::new());
+    let mut upload = uploader(&store, small_parts()).start("race".into(), Replace::Never);
+    upload.write(0, b"mine").await.unwrap();
+    store.put("race", Bytes::from_static(b"theirs"));
+    assert_eq!(upload.finish().await, Err(WriteError::Failed(StoreError::PreconditionFailed)));
+    assert_eq!(stored(&store, "race").await, Bytes::from_static(b"theirs"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parts_wait_for_memory_rather_than_fail() {
+    // Room for two parts in the whole mount: two files written at once, each wanting up to four
+    // parts in flight, take turns and both finish.
+    let store = Arc::new(MemoryStore::new());
+    store.set_part_delay(std::time::Duration::from_millis(5));
+    let config = UploadConfig { first_part_size: 64 * 1024, concurrency: 4, budget: 128 * 1024 };
+    let uploader = uploader(&store, config);
+    let data = Arc::new(content(600_000));
+    let writers: Vec<_> = ["a", "b"]
+        .into_iter()
+        .map(|key| {
+            let (uploader, data) = (Arc::clone(&uploader), Arc::clone(&data));
+            tokio::spawn(async move {
+                let mut upload = uploader.start(key.into(), Replace::Never);
+                for (i, chunk) in data.chunks(10_000).enumerate() {
+                    upload.write(i as u64 * 10_000, chunk).await.unwrap();
+                }
+                upload.finish().await.unwrap();
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    assert!(stored(&store, "a").await == *data && stored(&store, "b").await == *data);
+    assert_eq!(uploader.memory.available_permits(), 128, "all the memory came back");
+}
+
+#[test]
+fn parts_grow_so_large_objects_fit_in_ten_thousand() {
+    let config = UploadConfig { first_part_size: 8 * MIB, concurrency: 8, budget: 128 * MIB };
+    assert_eq!(config.part_size(1), 8 * MIB);
+    assert_eq!(config.part_size(1000), 8 * MIB);
+    assert_eq!(config.part_size(1001), 16 * MIB);
+    assert_eq!(config.part_size(2001), 32 * MIB);
+    assert_eq!(config.part_size(3001), 64 * MIB, "at most half the budget");
+    assert_eq!(config.part_size(10_000), 64 * MIB);
+    assert_eq!(config.largest_object(), (8 + 16 + 32 + 7 * 64) * 1000 * MIB);
+}
