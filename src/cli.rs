@@ -99,9 +99,22 @@ pub struct MountArgs {
     /// Permission bits of directories, in octal.
     #[arg(long, default_value = "0755")]
     pub dir_mode: String,
-    /// Mount read-only. This is the only mode for now: every write answers EROFS.
-    #[arg(long, default_value_t = true)]
+    /// Mount read-only: every change answers EROFS. (Without it, new files can be written.)
+    #[arg(long)]
     pub read_only: bool,
+    /// Let a program replace an existing object whole, by opening it with O_TRUNC.
+    #[arg(long)]
+    pub allow_overwrite: bool,
+    /// Let unlink (rm) delete objects.
+    #[arg(long)]
+    pub allow_delete: bool,
+    /// Size of the first parts of a file being written, in MiB (default 8); parts double every
+    /// 1000 so that large files fit in S3's 10,000 parts. Files up to it go up in one PUT.
+    #[arg(long, value_name = "MIB")]
+    pub upload_part_size: Option<u64>,
+    /// Most parts of one file going up at once (default 8).
+    #[arg(long, value_name = "N")]
+    pub upload_concurrency: Option<usize>,
     /// Seconds a listing or lookup stays valid before S3 is asked again, or `indefinite` for a
     /// bucket that does not change while mounted.
     #[arg(long, default_value = "5", value_name = "SECONDS|indefinite")]
@@ -183,9 +196,9 @@ pub struct BenchArgs {
 pub const HELPER_NAMES: [&str; 2] = ["mount.fuse.fetchfs", "mount.fetchfs"];
 
 /// Mount options that say how mount(8) or systemd should treat the line, not how to mount: fetchfs
-/// ignores them. (`rw` too: the mount is read-only whatever the line says, as writes answer EROFS.)
+/// ignores them. (`ro` is not among them: it becomes `--read-only`.)
 fn is_generic_option(option: &str) -> bool {
-    const GENERIC: [&str; 22] = [
+    const GENERIC: [&str; 21] = [
         "defaults",
         "_netdev",
         "nofail",
@@ -196,7 +209,6 @@ fn is_generic_option(option: &str) -> bool {
         "users",
         "owner",
         "group",
-        "ro",
         "rw",
         "dev",
         "nodev",
@@ -234,6 +246,10 @@ pub fn helper_args(args: &[String]) -> Result<HelperCall, String> {
             "-o" => {
                 let options = rest.next().ok_or("-o needs a list of options")?;
                 for option in options.split(',').filter(|o| !o.is_empty() && !is_generic_option(o)) {
+                    if option == "ro" {
+                        flags.push("--read-only".to_owned());
+                        continue;
+                    }
                     let (name, value) = match option.split_once('=') {
                         Some((name, value)) => (name, Some(value)),
                         None => (option, None),
@@ -312,6 +328,8 @@ mod tests {
     #[test]
     fn fake_mounts_and_bad_calls() {
         assert_eq!(helper_args(&strings(&["b", "/mnt", "-f", "-o", "ro"])), Ok(HelperCall::Fake));
+        let read_only = strings(&["fetchfs", "mount", "--read-only", "--", "b", "/mnt"]);
+        assert_eq!(helper_args(&strings(&["b", "/mnt", "-o", "ro,nofail"])), Ok(HelperCall::Mount(read_only)));
         assert!(helper_args(&strings(&["b"])).is_err());
         assert!(helper_args(&strings(&["b", "/mnt", "-o"])).is_err());
         assert!(helper_args(&strings(&["b", "/mnt", "-N", "x"])).is_err());

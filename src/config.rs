@@ -10,8 +10,9 @@ use fuser::{MountOption, SessionACL};
 use crate::cache::disk::DiskCacheConfig;
 use crate::cli::{MountArgs, S3Args};
 use crate::fetch::FetchConfig;
-use crate::fs::FsOptions;
+use crate::fs::{FsOptions, WriteMode};
 use crate::store::s3::S3Settings;
+use crate::upload::UploadConfig;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -34,12 +35,18 @@ pub struct MountConfig {
     pub log_file: Option<PathBuf>,
     pub metrics_addr: Option<std::net::SocketAddr>,
     pub disk_cache: Option<DiskCacheConfig>,
+    pub upload: UploadConfig,
 }
 
 impl MountConfig {
     pub fn from_args(args: MountArgs) -> Result<Self, ConfigError> {
         let (bucket, url_prefix) = parse_source(&args.source)?;
-        let fetch = fetch_config(&args)?;
+        let writes = WriteMode {
+            read_only: args.read_only,
+            allow_overwrite: args.allow_overwrite,
+            allow_delete: args.allow_delete,
+        };
+        let (fetch, upload) = split_budget(fetch_config(&args)?, upload_config(&args)?, writes)?;
         let prefix = match (url_prefix, args.prefix) {
             (Some(_), Some(_)) => {
                 return Err(error("a prefix was given both in the s3:// URL and with --prefix; give it once"));
@@ -53,9 +60,6 @@ impl MountConfig {
         check_mountpoint(&args.mountpoint)?;
         if !Path::new("/dev/fuse").exists() {
             return Err(error("/dev/fuse does not exist: load the fuse kernel module (modprobe fuse)"));
-        }
-        if !args.read_only {
-            return Err(error("only read-only mounts are supported"));
         }
         let acl = match (args.allow_other, args.allow_root) {
             (true, _) => SessionACL::All,
@@ -73,6 +77,7 @@ impl MountConfig {
             metadata_ttl,
             negative_metadata_ttl,
             read_timeout: Duration::from_secs(read_timeout),
+            writes,
         };
         let disk_cache = disk_cache_config(args.disk_cache, args.disk_cache_size)?;
         let s3 = s3_settings(bucket, &args.s3)?;
@@ -89,18 +94,22 @@ impl MountConfig {
             log_file: args.log_file,
             metrics_addr: args.metrics_addr,
             disk_cache,
+            upload,
         })
     }
 
     pub fn mount_options(&self) -> Vec<MountOption> {
-        vec![
+        let mut options = vec![
             MountOption::FSName(format!("fetchfs:{}", self.s3.bucket)),
             MountOption::Subtype("fetchfs".into()),
-            MountOption::RO,
             MountOption::NoDev,
             MountOption::NoSuid,
             MountOption::DefaultPermissions,
-        ]
+        ];
+        if self.fs.writes.read_only {
+            options.push(MountOption::RO);
+        }
+        options
     }
 }
 
@@ -163,6 +172,53 @@ fn memory_mib() -> u64 {
         (Ok(pages), Ok(size)) if pages > 0 && size > 0 => pages.saturating_mul(size) / (1024 * 1024),
         _ => 1024 * 1024,
     }
+}
+
+/// Sizes of the first upload parts a file may be given, in MiB: S3's smallest part to its largest.
+const UPLOAD_PART_MIB: RangeInclusive<u64> = 5..=5 * 1024;
+const UPLOAD_CONCURRENCY: RangeInclusive<usize> = 1..=64;
+/// The share of `--cache-size` for parts of files being written, on a mount that writes.
+const UPLOAD_SHARE: u64 = 4;
+
+fn upload_config(args: &MountArgs) -> Result<UploadConfig, ConfigError> {
+    let defaults = UploadConfig::default();
+    Ok(UploadConfig {
+        first_part_size: match args.upload_part_size {
+            Some(mib) => within(mib, UPLOAD_PART_MIB, "--upload-part-size", "MiB")? * 1024 * 1024,
+            None => defaults.first_part_size,
+        },
+        concurrency: match args.upload_concurrency {
+            Some(n) => within(n, UPLOAD_CONCURRENCY, "--upload-concurrency", "parts")?,
+            None => defaults.concurrency,
+        },
+        ..defaults
+    })
+}
+
+/// Splits the one memory budget (`--cache-size`) between reading and, unless the mount is
+/// read-only, the parts of files being written: a quarter, at least two parts' worth.
+fn split_budget(
+    mut fetch: FetchConfig,
+    mut upload: UploadConfig,
+    writes: WriteMode,
+) -> Result<(FetchConfig, UploadConfig), ConfigError> {
+    const MIB: u64 = 1024 * 1024;
+    if writes.read_only {
+        upload.budget = 0;
+        return Ok((fetch, upload));
+    }
+    upload.budget = fetch.cache_bytes / UPLOAD_SHARE;
+    if upload.budget < 2 * upload.first_part_size {
+        return Err(error(format!(
+            "--cache-size {} MiB leaves {} MiB for writing, less than two parts of --upload-part-size {} MiB: \
+             raise --cache-size, lower --upload-part-size, or mount --read-only",
+            fetch.cache_bytes / MIB,
+            upload.budget / MIB,
+            upload.first_part_size / MIB
+        )));
+    }
+    fetch.cache_bytes -= upload.budget;
+    Ok((fetch, upload))
 }
 
 /// Sizes of the fetch layer from the flags, each within its limits.

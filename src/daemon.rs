@@ -180,7 +180,8 @@ fn serve(config: MountConfig, readiness: &mut Readiness) -> Result<(), String> {
         None => None,
     };
     let store = Counted::new(store, Arc::clone(&metrics));
-    let fs = Arc::new(Fs::new(Arc::new(store), config.fs.clone(), config.fetch, disk, Arc::clone(&metrics)));
+    let fs =
+        Arc::new(Fs::new(Arc::new(store), config.fs.clone(), config.fetch, config.upload, disk, Arc::clone(&metrics)));
     if let Some(addr) = config.metrics_addr {
         let fs = Arc::clone(&fs);
         runtime

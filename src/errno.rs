@@ -3,7 +3,7 @@
 use crate::store::StoreError;
 
 /// A failure of a filesystem operation, as the kernel will be told.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FsError {
     #[error("no such file or directory")]
     NotFound,
@@ -20,6 +20,24 @@ pub enum FsError {
     /// The object an open file stands for was replaced or deleted.
     #[error("the object changed or was deleted while open")]
     Stale,
+    /// Refused by the mount's rules; says why (and which flag allows it, if one does).
+    #[error("not permitted: {0}")]
+    NotPermitted(&'static str),
+    #[error("the file is being written")]
+    Busy,
+    #[error("the file is open in passthrough")]
+    TextBusy,
+    #[error("the name exists")]
+    Exists,
+    #[error("{0}")]
+    InvalidWrite(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("writing the object failed: {0}")]
+    UploadFailed(String),
+    /// rename: what `mv` answers by copying and deleting.
+    #[error("renaming is not supported")]
+    CrossDevice,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -35,6 +53,13 @@ impl FsError {
             libc::EBADF => "EBADF",
             libc::ESTALE => "ESTALE",
             libc::EACCES => "EACCES",
+            libc::EPERM => "EPERM",
+            libc::EBUSY => "EBUSY",
+            libc::ETXTBSY => "ETXTBSY",
+            libc::EEXIST => "EEXIST",
+            libc::EINVAL => "EINVAL",
+            libc::EFBIG => "EFBIG",
+            libc::EXDEV => "EXDEV",
             _ => "EIO",
         }
     }
@@ -48,12 +73,34 @@ impl FsError {
             FsError::BadHandle => libc::EBADF,
             FsError::TimedOut(_) => libc::EIO,
             FsError::Stale => libc::ESTALE,
+            FsError::NotPermitted(_) => libc::EPERM,
+            FsError::Busy => libc::EBUSY,
+            FsError::TextBusy => libc::ETXTBSY,
+            FsError::Exists => libc::EEXIST,
+            FsError::InvalidWrite(_) => libc::EINVAL,
+            FsError::TooLarge(_) => libc::EFBIG,
+            FsError::UploadFailed(_) => libc::EIO,
+            FsError::CrossDevice => libc::EXDEV,
             FsError::Store(e) => match e {
                 StoreError::NotFound | StoreError::NoSuchBucket => libc::ENOENT,
                 StoreError::PreconditionFailed => libc::ESTALE,
                 StoreError::AccessDenied(_) => libc::EACCES,
                 StoreError::WrongRegion(_) | StoreError::Unreachable(_) | StoreError::Other(_) => libc::EIO,
             },
+        }
+    }
+}
+
+impl From<crate::upload::WriteError> for FsError {
+    fn from(e: crate::upload::WriteError) -> Self {
+        use crate::upload::WriteError;
+        match e {
+            WriteError::NotAtEnd { .. } => FsError::InvalidWrite(e.to_string()),
+            WriteError::TooLarge { .. } => FsError::TooLarge(e.to_string()),
+            WriteError::Failed(StoreError::PreconditionFailed) => FsError::UploadFailed(
+                "another client created an object at this name meanwhile; it was not replaced".into(),
+            ),
+            WriteError::Finished | WriteError::Failed(_) => FsError::UploadFailed(e.to_string()),
         }
     }
 }

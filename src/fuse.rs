@@ -18,7 +18,7 @@ use tokio::runtime::Handle;
 
 use crate::config::MountConfig;
 use crate::errno::FsError;
-use crate::fs::{Attr, Fs, Kind, Listing};
+use crate::fs::{Attr, AttrChange, Fs, Kind, Listing};
 use crate::store::ObjectStore;
 
 /// Largest read the kernel is asked to send at once.
@@ -150,6 +150,11 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         if self.fs.has_disk_cache() {
             self.passthrough = negotiate_passthrough(config);
         }
+        // `open(O_TRUNC)` arrives as one OPEN with the flag, not an OPEN then a SETATTR of size 0:
+        // replacing an object whole is one decision.
+        if let Err(missing) = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC) {
+            tracing::warn!("the kernel does not offer {missing:?}; O_TRUNC opens are refused");
+        }
         // Never FUSE_WRITEBACK_CACHE: the kernel would then keep its own idea of file sizes and
         // times, and it rules out passthrough.
         Ok(())
@@ -185,14 +190,31 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let write = flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
+        let truncate = flags.0 & libc::O_TRUNC != 0;
+        let write = flags.acc_mode() != OpenAccMode::O_RDONLY || truncate;
+        let in_passthrough = |inodes: &HashMap<u64, OpenInode>| {
+            inodes.get(&ino.0).is_some_and(|open| matches!(open.serving, Serving::Passthrough(_)))
+        };
+        if write && in_passthrough(&self.lock_open_inodes()) {
+            return reply.error(failed(
+                &self.fs,
+                "open for writing",
+                &format_args!("inode {}", ino.0),
+                &FsError::TextBusy,
+            ));
+        }
         // Opening may start fetching the files that come next, on the runtime.
         let _runtime = self.runtime.enter();
-        let opened = match self.fs.open(ino.0, write) {
+        let opened = match self.fs.open(ino.0, write, truncate) {
             Ok(opened) => opened,
             Err(e) => return reply.error(failed(&self.fs, "open", &format_args!("inode {}", ino.0), &e)),
         };
-        let mut inodes = self.open_inodes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut inodes = self.lock_open_inodes();
+        if opened.writing {
+            inodes.entry(ino.0).or_insert(OpenInode { serving: Serving::Daemon, opens: 0 }).opens += 1;
+            // The writer's handle bypasses the page cache: its bytes go to the upload only.
+            return reply.opened(FileHandle(opened.handle), FopenFlags::FOPEN_DIRECT_IO);
+        }
         let open = inodes.entry(ino.0).or_insert_with(|| {
             let backing = match &opened.local_copy {
                 Some(file) if self.passthrough => match reply.open_backing(file) {
@@ -255,8 +277,11 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
     ) {
         // Releasing may start completing the file on disk, on the runtime.
         let _runtime = self.runtime.enter();
-        self.fs.release(fh.0);
-        let mut inodes = self.open_inodes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(unfinished) = self.fs.release(fh.0) {
+            let fs = Arc::clone(&self.fs);
+            self.runtime.spawn(async move { fs.finish_released(unfinished).await });
+        }
+        let mut inodes = self.lock_open_inodes();
         if let Some(open) = inodes.get_mut(&ino.0) {
             open.opens = open.opens.saturating_sub(1);
             if open.opens == 0 {
@@ -364,18 +389,19 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         reply.statfs(BLOCKS, BLOCKS, BLOCKS, 1 << 30, 1 << 30, 4096, 255, 4096);
     }
 
-    // Every write path answers EROFS: the mount is read-only.
+    // The write path: new files, written front to back, become uploads (see `fs`); what S3 cannot
+    // do (rename, links, device nodes) is refused with an errno that says so.
 
     fn setattr(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
-        _size: Option<u64>,
-        _atime: Option<TimeOrNow>,
-        _mtime: Option<TimeOrNow>,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         _fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
@@ -384,72 +410,151 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        reply.error(Errno::EROFS);
+        let metadata = mode.is_some() || uid.is_some() || gid.is_some() || atime.is_some() || mtime.is_some();
+        match self.fs.setattr(ino.0, AttrChange { metadata, size }) {
+            Ok(attr) => reply.attr(&self.ttl, &file_attr(&attr)),
+            Err(e) => reply.error(failed(&self.fs, "setattr", &format_args!("inode {}", ino.0), &e)),
+        }
     }
 
     fn mknod(&self, _req: &Request, _p: INodeNo, _n: &OsStr, _m: u32, _u: u32, _r: u32, reply: ReplyEntry) {
-        reply.error(Errno::EROFS);
+        reply.error(self.unsupported("mknod", "device nodes and fifos cannot be objects"));
     }
 
-    fn mkdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
-        reply.error(Errno::EROFS);
+    fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
+        let Some(name) = name_str(name).map(str::to_owned) else { return reply.error(Errno::EINVAL) };
+        let (fs, ttl) = (Arc::clone(&self.fs), self.ttl);
+        self.runtime.spawn(async move {
+            match fs.mkdir(parent.0, &name).await {
+                Ok(attr) => reply.entry(&ttl, &file_attr(&attr), Generation(0)),
+                Err(e) => reply.error(failed(&fs, "mkdir", &name, &e)),
+            }
+        });
     }
 
-    fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EROFS);
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let Some(name) = name_str(name).map(str::to_owned) else { return reply.error(Errno::ENOENT) };
+        let fs = Arc::clone(&self.fs);
+        self.runtime.spawn(async move {
+            match fs.unlink(parent.0, &name).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(failed(&fs, "unlink", &name, &e)),
+            }
+        });
     }
 
-    fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EROFS);
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let Some(name) = name_str(name) else { return reply.error(Errno::ENOENT) };
+        match self.fs.rmdir(parent.0, name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(failed(&self.fs, "rmdir", &name, &e)),
+        }
     }
 
     fn symlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, _target: &Path, reply: ReplyEntry) {
-        reply.error(Errno::EROFS);
+        reply.error(self.unsupported("symlink", "S3 has no links"));
     }
 
     fn rename(
         &self,
         _req: &Request,
         _parent: INodeNo,
-        _name: &OsStr,
+        name: &OsStr,
         _newparent: INodeNo,
         _newname: &OsStr,
         _flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::EROFS);
+        if !self.fs.writable() {
+            return reply.error(Errno::EROFS);
+        }
+        // As across filesystems: `mv` then copies and deletes (the delete needs --allow-delete).
+        reply.error(failed(&self.fs, "rename", &name.to_string_lossy(), &FsError::CrossDevice));
     }
 
     fn link(&self, _req: &Request, _ino: INodeNo, _newparent: INodeNo, _newname: &OsStr, reply: ReplyEntry) {
-        reply.error(Errno::EROFS);
+        reply.error(self.unsupported("link", "S3 has no links"));
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let Some(name) = name_str(name).map(str::to_owned) else { return reply.error(Errno::EINVAL) };
+        let (fs, ttl) = (Arc::clone(&self.fs), self.ttl);
+        self.runtime.spawn(async move {
+            match fs.create(parent.0, &name).await {
+                Ok((attr, handle)) => reply.created(
+                    &ttl,
+                    &file_attr(&attr),
+                    Generation(0),
+                    FileHandle(handle),
+                    FopenFlags::FOPEN_DIRECT_IO,
+                ),
+                Err(e) => reply.error(failed(&fs, "create", &name, &e)),
+            }
+        });
     }
 
     fn write(
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
-        _offset: u64,
-        _data: &[u8],
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
         _write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        reply.error(Errno::EROFS);
+        let (fs, data) = (Arc::clone(&self.fs), data.to_vec());
+        self.runtime.spawn(async move {
+            match fs.write(fh.0, offset, &data).await {
+                Ok(written) => reply.written(written),
+                Err(e) => reply.error(failed(&fs, "write", &format_args!("handle {} at {offset}", fh.0), &e)),
+            }
+        });
     }
 
-    fn create(
-        &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
-        _umask: u32,
-        _flags: i32,
-        reply: ReplyCreate,
-    ) {
-        reply.error(Errno::EROFS);
+    fn flush(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        let fs = Arc::clone(&self.fs);
+        self.runtime.spawn(async move {
+            match fs.flush(fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(failed(&fs, "close", &format_args!("handle {}", fh.0), &e)),
+            }
+        });
+    }
+
+    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        let fs = Arc::clone(&self.fs);
+        self.runtime.spawn(async move {
+            match fs.fsync(fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(failed(&fs, "fsync", &format_args!("handle {}", fh.0), &e)),
+            }
+        });
+    }
+}
+
+impl<S: ObjectStore> FuseAdapter<S> {
+    fn lock_open_inodes(&self) -> MutexGuard<'_, HashMap<u64, OpenInode>> {
+        self.open_inodes.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// What S3 cannot hold: EROFS on a read-only mount, else EPERM, with the reason logged.
+    fn unsupported(&self, op: &str, why: &'static str) -> Errno {
+        if !self.fs.writable() {
+            return Errno::EROFS;
+        }
+        failed(&self.fs, op, &"", &FsError::NotPermitted(why))
     }
 }
 

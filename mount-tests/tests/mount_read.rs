@@ -187,9 +187,9 @@ print(' '.join(out))
 }
 
 #[test]
-fn every_write_path_answers_erofs() {
+fn every_write_path_answers_erofs_on_a_read_only_mount() {
     let server = server_with_layout();
-    let mount = Mount::of(&server, BUCKET, &[]);
+    let mount = Mount::of(&server, BUCKET, &["--read-only"]);
     for script in [
         "echo x > one-byte",
         "echo x >> one-byte",

@@ -136,6 +136,14 @@ impl InodeTable {
         (ino, replaced)
     }
 
+    /// What a file written through this mount stands for once its object exists (before that, it
+    /// had no version).
+    pub fn set_entry(&self, ino: Ino, entry: Entry) {
+        if let Some(node) = self.lock().nodes.get_mut(&ino) {
+            node.entry = entry;
+        }
+    }
+
     /// Whether `ino` is still what its name stands for (not replaced by a newer version).
     pub fn is_current(&self, ino: Ino) -> bool {
         let inner = self.lock();

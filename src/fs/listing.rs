@@ -30,6 +30,16 @@ impl Listing {
         self.positions.get(name).copied()
     }
 
+    /// This listing with `name` added (or replaced), as old as this one.
+    fn with_entry(&self, name: &str, ino: Ino, entry: Entry) -> Self {
+        let mut entries = self.entries.clone();
+        match entries.binary_search_by(|(n, _, _)| n.as_str().cmp(name)) {
+            Ok(i) => entries[i] = (name.to_owned(), ino, entry),
+            Err(i) => entries.insert(i, (name.to_owned(), ino, entry)),
+        }
+        Self { at: self.at, ..Self::new(entries) }
+    }
+
     fn get(&self, name: &str) -> Option<(Ino, Entry)> {
         let (_, ino, entry) = &self.entries[self.position(name)?];
         Some((*ino, entry.clone()))
@@ -96,6 +106,21 @@ impl MetadataCache {
         }
         drop(listings);
         lock(&self.missing).retain(|(dir, _), _| dir != prefix);
+    }
+
+    /// A file written through this mount is in S3 now: its directory's listing (if kept) shows it,
+    /// and it is no longer missing.
+    pub fn add_entry(&self, prefix: &str, name: &str, ino: Ino, entry: Entry) {
+        let mut listings = lock(&self.listings);
+        if let Some(listing) = listings.by_prefix.get(prefix) {
+            let updated = Arc::new(listing.with_entry(name, ino, entry));
+            listings.entries += updated.entries.len();
+            if let Some(old) = listings.by_prefix.put(prefix.to_owned(), updated) {
+                listings.entries -= old.entries.len();
+            }
+        }
+        drop(listings);
+        lock(&self.missing).remove(&(prefix.to_owned(), name.to_owned()));
     }
 
     /// Forgets what is known of the directory `prefix`: a name in it turned out to have changed.
@@ -208,6 +233,19 @@ mod tests {
         assert_eq!(cache.listed_entries(), 5, "a new listing of a directory replaces the old one");
         cache.forget_listing("a/");
         assert!(cache.listing("a/").is_none());
+        assert_eq!(cache.listed_entries(), 3);
+    }
+
+    #[test]
+    fn a_written_file_joins_its_directory_listing_in_order() {
+        let cache = MetadataCache::new(MINUTE, MINUTE, MAX_LISTED_ENTRIES);
+        cache.store_listing("", listing_of(&["a", "c"]));
+        cache.store_missing("", "b");
+        cache.add_entry("", "b", 99, dir("b/"));
+        let listing = cache.listing("").expect("kept");
+        let names: Vec<&str> = listing.entries().iter().map(|(n, _, _)| n.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        assert_eq!(cache.known("", "b"), Known::Present(99, dir("b/")));
         assert_eq!(cache.listed_entries(), 3);
     }
 

@@ -7,6 +7,7 @@ mod listing;
 pub mod names;
 mod next_file;
 mod timed_out;
+mod writing;
 
 pub use inode::{Entry, Ino, ROOT_INO};
 pub use listing::Listing;
@@ -23,12 +24,15 @@ use crate::cache::disk::DiskCache;
 use crate::errno::FsError;
 use crate::fetch::{FetchConfig, Fetcher, SharedWindow};
 use crate::metrics::Metrics;
+use crate::object_id::ETag;
 use crate::object_id::ObjectId;
-use crate::store::{ObjectMeta, ObjectStore, StoreError};
+use crate::store::{ObjectMeta, ObjectStore, Replace, StoreError};
+use crate::upload::{UploadConfig, Uploader};
 use inode::InodeTable;
 use listing::{Known, MAX_LISTED_ENTRIES, MetadataCache};
 use next_file::NextFiles;
 use timed_out::TimedOutReads;
+use writing::{Writer, Writing};
 
 /// Ownership, modes and cache lifetimes, fixed for the life of a mount.
 #[derive(Clone, Debug)]
@@ -45,6 +49,26 @@ pub struct FsOptions {
     pub negative_metadata_ttl: Duration,
     /// How long one read may take.
     pub read_timeout: Duration,
+    pub writes: WriteMode,
+}
+
+/// What the mount lets programs change.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteMode {
+    /// Every change is `EROFS`.
+    pub read_only: bool,
+    /// An existing object may be opened with `O_TRUNC` and replaced whole.
+    pub allow_overwrite: bool,
+    /// `unlink` deletes objects.
+    pub allow_delete: bool,
+}
+
+/// Attribute changes asked for by `setattr`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AttrChange {
+    /// mode, owner or times: accepted as no-ops on files this mount wrote.
+    pub metadata: bool,
+    pub size: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,7 +108,12 @@ struct OpenFile {
 pub struct Opened {
     pub handle: u64,
     pub local_copy: Option<std::fs::File>,
+    /// Opened for writing: the kernel's page cache is bypassed.
+    pub writing: bool,
 }
+
+/// A file whose last descriptor was closed before its upload was completed.
+pub struct UnfinishedUpload<S>(Arc<Writer<S>>);
 
 /// How long a read that ran out of time makes the same bytes fail at once.
 const TIMED_OUT_MEMORY: Duration = Duration::from_secs(5);
@@ -105,6 +134,8 @@ pub struct Fs<S> {
     /// readahead window it had built, instead of starting again from the smallest one.
     released_streams: Mutex<lru::LruCache<Ino, (Arc<ObjectId>, SharedWindow)>>,
     timed_out: TimedOutReads,
+    uploader: Arc<Uploader<S>>,
+    writing: Writing<S>,
     next_handle: AtomicU64,
     mounted_at: SystemTime,
 }
@@ -119,10 +150,13 @@ impl<S: ObjectStore> Fs<S> {
         store: Arc<S>,
         options: FsOptions,
         fetch: FetchConfig,
+        upload: UploadConfig,
         disk: Option<Arc<DiskCache>>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
+            uploader: Uploader::new(Arc::clone(&store), upload, Arc::clone(&metrics)),
+            writing: Writing::default(),
             fetcher: Arc::new(Fetcher::new(Arc::clone(&store), fetch, disk, Arc::clone(&metrics))),
             metrics,
             store,
@@ -180,7 +214,7 @@ impl<S: ObjectStore> Fs<S> {
             Entry::File(meta) => Attr {
                 ino,
                 kind: Kind::File,
-                size: meta.size,
+                size: self.writing.of_inode(ino).map_or(meta.size, |w| w.written()),
                 mtime: meta.last_modified,
                 perm: o.file_mode,
                 uid: o.uid,
@@ -209,6 +243,18 @@ impl<S: ObjectStore> Fs<S> {
         let prefix = self.dir_prefix(parent)?;
         if !names::is_valid_name(name) {
             return Err(FsError::NotFound);
+        }
+        if let Some(writer) = self.writing.of_name(&prefix, name)
+            && let Some(entry) = self.inodes.get(writer.ino)
+        {
+            let ino = self.inodes.looked_up(parent, name, entry.clone(), Some(writer.ino)).0;
+            return Ok(self.attr_of(ino, &entry));
+        }
+        let local_dir = format!("{prefix}{name}/");
+        if self.writing.is_local_dir(&local_dir) {
+            let entry = Entry::Directory { prefix: local_dir };
+            let ino = self.bind(parent, name, &entry, None);
+            return Ok(self.attr_of(ino, &entry));
         }
         let (entry, numbered) = match self.metadata.known(&prefix, name) {
             Known::Present(ino, entry) => (entry, Some(ino)),
@@ -270,12 +316,44 @@ impl<S: ObjectStore> Fs<S> {
     /// The kernel dropped `count` references to `ino`.
     pub fn forget(&self, ino: Ino, count: u64) {
         self.inodes.forget(ino, count);
+        if self.inodes.get(ino).is_none() {
+            self.writing.forget_inode(ino);
+        }
     }
 
     /// Every entry of a directory, sorted, from a fresh listing if there is one, else from all the
     /// listing pages S3 gives; later lookups and opens are answered from it.
     pub async fn readdir(&self, ino: Ino) -> Result<Arc<Listing>, FsError> {
         let prefix = self.dir_prefix(ino)?;
+        let listing = self.listing(ino, &prefix).await?;
+        // Files being written and directories made here are listed too.
+        let mut extra: Vec<(String, Ino, Entry)> = Vec::new();
+        for writer in self.writing.in_directory(&prefix) {
+            if listing.position(&writer.name).is_none()
+                && let Some(entry) = self.inodes.get(writer.ino)
+            {
+                extra.push((writer.name.clone(), writer.ino, entry));
+            }
+        }
+        for name in self.writing.local_dirs_in(&prefix) {
+            if listing.position(&name).is_none() {
+                let entry = Entry::Directory { prefix: format!("{prefix}{name}/") };
+                let child = self.inodes.number_for(ino, &name, &entry, None);
+                extra.push((name, child, entry));
+            }
+        }
+        if extra.is_empty() {
+            return Ok(listing);
+        }
+        let mut entries = listing.entries().to_vec();
+        entries.extend(extra);
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(Arc::new(Listing::new(entries)))
+    }
+
+    /// The directory's listing from S3: a fresh one if there is one, else all its pages.
+    async fn listing(&self, ino: Ino, prefix: &str) -> Result<Arc<Listing>, FsError> {
+        let prefix = prefix.to_owned();
         if let Some(listing) = self.metadata.listing(&prefix) {
             return Ok(listing);
         }
@@ -322,16 +400,20 @@ impl<S: ObjectStore> Fs<S> {
         Ok(listing)
     }
 
-    /// Opens a file for reading; any write access is refused (the mount is read-only). The inode
-    /// stands for one object version, so the kernel may keep its cached pages.
-    pub fn open(&self, ino: Ino, write: bool) -> Result<Opened, FsError> {
+    /// Opens a file. For reading, the inode stands for one object version, so the kernel may keep
+    /// its cached pages. For writing, the object is replaced whole: only with `--allow-overwrite`
+    /// and `O_TRUNC`. A file being written cannot be opened again.
+    pub fn open(&self, ino: Ino, write: bool, truncate: bool) -> Result<Opened, FsError> {
         let meta = match self.inodes.get(ino) {
             Some(Entry::File(meta)) => meta,
             Some(Entry::Directory { .. }) => return Err(FsError::IsADirectory),
             None => return Err(FsError::NotFound),
         };
+        if self.writing.of_inode(ino).is_some() {
+            return Err(FsError::Busy);
+        }
         if write {
-            return Err(FsError::ReadOnly);
+            return self.open_for_replacing(ino, meta, truncate);
         }
         self.prefetch_next_files(ino);
         let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
@@ -343,7 +425,7 @@ impl<S: ObjectStore> Fs<S> {
         };
         let local_copy = self.fetcher.open_on_disk(&object, size);
         lock(&self.open_files).insert(handle, OpenFile { ino, object, size, window });
-        Ok(Opened { handle, local_copy })
+        Ok(Opened { handle, local_copy, writing: false })
     }
 
     /// When `ino` is opened right after the files before it in its directory's listing, fetches the
@@ -409,9 +491,14 @@ impl<S: ObjectStore> Fs<S> {
         }
     }
 
-    pub fn release(&self, handle: u64) {
+    /// Forgets a handle. A file being written whose upload is not complete yet is returned, for
+    /// the caller to complete with `finish_released` off the kernel's thread.
+    pub fn release(&self, handle: u64) -> Option<UnfinishedUpload<S>> {
+        if let Some(writer) = self.writing.remove(handle) {
+            return writer.outcome.get().is_none().then_some(UnfinishedUpload(writer));
+        }
         let mut files = lock(&self.open_files);
-        let Some(file) = files.remove(&handle) else { return };
+        let Some(file) = files.remove(&handle) else { return None };
         let last = !files.values().any(|f| f.ino == file.ino);
         drop(files);
         let read_to_the_end = lock(&file.window).position() >= file.size;
@@ -421,6 +508,218 @@ impl<S: ObjectStore> Fs<S> {
             self.fetcher.complete_on_disk(Arc::clone(&file.object), file.size);
         }
         lock(&self.released_streams).put(file.ino, (file.object, file.window));
+        None
+    }
+}
+
+/// The write path: files created here, or replaced whole, become uploads; `fsync`, and the
+/// `close` of a file with bytes written, complete them.
+impl<S: ObjectStore> Fs<S> {
+    fn check_writable(&self) -> Result<(), FsError> {
+        if self.options.writes.read_only { Err(FsError::ReadOnly) } else { Ok(()) }
+    }
+
+    /// Creates `name` in `parent` and opens it for writing; the object appears once complete.
+    pub async fn create(&self, parent: Ino, name: &str) -> Result<(Attr, u64), FsError> {
+        self.check_writable()?;
+        let prefix = self.dir_prefix(parent)?;
+        if !names::is_valid_name(name) {
+            return Err(FsError::NotPermitted("the name cannot be a key (empty, '.', '..', or over 255 bytes)"));
+        }
+        if self.writing.of_name(&prefix, name).is_some() {
+            return Err(FsError::Busy);
+        }
+        // With the directory's listing at hand, the lookups of the next names created in it are
+        // answered here, not by a round trip each under the kernel's directory lock.
+        if self.metadata.listing(&prefix).is_none()
+            && let Err(e) = self.listing(parent, &prefix).await
+        {
+            tracing::debug!(%prefix, "listing a directory written to: {e}");
+        }
+        if let Known::Present(_, _) = self.metadata.known(&prefix, name) {
+            return Err(FsError::Exists);
+        }
+        let key = format!("{prefix}{name}");
+        let entry = Entry::File(ObjectMeta {
+            key: key.clone(),
+            size: 0,
+            etag: ETag::new(""),
+            last_modified: SystemTime::now(),
+        });
+        let ino = self.inodes.looked_up(parent, name, entry.clone(), None).0;
+        let handle = self.start_writer(ino, prefix, name.to_owned(), key, Replace::Never);
+        Ok((self.attr_of(ino, &entry), handle))
+    }
+
+    fn open_for_replacing(&self, ino: Ino, meta: ObjectMeta, truncate: bool) -> Result<Opened, FsError> {
+        self.check_writable()?;
+        if !self.options.writes.allow_overwrite {
+            return Err(FsError::NotPermitted("replacing an existing object needs --allow-overwrite"));
+        }
+        if !truncate {
+            return Err(FsError::NotPermitted("an existing object can only be replaced whole (open it with O_TRUNC)"));
+        }
+        let (parent, name) = self.inodes.parent_and_name(ino).ok_or(FsError::NotFound)?;
+        let prefix = self.dir_prefix(parent)?;
+        let handle = self.start_writer(ino, prefix, name, meta.key, Replace::Allowed);
+        Ok(Opened { handle, local_copy: None, writing: true })
+    }
+
+    fn start_writer(&self, ino: Ino, prefix: String, name: String, key: String, replace: Replace) -> u64 {
+        let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        let upload = self.uploader.start(key, replace);
+        self.writing.insert(handle, Arc::new(Writer::new(ino, prefix, name, upload)));
+        handle
+    }
+
+    /// Appends `data` at `offset`, which must be where the file ends.
+    pub async fn write(&self, handle: u64, offset: u64, data: &[u8]) -> Result<u32, FsError> {
+        let writer = self.writing.get(handle).ok_or(FsError::BadHandle)?;
+        let mut upload = writer.upload.lock().await;
+        if let Some(Err(e)) = writer.outcome.get() {
+            return Err(e.clone());
+        }
+        upload.write(offset, data).await?;
+        writer.set_written(upload.written());
+        Ok(data.len() as u32)
+    }
+
+    /// A `close` of one of the file's descriptors: completes a file with bytes written and reports
+    /// how that went. A file with none is left open: a shell opens a file, duplicates the
+    /// descriptor for the program and closes its own before anything is written.
+    pub async fn flush(&self, handle: u64) -> Result<(), FsError> {
+        match self.writing.get(handle) {
+            Some(writer) if writer.written() > 0 => self.finish(&writer).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Completes a file being written (and reports how that went); nothing for files read.
+    pub async fn fsync(&self, handle: u64) -> Result<(), FsError> {
+        match self.writing.get(handle) {
+            Some(writer) => self.finish(&writer).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn finish(&self, writer: &Writer<S>) -> Result<(), FsError> {
+        let mut upload = writer.upload.lock().await;
+        if let Some(outcome) = writer.outcome.get() {
+            return outcome.clone();
+        }
+        let outcome = match upload.finish().await {
+            Ok(etag) => {
+                self.completed(writer, upload.key().to_owned(), upload.written(), etag);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(key = upload.key(), "the upload was aborted: {e}");
+                Err(FsError::from(e))
+            }
+        };
+        let _ = writer.outcome.set(outcome.clone());
+        outcome
+    }
+
+    /// The object is in S3: the inode stands for it, and the directory's listing shows it.
+    fn completed(&self, writer: &Writer<S>, key: String, size: u64, etag: ETag) {
+        let entry = Entry::File(ObjectMeta { key, size, etag, last_modified: SystemTime::now() });
+        self.inodes.set_entry(writer.ino, entry.clone());
+        self.metadata.add_entry(&writer.prefix, &writer.name, writer.ino, entry);
+    }
+
+    /// Completes a file whose last descriptor was closed before it was completed (a failure can
+    /// only be logged: nobody waits for it).
+    pub async fn finish_released(&self, unfinished: UnfinishedUpload<S>) {
+        let _ = self.finish(&unfinished.0).await;
+    }
+
+    /// Deletes the object `name` in `parent`, with `--allow-delete`.
+    pub async fn unlink(&self, parent: Ino, name: &str) -> Result<(), FsError> {
+        self.check_writable()?;
+        if !self.options.writes.allow_delete {
+            return Err(FsError::NotPermitted("deleting objects needs --allow-delete"));
+        }
+        let prefix = self.dir_prefix(parent)?;
+        if self.writing.of_name(&prefix, name).is_some() {
+            return Err(FsError::Busy);
+        }
+        let entry = match self.metadata.known(&prefix, name) {
+            Known::Present(_, entry) => entry,
+            Known::Missing => return Err(FsError::NotFound),
+            Known::Unknown => self.within_deadline(self.ask_store(&prefix, name)).await?,
+        };
+        let Entry::File(meta) = entry else { return Err(FsError::IsADirectory) };
+        self.within_deadline(async { Ok(self.store.delete_object(&meta.key).await?) }).await?;
+        self.metadata.forget_listing(&prefix);
+        self.metadata.store_missing(&prefix, name);
+        Ok(())
+    }
+
+    /// Makes a directory that exists here until a file is written under it (S3 has no
+    /// directories, only key prefixes).
+    pub async fn mkdir(&self, parent: Ino, name: &str) -> Result<Attr, FsError> {
+        self.check_writable()?;
+        let prefix = self.dir_prefix(parent)?;
+        if !names::is_valid_name(name) {
+            return Err(FsError::NotPermitted("the name cannot be a key (empty, '.', '..', or over 255 bytes)"));
+        }
+        let exists = match self.metadata.known(&prefix, name) {
+            Known::Present(_, _) => true,
+            Known::Missing => false,
+            Known::Unknown => match self.within_deadline(self.ask_store(&prefix, name)).await {
+                Ok(_) => true,
+                Err(FsError::NotFound) => false,
+                Err(e) => return Err(e),
+            },
+        };
+        let dir_prefix = format!("{prefix}{name}/");
+        if exists || self.writing.of_name(&prefix, name).is_some() || self.writing.is_local_dir(&dir_prefix) {
+            return Err(FsError::Exists);
+        }
+        self.writing.add_local_dir(dir_prefix.clone());
+        let entry = Entry::Directory { prefix: dir_prefix };
+        let ino = self.bind(parent, name, &entry, None);
+        self.writing.made_here(ino);
+        Ok(self.attr_of(ino, &entry))
+    }
+
+    /// Removes a directory made here that holds nothing; directories of objects go away when
+    /// their objects are deleted.
+    pub fn rmdir(&self, parent: Ino, name: &str) -> Result<(), FsError> {
+        self.check_writable()?;
+        let dir_prefix = format!("{}{name}/", self.dir_prefix(parent)?);
+        if !self.writing.is_local_dir(&dir_prefix) {
+            return Err(FsError::NotPermitted("a directory of objects goes away when its objects are deleted"));
+        }
+        if self.writing.busy_under(&dir_prefix) {
+            return Err(FsError::Busy);
+        }
+        self.writing.remove_local_dir(&dir_prefix);
+        Ok(())
+    }
+
+    /// `chmod`, `chown`, `touch` and `truncate`: mode, owner and times come from the mount's
+    /// flags and S3, so they are accepted as no-ops on files and directories this mount made
+    /// (`tar -x` and `touch` set them) and refused elsewhere; the size of a file being written changes only by writing.
+    pub fn setattr(&self, ino: Ino, change: AttrChange) -> Result<Attr, FsError> {
+        self.check_writable()?;
+        let entry = self.inodes.get(ino).ok_or(FsError::NotFound)?;
+        let attr = self.attr_of(ino, &entry);
+        if let Some(size) = change.size
+            && size != attr.size
+        {
+            return Err(FsError::NotPermitted("files are written front to back; their size changes only by writing"));
+        }
+        if change.metadata && !self.writing.written_here(ino) && self.writing.of_inode(ino).is_none() {
+            return Err(FsError::NotPermitted("modes, owners and times come from the mount's flags and from S3"));
+        }
+        Ok(attr)
+    }
+
+    /// Whether the mount accepts changes at all.
+    pub fn writable(&self) -> bool {
+        !self.options.writes.read_only
     }
 }
 

@@ -16,6 +16,7 @@ fn options(ttl: Duration, negative_ttl: Duration) -> FsOptions {
         metadata_ttl: ttl,
         negative_metadata_ttl: negative_ttl,
         read_timeout: Duration::from_secs(5),
+        writes: WriteMode::default(),
     }
 }
 
@@ -24,7 +25,14 @@ fn fs_with(files: usize, size: usize, ttl: Duration) -> (Arc<MemoryStore>, Fs<Me
     for i in 0..files {
         store.put(&format!("d/f{i:05}"), Bytes::from(vec![i as u8; size]));
     }
-    let fs = Fs::new(Arc::clone(&store), options(ttl, ttl), FetchConfig::default(), None, Arc::default());
+    let fs = Fs::new(
+        Arc::clone(&store),
+        options(ttl, ttl),
+        FetchConfig::default(),
+        UploadConfig::default(),
+        None,
+        Arc::default(),
+    );
     (store, fs)
 }
 
@@ -86,7 +94,7 @@ async fn files_opened_in_listing_order_are_fetched_ahead_once() {
     let names: Vec<String> = listing.entries().iter().map(|(n, _, _)| n.clone()).collect();
     for (i, name) in names.iter().enumerate() {
         let ino = fs.lookup(dir, name).await.unwrap().ino;
-        let handle = fs.open(ino, false).unwrap().handle;
+        let handle = fs.open(ino, false, false).unwrap().handle;
         let data = fs.read(handle, 0, 1 << 20).await.unwrap();
         assert_eq!(data.len(), 100 * 1024);
         assert!(data.iter().all(|&b| b == i as u8), "{name}");
@@ -110,7 +118,7 @@ async fn files_opened_out_of_order_are_not_fetched_ahead() {
     let listing = fs.readdir(dir).await.unwrap();
     for position in [30, 3, 17, 9, 25, 0, 38, 12] {
         let ino = fs.lookup(dir, &listing.entries()[position].0).await.unwrap().ino;
-        let handle = fs.open(ino, false).unwrap().handle;
+        let handle = fs.open(ino, false, false).unwrap().handle;
         fs.read(handle, 0, 4096).await.unwrap();
         fs.release(handle);
     }
@@ -121,7 +129,7 @@ async fn files_opened_out_of_order_are_not_fetched_ahead() {
 async fn open_file(fs: &Fs<MemoryStore>, dir: &str, name: &str) -> u64 {
     let dir = fs.lookup(ROOT_INO, dir).await.unwrap().ino;
     let ino = fs.lookup(dir, name).await.unwrap().ino;
-    fs.open(ino, false).unwrap().handle
+    fs.open(ino, false, false).unwrap().handle
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,13 +139,13 @@ async fn an_object_replaced_since_its_listing_is_stale_and_found_again_under_a_n
     fs.readdir(dir).await.unwrap();
     store.put("d/f00001", Bytes::from_static(b"the new version"));
     let old = fs.lookup(dir, "f00001").await.unwrap().ino;
-    let handle = fs.open(old, false).unwrap().handle;
+    let handle = fs.open(old, false, false).unwrap().handle;
     assert_eq!(fs.read(handle, 0, 4096).await, Err(FsError::Stale), "never the new bytes under the old inode");
     assert_eq!(fs.getattr(old).unwrap().size, 10, "the old inode keeps its version's size");
     let new = fs.lookup(dir, "f00001").await.unwrap();
     assert_ne!(new.ino, old, "the new version has an inode of its own");
     assert_eq!(new.size, 15);
-    let handle = fs.open(new.ino, false).unwrap().handle;
+    let handle = fs.open(new.ino, false, false).unwrap().handle;
     assert_eq!(fs.read(handle, 0, 4096).await.unwrap(), Bytes::from_static(b"the new version"));
 }
 
@@ -161,9 +169,10 @@ async fn a_read_past_its_deadline_fails_instead_of_hanging() {
     let store = Arc::new(MemoryStore::new());
     store.put("slow", Bytes::from_static(b"eventually"));
     let options = FsOptions { read_timeout: Duration::from_millis(200), ..options(MINUTE, MINUTE) };
-    let fs = Fs::new(Arc::clone(&store), options, FetchConfig::default(), None, Arc::default());
+    let fs =
+        Fs::new(Arc::clone(&store), options, FetchConfig::default(), UploadConfig::default(), None, Arc::default());
     let ino = fs.lookup(ROOT_INO, "slow").await.unwrap().ino;
-    let handle = fs.open(ino, false).unwrap().handle;
+    let handle = fs.open(ino, false, false).unwrap().handle;
     store.set_get_delay(Duration::from_secs(5));
     let started = std::time::Instant::now();
     assert_eq!(fs.read(handle, 0, 4096).await, Err(FsError::TimedOut(0)));
@@ -178,7 +187,8 @@ async fn a_read_past_its_deadline_fails_instead_of_hanging() {
 async fn a_lookup_on_a_stalled_network_fails_within_the_deadline() {
     let store = Arc::new(MemoryStore::new());
     let options = FsOptions { read_timeout: Duration::from_millis(200), ..options(MINUTE, MINUTE) };
-    let fs = Fs::new(Arc::clone(&store), options, FetchConfig::default(), None, Arc::default());
+    let fs =
+        Fs::new(Arc::clone(&store), options, FetchConfig::default(), UploadConfig::default(), None, Arc::default());
     store.set_metadata_delay(Duration::from_secs(5));
     let started = std::time::Instant::now();
     assert_eq!(fs.lookup(ROOT_INO, "anything").await, Err(FsError::TimedOut(0)));
@@ -190,13 +200,20 @@ async fn a_lookup_on_a_stalled_network_fails_within_the_deadline() {
 async fn gets_reading_with_reopens(reopen_every: u64) -> u64 {
     let store = Arc::new(MemoryStore::new());
     store.put("big", Bytes::from(vec![7u8; 64 << 20]));
-    let fs = Fs::new(Arc::clone(&store), options(MINUTE, MINUTE), FetchConfig::default(), None, Arc::default());
+    let fs = Fs::new(
+        Arc::clone(&store),
+        options(MINUTE, MINUTE),
+        FetchConfig::default(),
+        UploadConfig::default(),
+        None,
+        Arc::default(),
+    );
     let ino = fs.lookup(ROOT_INO, "big").await.unwrap().ino;
-    let mut handle = fs.open(ino, false).unwrap().handle;
+    let mut handle = fs.open(ino, false, false).unwrap().handle;
     for i in 0..64u64 {
         if i > 0 && i % reopen_every == 0 {
-            fs.release(handle);
-            handle = fs.open(ino, false).unwrap().handle;
+            let _ = fs.release(handle);
+            handle = fs.open(ino, false, false).unwrap().handle;
         }
         assert_eq!(fs.read(handle, i << 20, 1 << 20).await.unwrap().len(), 1 << 20);
     }
@@ -212,4 +229,152 @@ async fn a_stream_continued_by_a_new_open_keeps_its_readahead() {
     // blocks a reader claims before readahead runs varies with load, hence the margin.
     let bound = one_handle * 3 / 2 + 4;
     assert!(reopening <= bound, "reopening every 4 MiB: {reopening} GETs, one handle: {one_handle}");
+}
+
+/// The write path through the filesystem logic, against the in-memory store.
+mod writing {
+    use super::*;
+
+    fn writable(mode: WriteMode) -> (Arc<MemoryStore>, Fs<MemoryStore>) {
+        let store = Arc::new(MemoryStore::new());
+        store.put("d/existing", Bytes::from_static(b"old"));
+        let options = FsOptions { writes: mode, ..options(MINUTE, MINUTE) };
+        let upload = UploadConfig { first_part_size: 64 * 1024, concurrency: 2, budget: 1 << 20 };
+        let fs = Fs::new(Arc::clone(&store), options, FetchConfig::default(), upload, None, Arc::default());
+        (store, fs)
+    }
+
+    async fn object(store: &MemoryStore, key: &str) -> Option<Bytes> {
+        use futures::StreamExt;
+        let meta = store.head(key).await.ok()?;
+        let mut body = store.get_range(key, 0..meta.size, &meta.etag).await.ok()?;
+        let mut out = Vec::new();
+        while let Some(chunk) = body.next().await {
+            out.extend_from_slice(&chunk.ok()?);
+        }
+        Some(Bytes::from(out))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_file_is_listed_while_written_and_is_an_object_after_close() {
+        let (store, fs) = writable(WriteMode::default());
+        let dir = fs.lookup(ROOT_INO, "d").await.unwrap().ino;
+        let (attr, handle) = fs.create(dir, "new").await.unwrap();
+        fs.write(handle, 0, &[1; 100_000]).await.unwrap();
+        assert_eq!(fs.getattr(attr.ino).unwrap().size, 100_000, "the size written so far");
+        assert_eq!(fs.lookup(dir, "new").await.unwrap().ino, attr.ino);
+        let listing = fs.readdir(dir).await.unwrap();
+        assert!(listing.position("new").is_some(), "listed while written");
+        assert_eq!(fs.open(attr.ino, false, false).err(), Some(FsError::Busy), "other opens wait for the end");
+        assert_eq!(object(&store, "d/new").await, None, "nothing in S3 before the close");
+        fs.flush(handle).await.unwrap();
+        assert!(fs.release(handle).is_none(), "completed by the close");
+        assert_eq!(object(&store, "d/new").await, Some(Bytes::from(vec![1; 100_000])));
+        let lists = store.counts().lists;
+        assert_eq!(fs.lookup(dir, "new").await.unwrap().size, 100_000);
+        assert!(fs.readdir(dir).await.unwrap().position("new").is_some());
+        assert_eq!(store.counts().lists, lists, "answered from the updated listing");
+        let read = fs.open(attr.ino, false, false).unwrap().handle;
+        assert_eq!(fs.read(read, 0, 10).await.unwrap(), Bytes::from(vec![1; 10]));
+    }
+
+    #[tokio::test]
+    async fn writes_not_at_the_end_are_invalid() {
+        let (_, fs) = writable(WriteMode::default());
+        let (_, handle) = fs.create(ROOT_INO, "f").await.unwrap();
+        fs.write(handle, 0, b"abc").await.unwrap();
+        assert!(matches!(fs.write(handle, 100, b"x").await, Err(FsError::InvalidWrite(_))));
+        assert!(matches!(fs.write(handle, 0, b"x").await, Err(FsError::InvalidWrite(_))));
+    }
+
+    #[tokio::test]
+    async fn a_shell_redirection_closes_before_writing_and_still_gets_its_bytes() {
+        // `echo hi > f`: the shell opens f, hands a copy of the descriptor to echo and closes its
+        // own (a flush with nothing written); echo writes and exits (the last close).
+        let (store, fs) = writable(WriteMode::default());
+        let (_, handle) = fs.create(ROOT_INO, "f").await.unwrap();
+        fs.flush(handle).await.unwrap();
+        fs.write(handle, 0, b"hi\n").await.unwrap();
+        fs.flush(handle).await.unwrap();
+        assert!(fs.release(handle).is_none());
+        assert_eq!(object(&store, "f").await, Some(Bytes::from_static(b"hi\n")));
+    }
+
+    #[tokio::test]
+    async fn an_empty_file_is_completed_at_its_last_close() {
+        let (store, fs) = writable(WriteMode::default());
+        let (_, handle) = fs.create(ROOT_INO, "empty").await.unwrap();
+        fs.flush(handle).await.unwrap();
+        let unfinished = fs.release(handle).expect("left for the last close");
+        fs.finish_released(unfinished).await;
+        assert_eq!(object(&store, "empty").await, Some(Bytes::new()));
+    }
+
+    #[tokio::test]
+    async fn replacing_and_deleting_need_their_flags() {
+        let (store, fs) = writable(WriteMode::default());
+        let dir = fs.lookup(ROOT_INO, "d").await.unwrap().ino;
+        let existing = fs.lookup(dir, "existing").await.unwrap().ino;
+        assert!(matches!(fs.open(existing, true, true), Err(FsError::NotPermitted(_))));
+        assert!(matches!(fs.unlink(dir, "existing").await, Err(FsError::NotPermitted(_))));
+
+        let (store2, fs) = writable(WriteMode { allow_overwrite: true, allow_delete: true, ..WriteMode::default() });
+        drop(store);
+        let dir = fs.lookup(ROOT_INO, "d").await.unwrap().ino;
+        let existing = fs.lookup(dir, "existing").await.unwrap().ino;
+        assert!(matches!(fs.open(existing, true, false), Err(FsError::NotPermitted(_))), "only whole, with O_TRUNC");
+        let handle = fs.open(existing, true, true).unwrap().handle;
+        fs.write(handle, 0, b"new").await.unwrap();
+        fs.fsync(handle).await.unwrap();
+        assert_eq!(object(&store2, "d/existing").await, Some(Bytes::from_static(b"new")));
+        let _ = fs.release(handle);
+        fs.unlink(dir, "existing").await.unwrap();
+        assert_eq!(object(&store2, "d/existing").await, None);
+        assert_eq!(fs.lookup(dir, "existing").await.err(), Some(FsError::NotFound));
+    }
+
+    #[tokio::test]
+    async fn a_read_only_mount_changes_nothing() {
+        let (_, fs) = writable(WriteMode { read_only: true, ..WriteMode::default() });
+        assert_eq!(fs.create(ROOT_INO, "f").await.err(), Some(FsError::ReadOnly));
+        assert_eq!(fs.mkdir(ROOT_INO, "d2").await.err(), Some(FsError::ReadOnly));
+        let dir = fs.lookup(ROOT_INO, "d").await.unwrap().ino;
+        assert_eq!(fs.unlink(dir, "existing").await.err(), Some(FsError::ReadOnly));
+        let existing = fs.lookup(dir, "existing").await.unwrap().ino;
+        assert_eq!(fs.open(existing, true, true).err(), Some(FsError::ReadOnly));
+    }
+
+    #[tokio::test]
+    async fn a_directory_made_here_lives_until_a_file_is_written_under_it() {
+        let (store, fs) = writable(WriteMode::default());
+        let made = fs.mkdir(ROOT_INO, "out").await.unwrap();
+        assert_eq!(fs.lookup(ROOT_INO, "out").await.unwrap().ino, made.ino);
+        assert!(fs.readdir(ROOT_INO).await.unwrap().position("out").is_some());
+        assert_eq!(fs.mkdir(ROOT_INO, "out").await.err(), Some(FsError::Exists));
+        let (_, handle) = fs.create(made.ino, "result.txt").await.unwrap();
+        fs.write(handle, 0, b"42").await.unwrap();
+        fs.flush(handle).await.unwrap();
+        assert_eq!(object(&store, "out/result.txt").await, Some(Bytes::from_static(b"42")));
+        assert_eq!(fs.rmdir(ROOT_INO, "d").err().map(|e| e.errno()), Some(libc::EPERM));
+    }
+
+    #[tokio::test]
+    async fn an_upload_failure_is_the_close_s_error_and_leaves_nothing() {
+        let (store, fs) = writable(WriteMode::default());
+        store.fail_next_parts(1);
+        let (_, handle) = fs.create(ROOT_INO, "broken").await.unwrap();
+        let mut result = Ok(0);
+        for i in 0..8u64 {
+            result = fs.write(handle, i * 65_536, &[2; 65_536]).await;
+            if result.is_err() {
+                break;
+            }
+        }
+        let closed = fs.flush(handle).await;
+        assert!(result.is_err() || closed.is_err());
+        assert!(matches!(closed, Err(FsError::UploadFailed(_))), "{closed:?}");
+        assert_eq!(closed.map_err(|e| e.errno()), Err(libc::EIO));
+        assert_eq!(object(&store, "broken").await, None);
+        assert_eq!(store.uploads_in_progress(), 0);
+    }
 }
