@@ -10,7 +10,7 @@ pub enum Profile {
     /// Straight over loopback: no added latency, no cap.
     Loopback,
     /// Like S3 from a nearby instance: 10 ms before each response's first byte, 80 MB/s per
-    /// connection.
+    /// connection each way (downloads and uploads).
     S3Like,
 }
 
@@ -20,10 +20,12 @@ impl Profile {
             Profile::Loopback => {
                 knobs.set_first_byte_delay(Duration::ZERO);
                 knobs.set_bandwidth(None);
+                knobs.set_upload_bandwidth(None);
             }
             Profile::S3Like => {
                 knobs.set_first_byte_delay(Duration::from_millis(10));
                 knobs.set_bandwidth(Some(80_000_000));
+                knobs.set_upload_bandwidth(Some(80_000_000));
             }
         }
     }

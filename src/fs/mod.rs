@@ -700,8 +700,8 @@ impl<S: ObjectStore> Fs<S> {
     }
 
     /// `chmod`, `chown`, `touch` and `truncate`: mode, owner and times come from the mount's
-    /// flags and S3, so they are accepted as no-ops on files and directories this mount made
-    /// (`tar -x` and `touch` set them) and refused elsewhere; the size of a file being written changes only by writing.
+    /// flags and S3, so they are accepted as no-ops on directories (S3 keeps nothing for them) and
+    /// on files this mount wrote (`tar -x` and `touch` set them), and refused on other objects; the size of a file being written changes only by writing.
     pub fn setattr(&self, ino: Ino, change: AttrChange) -> Result<Attr, FsError> {
         self.check_writable()?;
         let entry = self.inodes.get(ino).ok_or(FsError::NotFound)?;
@@ -711,7 +711,8 @@ impl<S: ObjectStore> Fs<S> {
         {
             return Err(FsError::NotPermitted("files are written front to back; their size changes only by writing"));
         }
-        if change.metadata && !self.writing.written_here(ino) && self.writing.of_inode(ino).is_none() {
+        let made_here = self.writing.written_here(ino) || self.writing.of_inode(ino).is_some();
+        if change.metadata && !made_here && attr.kind == Kind::File {
             return Err(FsError::NotPermitted("modes, owners and times come from the mount's flags and from S3"));
         }
         Ok(attr)

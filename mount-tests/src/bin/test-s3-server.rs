@@ -33,9 +33,12 @@ struct Args {
     /// Milliseconds before each response's first byte.
     #[arg(long, default_value_t = 0)]
     delay_ms: u64,
-    /// Per-connection cap in MB/s (10^6 bytes).
+    /// Per-connection cap in MB/s (10^6 bytes) on responses (downloads).
     #[arg(long)]
     bandwidth_mbps: Option<u64>,
+    /// Per-connection cap in MB/s on request bodies (uploads).
+    #[arg(long)]
+    upload_bandwidth_mbps: Option<u64>,
 }
 
 fn main() {
@@ -61,6 +64,7 @@ fn run(args: Args) -> Result<(), String> {
     let knobs = Arc::new(Knobs::default());
     knobs.set_first_byte_delay(Duration::from_millis(args.delay_ms));
     knobs.set_bandwidth(args.bandwidth_mbps.map(|m| m * 1_000_000));
+    knobs.set_upload_bandwidth(args.upload_bandwidth_mbps.map(|m| m * 1_000_000));
     let defaults = Credentials::default();
     let credentials = (!args.anonymous).then(|| Credentials {
         access_key: args.access_key.unwrap_or(defaults.access_key),

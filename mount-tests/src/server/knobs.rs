@@ -27,6 +27,8 @@ pub enum FaultTrigger {
     Nth(u64),
     /// Each request independently with this probability (0.0..=1.0).
     Fraction(f64),
+    /// Every UploadPart request: a multipart upload fails past any number of retries.
+    EveryPartUpload,
 }
 
 /// What happens to a GET's body on its way out.
@@ -51,6 +53,10 @@ pub struct Knobs {
     first_byte_delay_us: AtomicU64,
     /// Bytes per second per connection; 0 means unlimited.
     bandwidth: AtomicU64,
+    /// The same, for request bodies (uploads).
+    upload_bandwidth: AtomicU64,
+    /// UploadPart requests still to be answered by closing the connection.
+    part_resets: AtomicU64,
     status_fault: Mutex<Option<StatusFault>>,
     body_fault: Mutex<Option<BodyFault>>,
     /// GETs answered as a server or proxy that does not honour these headers would.
@@ -82,6 +88,24 @@ impl Knobs {
 
     pub fn bandwidth(&self) -> Option<u64> {
         Some(self.bandwidth.load(Ordering::Relaxed)).filter(|&b| b > 0)
+    }
+
+    /// Caps each connection's receiving rate (request bodies), in bytes per second.
+    pub fn set_upload_bandwidth(&self, bytes_per_second: Option<u64>) {
+        self.upload_bandwidth.store(bytes_per_second.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    pub fn upload_bandwidth(&self) -> Option<u64> {
+        Some(self.upload_bandwidth.load(Ordering::Relaxed)).filter(|&b| b > 0)
+    }
+
+    /// The next `n` UploadPart requests are answered by closing the connection, as a reset would.
+    pub fn reset_next_part_uploads(&self, n: u64) {
+        self.part_resets.store(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn take_part_reset(&self) -> bool {
+        self.part_resets.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok()
     }
 
     /// Answers the requests picked by `trigger` with `status`; replaces any earlier rule.
@@ -116,6 +140,8 @@ impl Knobs {
     pub fn clear(&self) {
         self.set_first_byte_delay(Duration::ZERO);
         self.set_bandwidth(None);
+        self.set_upload_bandwidth(None);
+        self.reset_next_part_uploads(0);
         *lock(&self.status_fault) = None;
         self.set_body_fault(None);
         self.set_ignore_range(false);
@@ -123,12 +149,13 @@ impl Knobs {
     }
 
     /// Called once per incoming request: numbers it and says whether it must fail.
-    pub(crate) fn admit_request(&self) -> Option<FaultStatus> {
+    pub(crate) fn admit_request(&self, part_upload: bool) -> Option<FaultStatus> {
         let number = self.requests_seen.fetch_add(1, Ordering::SeqCst) + 1;
         let rule = (*lock(&self.status_fault))?;
         let hit = match rule.trigger {
             FaultTrigger::Nth(n) => number - rule.base == n,
             FaultTrigger::Fraction(p) => fastrand::f64() < p,
+            FaultTrigger::EveryPartUpload => part_upload,
         };
         hit.then_some(rule.status)
     }

@@ -246,9 +246,16 @@ mod faults {
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        if let Some(status) = knobs.admit_request() {
+        let part_upload = req.method() == http::Method::PUT
+            && req.uri().query().is_some_and(|q| q.split('&').any(|p| p.starts_with("partNumber=")));
+        if let Some(status) = knobs.admit_request(part_upload) {
             knobs.counters().count_injected_fault();
             return Ok(error_response(status));
+        }
+        if part_upload && knobs.take_part_reset() {
+            knobs.counters().count_injected_fault();
+            // An error from the service makes hyper close the connection without an answer.
+            return Err(HttpError::new(Box::new(std::io::Error::other("injected connection reset"))));
         }
         service.call(req.map(Body::from)).await
     }

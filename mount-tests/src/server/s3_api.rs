@@ -29,18 +29,22 @@ pub struct TestS3 {
     storage: Arc<Storage>,
     knobs: Arc<Knobs>,
     uploads: Mutex<HashMap<String, Upload>>,
+    /// Uploads completed, by id, and the ETag they made: a complete sent again (a client retrying
+    /// after its answer was lost) gets the same answer, as from S3.
+    completed: Mutex<HashMap<String, (String, String, ETag)>>,
 }
 
 struct Upload {
     bucket: String,
     key: String,
     content_type: Option<String>,
-    parts: HashMap<i32, Bytes>,
+    /// Each part's bytes and MD5 (computed as it arrives, so completing is quick).
+    parts: HashMap<i32, (Bytes, [u8; 16])>,
 }
 
 impl TestS3 {
     pub fn new(storage: Arc<Storage>, knobs: Arc<Knobs>) -> Self {
-        Self { storage, knobs, uploads: Mutex::new(HashMap::new()) }
+        Self { storage, knobs, uploads: Mutex::new(HashMap::new()), completed: Mutex::new(HashMap::new()) }
     }
 
     fn count(&self, operation: &'static str) {
@@ -284,10 +288,11 @@ impl S3 for TestS3 {
             return Err(s3_error!(InvalidArgument, "Part number must be an integer between 1 and 10000"));
         }
         let data = collect_body(input.body).await?;
-        let etag = hex::encode(Md5::digest(&data));
+        let md5: [u8; 16] = Md5::digest(&data).into();
+        let etag = hex::encode(md5);
         let mut uploads = self.uploads();
         let upload = uploads.get_mut(&input.upload_id).ok_or_else(|| s3_error!(NoSuchUpload))?;
-        upload.parts.insert(input.part_number, data);
+        upload.parts.insert(input.part_number, (data, md5));
         Ok(S3Response::new(UploadPartOutput { e_tag: Some(ETag::Strong(etag)), ..Default::default() }))
     }
 
@@ -301,9 +306,20 @@ impl S3 for TestS3 {
         if requested.is_empty() {
             return Err(s3_error!(MalformedXML, "You must specify at least one part"));
         }
+        if let Some((bucket, key, etag)) =
+            self.completed.lock().unwrap_or_else(|p| p.into_inner()).get(&input.upload_id)
+        {
+            let output = CompleteMultipartUploadOutput {
+                bucket: Some(bucket.clone()),
+                key: Some(key.clone()),
+                e_tag: Some(etag.clone()),
+                ..Default::default()
+            };
+            return Ok(S3Response::new(output));
+        }
         self.refuse_if_present(&input.bucket, &input.key, input.if_none_match.as_ref())?;
         let upload = self.uploads().remove(&input.upload_id).ok_or_else(|| s3_error!(NoSuchUpload))?;
-        let mut body = BytesMut::new();
+        let mut body = BytesMut::with_capacity(upload.parts.values().map(|(data, _)| data.len()).sum());
         let mut md5s = Vec::with_capacity(requested.len());
         let mut previous = 0;
         for part in &requested {
@@ -312,8 +328,8 @@ impl S3 for TestS3 {
                 return Err(s3_error!(InvalidPartOrder));
             }
             previous = number;
-            let data = upload.parts.get(&number).ok_or_else(|| s3_error!(InvalidPart))?;
-            let md5: [u8; 16] = Md5::digest(data).into();
+            let (data, md5) = upload.parts.get(&number).ok_or_else(|| s3_error!(InvalidPart))?;
+            let md5 = *md5;
             if part.e_tag.as_ref().is_some_and(|e| e.value() != hex::encode(md5)) {
                 return Err(s3_error!(InvalidPart, "part {number} has another ETag"));
             }
@@ -323,6 +339,10 @@ impl S3 for TestS3 {
         let object = StoredObject::with_etag(body.freeze(), multipart_etag(&md5s), upload.content_type);
         let etag = etag_of(&object);
         self.storage.put(&upload.bucket, &upload.key, object).map_err(storage_error)?;
+        self.completed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(input.upload_id.clone(), (upload.bucket.clone(), upload.key.clone(), etag.clone()));
         let output = CompleteMultipartUploadOutput {
             bucket: Some(upload.bucket),
             key: Some(upload.key),

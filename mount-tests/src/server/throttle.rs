@@ -1,5 +1,6 @@
-//! Per-connection bandwidth cap: a socket wrapper whose writes are paced to the rate the knobs
-//! say at the moment of each write, so a test can change it while connections are open.
+//! Per-connection bandwidth caps: a socket wrapper whose writes (responses) and reads (request
+//! bodies: uploads) are paced to the rates the knobs say at the moment of each, so a test can
+//! change them while connections are open.
 
 use std::io;
 use std::pin::Pin;
@@ -24,18 +25,43 @@ pub struct Throttled<S> {
     /// Earliest moment the next write may start; pushed forward by each write's share of the rate.
     not_before: Instant,
     sleep: Pin<Box<Sleep>>,
+    /// The same, for reads.
+    read_not_before: Instant,
+    read_sleep: Pin<Box<Sleep>>,
 }
 
 impl<S> Throttled<S> {
     pub fn new(inner: S, knobs: Arc<Knobs>) -> Self {
         let now = Instant::now();
-        Self { inner, knobs, not_before: now, sleep: Box::pin(tokio::time::sleep_until(now)) }
+        Self {
+            inner,
+            knobs,
+            not_before: now,
+            sleep: Box::pin(tokio::time::sleep_until(now)),
+            read_not_before: now,
+            read_sleep: Box::pin(tokio::time::sleep_until(now)),
+        }
     }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Throttled<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let Some(rate) = self.knobs.upload_bandwidth() else {
+            return Pin::new(&mut self.inner).poll_read(cx, buf);
+        };
+        if Instant::now() < self.read_not_before {
+            let deadline = self.read_not_before;
+            self.read_sleep.as_mut().reset(deadline);
+            ready!(self.read_sleep.as_mut().poll(cx));
+        }
+        let len = buf.remaining().min(slice_for(rate));
+        let mut limited = ReadBuf::new(buf.initialize_unfilled_to(len));
+        ready!(Pin::new(&mut self.inner).poll_read(cx, &mut limited))?;
+        let read = limited.filled().len();
+        buf.advance(read);
+        let start = self.read_not_before.max(Instant::now() - Duration::from_millis(1));
+        self.read_not_before = start + Duration::from_secs_f64(read as f64 / rate as f64);
+        Poll::Ready(Ok(()))
     }
 }
 
