@@ -9,11 +9,13 @@ use clap::{Args, Parser, Subcommand};
 #[command(
     name = "fetchfs",
     version,
-    about = "Mount an S3 bucket as a fast, read-only local directory",
+    about = "Mount an S3 bucket as a fast local directory: read objects, write new ones",
     long_about = "fetchfs mounts an S3 bucket (AWS or any S3-compatible endpoint), or a prefix of one, \
-as a read-only directory. Ordinary tools (cat, cp, dd, tar, python) then read objects as files; \
+as a local directory. Ordinary tools (cat, cp, dd, tar, python) then read objects as files; \
 each read becomes ranged GETs pinned to the object's ETag, so an object replaced while open gives \
-ESTALE rather than mixed bytes.\n\n\
+ESTALE rather than mixed bytes. New files written front to back become objects, uploaded while \
+they are written and complete at close or fsync (--read-only refuses every change; replacing and \
+deleting objects need --allow-overwrite and --allow-delete).\n\n\
 Credentials come from the AWS default chain: environment (AWS_ACCESS_KEY_ID, \
 AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), the shared config and credentials files (--profile), \
 web identity, and instance metadata. Secrets are never taken on the command line."

@@ -241,19 +241,20 @@ fn the_unit_fstab_container_and_kubernetes_examples_name_real_flags_and_paths() 
     let options = env.lines().find_map(|l| l.strip_prefix("FETCHFS_OPTIONS=")).expect("FETCHFS_OPTIONS");
     assert_flags_exist(&options.split_whitespace().collect::<Vec<_>>(), &flags, "example.env");
 
-    // fstab example: fuse.fetchfs with _netdev and nofail; every other option maps to a flag.
+    // fstab example: fuse.fetchfs with _netdev and nofail; the mount helper turns every other
+    // option into a real flag.
     let fstab = std::fs::read_to_string(repo().join("packaging/fstab.example")).unwrap();
-    let line = fstab.lines().find(|l| !l.starts_with('#') && !l.trim().is_empty()).expect("an fstab line");
-    let fields: Vec<&str> = line.split_whitespace().collect();
-    assert_eq!(fields[2], "fuse.fetchfs");
-    let options: Vec<&str> = fields[3].split(',').collect();
-    assert!(options.contains(&"_netdev") && options.contains(&"nofail"));
-    let mapped: Vec<String> = options
-        .iter()
-        .filter(|o| !o.starts_with('_') && **o != "nofail")
-        .map(|o| format!("--{}", o.split('=').next().unwrap_or(o).replace('_', "-")))
-        .collect();
-    assert_flags_exist(&mapped.iter().map(String::as_str).collect::<Vec<_>>(), &flags, "fstab.example");
+    let lines: Vec<&str> = fstab.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "an fstab line");
+    for line in lines {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(fields[2], "fuse.fetchfs");
+        let options: Vec<&str> = fields[3].split(',').collect();
+        assert!(options.contains(&"_netdev") && options.contains(&"nofail"));
+        let call = fetchfs::cli::helper_args(&[fields[0].into(), fields[1].into(), "-o".into(), fields[3].into()]);
+        let Ok(fetchfs::cli::HelperCall::Mount(mapped)) = call else { panic!("{line}: {call:?}") };
+        assert_flags_exist(&mapped.iter().map(String::as_str).collect::<Vec<_>>(), &flags, "fstab.example");
+    }
 
     // Containerfile: builds the fetchfs package and runs the binary it copies.
     let containerfile = std::fs::read_to_string(repo().join("packaging/container/Containerfile")).unwrap();

@@ -39,7 +39,7 @@ Depends: fuse3, ca-certificates
 Section: utils
 Priority: optional
 Installed-Size: $(du -sk "$stage" | cut -f1)
-Description: mount an S3 bucket as a fast, read-only local directory
+Description: mount an S3 bucket as a fast local directory (read objects, write new ones)
  fetchfs turns reads of files under the mount into parallel, cached ranged GETs
  against S3 or any S3-compatible endpoint, so ordinary tools read buckets fast.
 CONTROL

@@ -1,5 +1,5 @@
 //! Reads one object with N parallel ranged GETs straight from an S3 endpoint and prints MB/s: the
-//! ceiling fetchfs is measured against. With `--local SIZE` it starts its own test server holding
+//! ceiling fetchfs is measured against (with `--upload`, also the ceiling of writing). With `--local SIZE` it starts its own test server holding
 //! one generated object of that size, under the chosen profile.
 
 use clap::Parser;
@@ -34,6 +34,10 @@ struct Args {
     access_key: Option<String>,
     #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
     secret_key: Option<String>,
+    /// Also write an object of this many MiB as a multipart upload (parts of --part-size), with
+    /// each number of --connections parts in flight: the ceiling of writing.
+    #[arg(long, value_name = "MIB")]
+    upload: Option<u64>,
 }
 
 fn main() {
@@ -69,6 +73,15 @@ fn run(args: Args) -> Result<(), String> {
         for &n in &args.connections {
             let run = ceiling::read_all(&store, &args.key, n, args.part_size).await?;
             println!("connections {n:>3}: {:>8.1} MB/s ({:.2} s)", run.mb_per_s(), run.elapsed.as_secs_f64());
+        }
+        if let Some(mib) = args.upload {
+            let data = mount_tests::data::content(2, (mib * 1024 * 1024) as usize);
+            println!("upload of {mib} MiB, part size {} bytes", args.part_size);
+            for &n in &args.connections {
+                let mb_per_s =
+                    ceiling::upload_all(&store, "ceiling-upload.bin", data.clone(), n, args.part_size as usize).await?;
+                println!("connections {n:>3}: {mb_per_s:>8.1} MB/s");
+            }
         }
         Ok(())
     })

@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod disk_cache;
+mod writes;
 
 use clap::Parser;
 use mount_tests::ceiling;
@@ -44,12 +45,21 @@ struct Args {
     /// Skip the disk cache's rows.
     #[arg(long)]
     no_disk_cache: bool,
-    /// Only the disk cache's rows (and the raw ceiling).
+    /// Skip the write rows.
     #[arg(long)]
-    only_disk_cache: bool,
+    no_writes: bool,
+    /// Only these sections' rows (and the raw ceiling).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Section>,
     /// Extra options for every `fetchfs mount`.
     #[arg(long, allow_hyphen_values = true)]
     mount_option: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Section {
+    DiskCache,
+    Writes,
 }
 
 struct Row {
@@ -104,10 +114,14 @@ fn main() {
             ratio: Some(1.0),
         });
         let mut peak_rss = 0;
-        if !args.no_disk_cache {
+        let wanted = |section| if args.only.is_empty() { true } else { args.only.contains(&section) };
+        if wanted(Section::DiskCache) && !args.no_disk_cache {
             disk_cache::rows(&server, &extra, name, large as u64, !args.no_small_files, &mut peak_rss, &mut rows);
         }
-        if args.only_disk_cache {
+        if wanted(Section::Writes) && !args.no_writes {
+            writes::rows(&server, &store, &runtime, &extra, name, large as u64, &mut peak_rss, &mut rows);
+        }
+        if !args.only.is_empty() {
             rows.push(peak_rss_row(name, peak_rss));
             continue;
         }
