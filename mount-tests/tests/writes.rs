@@ -213,3 +213,36 @@ fn overwrite_and_delete_need_their_flags() {
     ok(mount.sh("rm model.bin"), "delete");
     assert_eq!(stored(&server, "model.bin"), None);
 }
+
+#[test]
+fn a_file_open_in_passthrough_cannot_be_opened_for_writing() {
+    let server = TestServer::with_bucket(BUCKET);
+    server.storage().put(BUCKET, "weights.bin", StoredObject::new(data::content(3, 100 * 1024), None)).unwrap();
+    let cache = fresh_dir("write-disk-cache");
+    let metrics = mount_tests::metrics::MetricsPort::free();
+    let mount = Mount::of(
+        &server,
+        BUCKET,
+        &["--disk-cache", cache.to_str().unwrap(), "--metrics-addr", &metrics.addr(), "--allow-overwrite"],
+    );
+    assert!(std::fs::read(mount.path("weights.bin")).unwrap() == data::content(3, 100 * 1024));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while metrics.value("fetchfs_disk_cache_written_bytes_total") < 100 * 1024 {
+        assert!(std::time::Instant::now() < deadline, "the file reached the disk cache");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Whole on disk: the next open is served by the kernel from the cache file.
+    let reader = std::fs::File::open(mount.path("weights.bin")).unwrap();
+    assert!(metrics.value("fetchfs_disk_cache_passthrough_opens_total") >= 1);
+    let out = mount.sh("echo new > weights.bin");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Text file busy"), "{out:?}");
+    drop(reader);
+    // The kernel tells the daemon of the close just after it returns.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !mount.sh("echo new > weights.bin").status.success() {
+        assert!(std::time::Instant::now() < deadline, "replacing it once nothing reads it");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(stored(&server, "weights.bin"), Some(Bytes::from_static(b"new\n")));
+    let _ = std::fs::remove_dir_all(&cache);
+}

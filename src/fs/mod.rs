@@ -498,7 +498,7 @@ impl<S: ObjectStore> Fs<S> {
             return writer.outcome.get().is_none().then_some(UnfinishedUpload(writer));
         }
         let mut files = lock(&self.open_files);
-        let Some(file) = files.remove(&handle) else { return None };
+        let file = files.remove(&handle)?;
         let last = !files.values().any(|f| f.ino == file.ino);
         drop(files);
         let read_to_the_end = lock(&file.window).position() >= file.size;

@@ -279,10 +279,11 @@ mod writing {
     }
 
     #[tokio::test]
-    async fn writes_not_at_the_end_are_invalid() {
+    async fn writes_not_at_the_end_are_invalid_and_the_writer_cannot_read() {
         let (_, fs) = writable(WriteMode::default());
         let (_, handle) = fs.create(ROOT_INO, "f").await.unwrap();
         fs.write(handle, 0, b"abc").await.unwrap();
+        assert_eq!(fs.read(handle, 0, 3).await, Err(FsError::BadHandle), "a file is read once complete");
         assert!(matches!(fs.write(handle, 100, b"x").await, Err(FsError::InvalidWrite(_))));
         assert!(matches!(fs.write(handle, 0, b"x").await, Err(FsError::InvalidWrite(_))));
     }

@@ -12,9 +12,12 @@ use crate::object_id::ObjectId;
 /// Failures remembered at most; the oldest goes first.
 const MAX_REMEMBERED: usize = 1024;
 
+/// A read of `Range` of a version that ran out of time at `Instant`.
+type Failure = (Arc<ObjectId>, Range<u64>, Instant);
+
 pub struct TimedOutReads {
     memory: Duration,
-    failures: Mutex<Vec<(Arc<ObjectId>, Range<u64>, Instant)>>,
+    failures: Mutex<Vec<Failure>>,
 }
 
 impl TimedOutReads {

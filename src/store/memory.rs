@@ -37,8 +37,8 @@ pub struct MemoryStore {
     /// GET bodies still to be cut off, and after how many bytes.
     cut_bodies: AtomicU64,
     cut_after: AtomicU64,
-    /// Multipart uploads in progress: key and parts by number.
-    uploads: Mutex<HashMap<String, (String, BTreeMap<u32, Bytes>)>>,
+    /// Multipart uploads in progress, by id.
+    uploads: Mutex<HashMap<String, PendingUpload>>,
     next_upload: AtomicU64,
     puts: AtomicU64,
     parts: AtomicU64,
@@ -47,6 +47,9 @@ pub struct MemoryStore {
     failing_parts: AtomicU64,
     part_delay_us: AtomicU64,
 }
+
+/// A multipart upload in progress: its key and its parts by number.
+type PendingUpload = (String, BTreeMap<u32, Bytes>);
 
 /// Calls made so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -111,7 +114,7 @@ impl MemoryStore {
         self.failing_parts.store(n, Ordering::Relaxed);
     }
 
-    fn lock_uploads(&self) -> MutexGuard<'_, HashMap<String, (String, BTreeMap<u32, Bytes>)>> {
+    fn lock_uploads(&self) -> MutexGuard<'_, HashMap<String, PendingUpload>> {
         self.uploads.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 

@@ -155,3 +155,21 @@ fn parts_grow_so_large_objects_fit_in_ten_thousand() {
     assert_eq!(config.part_size(10_000), 64 * MIB);
     assert_eq!(config.largest_object(), (8 + 16 + 32 + 7 * 64) * 1000 * MIB);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_past_the_largest_object_is_too_large() {
+    // 1 KiB parts that cannot grow (the budget holds two): 10,000 KiB at most.
+    let store = Arc::new(MemoryStore::new());
+    let config = UploadConfig { first_part_size: 1024, concurrency: 4, budget: 2048 };
+    assert_eq!(config.largest_object(), 10_000 * 1024);
+    let mut upload = uploader(&store, config).start("huge".into(), Replace::Never);
+    let chunk = vec![5u8; 1024 * 1024];
+    for i in 0..9 {
+        upload.write(i * chunk.len() as u64, &chunk).await.unwrap();
+    }
+    let past = upload.write(9 * chunk.len() as u64, &chunk).await;
+    assert_eq!(past, Err(WriteError::TooLarge { limit: 10_000 * 1024 }));
+    upload.cancel().await;
+    assert_eq!(store.head("huge").await.map(|m| m.size), Err(StoreError::NotFound));
+    assert_eq!(store.uploads_in_progress(), 0, "the parts sent were aborted");
+}

@@ -119,7 +119,8 @@ fn main() {
             disk_cache::rows(&server, &extra, name, large as u64, !args.no_small_files, &mut peak_rss, &mut rows);
         }
         if wanted(Section::Writes) && !args.no_writes {
-            writes::rows(&server, &store, &runtime, &extra, name, large as u64, &mut peak_rss, &mut rows);
+            let target = writes::Target { server: &server, store: &store, runtime: &runtime };
+            writes::rows(target, &extra, name, large as u64, &mut peak_rss, &mut rows);
         }
         if !args.only.is_empty() {
             rows.push(peak_rss_row(name, peak_rss));

@@ -19,10 +19,15 @@ const FILES: u64 = 1000;
 /// A writer of every 8th file of 1000, as a data pipeline's workers write their outputs.
 const WORKER: &str = "import sys\nroot, k = sys.argv[1], int(sys.argv[2])\nfor i in range(k, 1000, 8):\n    with open(f'{root}/f{i:04}', 'wb') as f:\n        f.write(bytes([i % 256]) * 102400)\n";
 
+/// Where the rows write: the server, a store straight to it, and a runtime for that store.
+pub struct Target<'a> {
+    pub server: &'a TestServer,
+    pub store: &'a Arc<S3Store>,
+    pub runtime: &'a tokio::runtime::Runtime,
+}
+
 pub fn rows(
-    server: &TestServer,
-    store: &Arc<S3Store>,
-    runtime: &tokio::runtime::Runtime,
+    Target { server, store, runtime }: Target<'_>,
     extra: &[&str],
     name: &'static str,
     large: u64,
