@@ -115,33 +115,26 @@ impl VersionFile {
                 drop(lock);
                 continue;
             }
-            let blocks = size.div_ceil(block_size);
             let stamp = FileStamp::of(&data.metadata()?);
-            let found = match read_record(&record_path) {
-                Some(r) if r.identity == identity && r.block_size == block_size && r.stamp == stamp => {
-                    let state = State { present: r.present, stamp, gone: false };
-                    drop(lock);
-                    let file = Self {
-                        data_path,
-                        record_path,
-                        identity,
-                        block_size,
-                        size,
-                        data,
-                        state: Mutex::new(state),
-                        serial: Mutex::new(()),
-                    };
-                    return Ok((file, Found::Valid));
-                }
-                Some(_) => Found::Dropped,
+            let record = read_record(&record_path);
+            let valid = record
+                .as_ref()
+                .is_some_and(|r| r.identity == identity && r.block_size == block_size && r.stamp == stamp);
+            let found = match &record {
+                _ if valid => Found::Valid,
                 None if stamp.len == 0 => Found::Created,
-                None => Found::Dropped,
+                _ => Found::Dropped,
             };
-            // Start again from an empty sparse file of the object's size.
-            data.set_len(0)?;
-            data.set_len(size)?;
-            let stamp = FileStamp::of(&data.metadata()?);
-            let state = State { present: BlockSet::empty(blocks), stamp, gone: false };
+            let state = match record {
+                Some(r) if valid => State { present: r.present, stamp, gone: false },
+                _ => {
+                    // Start again from an empty sparse file of the object's size.
+                    data.set_len(0)?;
+                    data.set_len(size)?;
+                    let stamp = FileStamp::of(&data.metadata()?);
+                    State { present: BlockSet::empty(size.div_ceil(block_size)), stamp, gone: false }
+                }
+            };
             let file = Self {
                 data_path,
                 record_path,
@@ -152,8 +145,10 @@ impl VersionFile {
                 state: Mutex::new(state),
                 serial: Mutex::new(()),
             };
-            // An empty record need not survive a crash: without it, the file is made again.
-            file.write_record(&file.lock_state(), false)?;
+            if found != Found::Valid {
+                // An empty record need not survive a crash: without it, the file is made again.
+                file.write_record(&file.lock_state(), false)?;
+            }
             drop(lock);
             return Ok((file, found));
         }
