@@ -495,7 +495,7 @@ impl<S: ObjectStore> Fs<S> {
     /// the caller to complete with `finish_released` off the kernel's thread.
     pub fn release(&self, handle: u64) -> Option<UnfinishedUpload<S>> {
         if let Some(writer) = self.writing.remove(handle) {
-            return writer.outcome.get().is_none().then_some(UnfinishedUpload(writer));
+            return writer.outcome().is_none().then_some(UnfinishedUpload(writer));
         }
         let mut files = lock(&self.open_files);
         let file = files.remove(&handle)?;
@@ -576,21 +576,26 @@ impl<S: ObjectStore> Fs<S> {
     pub async fn write(&self, handle: u64, offset: u64, data: &[u8]) -> Result<u32, FsError> {
         let writer = self.writing.get(handle).ok_or(FsError::BadHandle)?;
         let mut upload = writer.upload.lock().await;
-        if let Some(Err(e)) = writer.outcome.get() {
-            return Err(e.clone());
+        if let Some(Err(e)) = writer.outcome() {
+            return Err(e);
         }
         upload.write(offset, data).await?;
         writer.set_written(upload.written());
+        if upload.written() == data.len() as u64 {
+            // The first bytes: a file finished empty is being written again.
+            writer.set_outcome(None);
+        }
         Ok(data.len() as u32)
     }
 
-    /// A `close` of one of the file's descriptors: completes a file with bytes written and reports
-    /// how that went. A file with none is left open: a shell opens a file, duplicates the
-    /// descriptor for the program and closes its own before anything is written.
+    /// A `close` of one of the file's descriptors: completes the file and reports how that went.
+    /// A file closed before anything was written (`touch`; a shell opening a file, duplicating the
+    /// descriptor for a program and closing its own) becomes an empty object at once, and a write
+    /// at offset 0 through a descriptor still open then replaces it.
     pub async fn flush(&self, handle: u64) -> Result<(), FsError> {
         match self.writing.get(handle) {
-            Some(writer) if writer.written() > 0 => self.finish(&writer).await,
-            _ => Ok(()),
+            Some(writer) => self.finish(&writer).await,
+            None => Ok(()),
         }
     }
 
@@ -604,8 +609,8 @@ impl<S: ObjectStore> Fs<S> {
 
     async fn finish(&self, writer: &Writer<S>) -> Result<(), FsError> {
         let mut upload = writer.upload.lock().await;
-        if let Some(outcome) = writer.outcome.get() {
-            return outcome.clone();
+        if let Some(outcome) = writer.outcome() {
+            return outcome;
         }
         let outcome = match upload.finish().await {
             Ok(etag) => {
@@ -617,7 +622,7 @@ impl<S: ObjectStore> Fs<S> {
                 Err(FsError::from(e))
             }
         };
-        let _ = writer.outcome.set(outcome.clone());
+        writer.set_outcome(Some(outcome.clone()));
         outcome
     }
 

@@ -302,13 +302,34 @@ mod writing {
     }
 
     #[tokio::test]
-    async fn an_empty_file_is_completed_at_its_last_close() {
+    async fn a_file_closed_empty_is_in_s3_at_once_and_a_later_write_replaces_it() {
         let (store, fs) = writable(WriteMode::default());
         let (_, handle) = fs.create(ROOT_INO, "empty").await.unwrap();
         fs.flush(handle).await.unwrap();
-        let unfinished = fs.release(handle).expect("left for the last close");
-        fs.finish_released(unfinished).await;
-        assert_eq!(object(&store, "empty").await, Some(Bytes::new()));
+        assert_eq!(object(&store, "empty").await, Some(Bytes::new()), "touch: there at its close");
+        assert!(fs.release(handle).is_none(), "nothing left for the last close");
+
+        // A shell's `echo hi > f`: its own descriptor is closed before the program writes.
+        let (_, handle) = fs.create(ROOT_INO, "redirected").await.unwrap();
+        fs.flush(handle).await.unwrap();
+        assert_eq!(object(&store, "redirected").await, Some(Bytes::new()));
+        fs.write(handle, 0, b"hi\n").await.unwrap();
+        assert!(matches!(fs.write(handle, 1, b"x").await, Err(FsError::InvalidWrite(_))));
+        fs.flush(handle).await.unwrap();
+        assert_eq!(object(&store, "redirected").await, Some(Bytes::from_static(b"hi\n")));
+        assert!(fs.release(handle).is_none());
+        let listed = fs.lookup(ROOT_INO, "redirected").await.unwrap();
+        assert_eq!(listed.size, 3);
+    }
+
+    #[tokio::test]
+    async fn a_file_finished_with_bytes_takes_no_more() {
+        let (store, fs) = writable(WriteMode::default());
+        let (_, handle) = fs.create(ROOT_INO, "done").await.unwrap();
+        fs.write(handle, 0, b"abc").await.unwrap();
+        fs.flush(handle).await.unwrap();
+        assert!(fs.write(handle, 0, b"xyz").await.is_err(), "no second life for a file with bytes");
+        assert_eq!(object(&store, "done").await, Some(Bytes::from_static(b"abc")));
     }
 
     #[tokio::test]

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::inode::Ino;
 use crate::errno::FsError;
@@ -18,8 +18,9 @@ pub struct Writer<S> {
     pub name: String,
     pub upload: tokio::sync::Mutex<Upload<S>>,
     written: AtomicU64,
-    /// How finishing the upload went, once it has been finished.
-    pub outcome: OnceLock<Result<(), FsError>>,
+    /// How finishing the upload went, once it has been finished (cleared when a file finished
+    /// empty is written again).
+    outcome: Mutex<Option<Result<(), FsError>>>,
 }
 
 impl<S> Writer<S> {
@@ -30,7 +31,7 @@ impl<S> Writer<S> {
             name,
             upload: tokio::sync::Mutex::new(upload),
             written: AtomicU64::new(0),
-            outcome: OnceLock::new(),
+            outcome: Mutex::new(None),
         }
     }
 
@@ -40,6 +41,14 @@ impl<S> Writer<S> {
 
     pub fn set_written(&self, bytes: u64) {
         self.written.store(bytes, Ordering::Relaxed);
+    }
+
+    pub fn outcome(&self) -> Option<Result<(), FsError>> {
+        lock(&self.outcome).clone()
+    }
+
+    pub fn set_outcome(&self, outcome: Option<Result<(), FsError>>) {
+        *lock(&self.outcome) = outcome;
     }
 }
 

@@ -104,6 +104,7 @@ impl<S: ObjectStore> Uploader<S> {
             done: Vec::new(),
             failed: None,
             finished: false,
+            committed_empty: false,
         }
     }
 }
@@ -128,6 +129,10 @@ pub struct Upload<S> {
     done: Vec<UploadedPart>,
     failed: Option<StoreError>,
     finished: bool,
+    /// Finished with nothing written: the empty object is in S3, and a write at offset 0 starts
+    /// the file again (the `close` of a descriptor before anything was written, as `touch` and a
+    /// shell's redirection do, makes the empty file visible at once).
+    committed_empty: bool,
 }
 
 impl<S: ObjectStore> Upload<S> {
@@ -143,6 +148,12 @@ impl<S: ObjectStore> Upload<S> {
     /// Appends `data`, which must start where the file ends. Waits while the mount's memory for
     /// parts is full or this file has its most parts in flight.
     pub async fn write(&mut self, offset: u64, mut data: &[u8]) -> Result<(), WriteError> {
+        if self.committed_empty && offset == 0 && !data.is_empty() {
+            // The empty object this upload made is replaced by the file's bytes.
+            self.committed_empty = false;
+            self.finished = false;
+            self.replace = Replace::Allowed;
+        }
         if self.finished {
             return Err(WriteError::Finished);
         }
@@ -234,13 +245,15 @@ impl<S: ObjectStore> Upload<S> {
 
     /// Completes the object: the last part and the parts in flight go up, then the upload is
     /// completed (or the whole file is PUT, if it never reached a part's size). On any failure the
-    /// upload is aborted and the error returned. Nothing can be written afterwards.
+    /// upload is aborted and the error returned. Nothing can be written afterwards, except into a
+    /// file finished empty, which starts again at offset 0.
     pub async fn finish(&mut self) -> Result<ETag, WriteError> {
         if self.finished {
             return Err(WriteError::Finished);
         }
         self.finished = true;
         let outcome = self.complete().await;
+        self.committed_empty = outcome.is_ok() && self.written == 0;
         let label = if outcome.is_ok() { "completed" } else { "aborted" };
         self.uploader.metrics.uploads.get_or_create(&UploadLabels { outcome: label }).inc();
         outcome
