@@ -58,6 +58,13 @@ struct Args {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Section {
+    /// dd at four read sizes, two passes, mmap.
+    ReadSizes,
+    /// The column reader and 1-byte preads at far-apart offsets.
+    Jumping,
+    /// Several readers at once, random reads, time to first byte.
+    Readers,
+    SmallFiles,
     DiskCache,
     Writes,
 }
@@ -122,112 +129,118 @@ fn main() {
             let target = writes::Target { server: &server, store: &store, runtime: &runtime };
             writes::rows(target, &extra, name, large as u64, &mut peak_rss, &mut rows);
         }
-        if !args.only.is_empty() {
-            rows.push(peak_rss_row(name, peak_rss));
-            continue;
-        }
 
-        eprintln!("[{name}] dd ...");
-        let dd = on_fresh_mount(&server, &extra, &mut peak_rss, |mount| dd_mb_per_s(mount, "large.bin", large, "1M"));
-        rows.push(Row {
-            profile: name,
-            measure: format!("dd bs=1M of {} MiB", args.large_mib),
-            value: mbps(dd),
-            ratio: Some(dd / ceiling),
-        });
-        for bs in ["4K", "64K", "256K"] {
-            eprintln!("[{name}] dd bs={bs} ...");
-            let small =
-                on_fresh_mount(&server, &extra, &mut peak_rss, |mount| dd_mb_per_s(mount, "large.bin", large, bs));
+        if wanted(Section::ReadSizes) {
+            eprintln!("[{name}] dd ...");
+            let dd = on_fresh_mount(&server, &extra, &mut peak_rss, |mount| dd_mb_per_s(mount, "large.bin", large, "1M"));
             rows.push(Row {
                 profile: name,
-                measure: format!("dd bs={bs} of {} MiB ({:.2} of bs=1M)", args.large_mib, small / dd),
-                value: mbps(small),
-                ratio: Some(small / ceiling),
+                measure: format!("dd bs=1M of {} MiB", args.large_mib),
+                value: mbps(dd),
+                ratio: Some(dd / ceiling),
+            });
+            for bs in ["4K", "64K", "256K"] {
+                eprintln!("[{name}] dd bs={bs} ...");
+                let small =
+                    on_fresh_mount(&server, &extra, &mut peak_rss, |mount| dd_mb_per_s(mount, "large.bin", large, bs));
+                rows.push(Row {
+                    profile: name,
+                    measure: format!("dd bs={bs} of {} MiB ({:.2} of bs=1M)", args.large_mib, small / dd),
+                    value: mbps(small),
+                    ratio: Some(small / ceiling),
+                });
+            }
+
+            eprintln!("[{name}] two passes, pages dropped between ...");
+            let (first, second) =
+                on_fresh_mount(&server, &extra, &mut peak_rss, |mount| two_passes(mount, "large.bin"));
+            rows.push(Row {
+                profile: name,
+                measure: format!(
+                    "256 KiB reads, pass 1 / pass 2 after fadvise(DONTNEED) ({:.2} of bs=1M)",
+                    second / dd
+                ),
+                value: format!("{} / {}", mbps(first), mbps(second)),
+                ratio: Some(second / ceiling),
+            });
+
+            eprintln!("[{name}] mmap ...");
+            let mapped = on_fresh_mount(&server, &extra, &mut peak_rss, |mount| mmap_mb_per_s(mount, "large.bin"));
+            rows.push(Row {
+                profile: name,
+                measure: format!("mmap of {} MiB, read front to back (page faults)", args.large_mib),
+                value: mbps(mapped),
+                ratio: Some(mapped / ceiling),
             });
         }
 
-        eprintln!("[{name}] two passes, pages dropped between ...");
-        let (first, second) = on_fresh_mount(&server, &extra, &mut peak_rss, |mount| two_passes(mount, "large.bin"));
-        rows.push(Row {
-            profile: name,
-            measure: format!("256 KiB reads, pass 1 / pass 2 after fadvise(DONTNEED) ({:.2} of bs=1M)", second / dd),
-            value: format!("{} / {}", mbps(first), mbps(second)),
-            ratio: Some(second / ceiling),
-        });
-
-        eprintln!("[{name}] mmap ...");
-        let mapped = on_fresh_mount(&server, &extra, &mut peak_rss, |mount| mmap_mb_per_s(mount, "large.bin"));
-        rows.push(Row {
-            profile: name,
-            measure: format!("mmap of {} MiB, read front to back (page faults)", args.large_mib),
-            value: mbps(mapped),
-            ratio: Some(mapped / ceiling),
-        });
-
-        eprintln!("[{name}] jumping reader ...");
-        let (jumping, amplification) = on_fresh_mount(&server, &extra, &mut peak_rss, |mount| {
-            server.knobs().counters().reset();
-            column_chunks(mount, "large.bin", large as u64, server.knobs().counters())
-        });
-        rows.push(Row {
-            profile: name,
-            measure: "one column: 8 chunks of 4 MiB, 128 MiB apart, 1 MiB reads".into(),
-            value: format!("{} ({amplification:.2} bytes sent per byte read)", mbps(jumping)),
-            ratio: Some(jumping / ceiling),
-        });
-
-        eprintln!("[{name}] random first bytes ...");
-        let first_bytes =
-            on_fresh_mount(&server, &extra, &mut peak_rss, |mount| random_first_bytes(mount, large as u64));
-        rows.push(Row {
-            profile: name,
-            measure: "1-byte pread at 10 far-apart offsets of an open file, median".into(),
-            value: format!("{:.1} ms", ms(first_bytes)),
-            ratio: None,
-        });
-
-        for readers in [4, MANY_READERS] {
-            eprintln!("[{name}] {readers} readers ...");
-            let (total, amplification) = on_fresh_mount(&server, &extra, &mut peak_rss, |mount| {
+        if wanted(Section::Jumping) {
+            eprintln!("[{name}] jumping reader ...");
+            let (jumping, amplification) = on_fresh_mount(&server, &extra, &mut peak_rss, |mount| {
                 server.knobs().counters().reset();
-                concurrent_dd(mount, readers, args.quarter_mib * MIB, server.knobs().counters())
+                column_chunks(mount, "large.bin", large as u64, server.knobs().counters())
             });
             rows.push(Row {
                 profile: name,
-                measure: format!("{readers} readers x {} MiB, total", args.quarter_mib),
-                value: format!("{} ({amplification:.2} bytes sent per byte read)", mbps(total)),
-                ratio: Some(total / ceiling),
+                measure: "one column: 8 chunks of 4 MiB, 128 MiB apart, 1 MiB reads".into(),
+                value: format!("{} ({amplification:.2} bytes sent per byte read)", mbps(jumping)),
+                ratio: Some(jumping / ceiling),
+            });
+
+            eprintln!("[{name}] random first bytes ...");
+            let first_bytes =
+                on_fresh_mount(&server, &extra, &mut peak_rss, |mount| random_first_bytes(mount, large as u64));
+            rows.push(Row {
+                profile: name,
+                measure: "1-byte pread at 10 far-apart offsets of an open file, median".into(),
+                value: format!("{:.1} ms", ms(first_bytes)),
+                ratio: None,
             });
         }
 
-        eprintln!("[{name}] random reads ...");
-        let (random, amplification) = on_fresh_mount(&server, &extra, &mut peak_rss, |mount| {
-            server.knobs().counters().reset();
-            random_reads(mount, large as u64, args.random_reads, server.knobs().counters())
-        });
-        rows.push(Row {
-            profile: name,
-            measure: format!("{} random 256 KiB reads", args.random_reads),
-            value: format!("{} ({amplification:.2} bytes sent per byte read)", mbps(random)),
-            ratio: Some(random / ceiling),
-        });
+        if wanted(Section::Readers) {
+            for readers in [4, MANY_READERS] {
+                eprintln!("[{name}] {readers} readers ...");
+                let (total, amplification) = on_fresh_mount(&server, &extra, &mut peak_rss, |mount| {
+                    server.knobs().counters().reset();
+                    concurrent_dd(mount, readers, args.quarter_mib * MIB, server.knobs().counters())
+                });
+                rows.push(Row {
+                    profile: name,
+                    measure: format!("{readers} readers x {} MiB, total", args.quarter_mib),
+                    value: format!("{} ({amplification:.2} bytes sent per byte read)", mbps(total)),
+                    ratio: Some(total / ceiling),
+                });
+            }
 
-        eprintln!("[{name}] time to first byte ...");
-        let ttfb = on_fresh_mount(&server, &extra, &mut peak_rss, |mount| {
-            let start = Instant::now();
-            let mut file = File::open(mount.path("large.bin")).expect("open");
-            let mut byte = [0u8; 1];
-            file.read_exact(&mut byte).expect("first byte");
-            start.elapsed()
-        });
-        rows.push(Row {
-            profile: name,
-            measure: "time to first byte (open + read)".into(),
-            value: format!("{:.1} ms", ms(ttfb)),
-            ratio: None,
-        });
-        if !args.no_small_files {
+            eprintln!("[{name}] random reads ...");
+            let (random, amplification) = on_fresh_mount(&server, &extra, &mut peak_rss, |mount| {
+                server.knobs().counters().reset();
+                random_reads(mount, large as u64, args.random_reads, server.knobs().counters())
+            });
+            rows.push(Row {
+                profile: name,
+                measure: format!("{} random 256 KiB reads", args.random_reads),
+                value: format!("{} ({amplification:.2} bytes sent per byte read)", mbps(random)),
+                ratio: Some(random / ceiling),
+            });
+
+            eprintln!("[{name}] time to first byte ...");
+            let ttfb = on_fresh_mount(&server, &extra, &mut peak_rss, |mount| {
+                let start = Instant::now();
+                let mut file = File::open(mount.path("large.bin")).expect("open");
+                let mut byte = [0u8; 1];
+                file.read_exact(&mut byte).expect("first byte");
+                start.elapsed()
+            });
+            rows.push(Row {
+                profile: name,
+                measure: "time to first byte (open + read)".into(),
+                value: format!("{:.1} ms", ms(ttfb)),
+                ratio: None,
+            });
+        }
+        if wanted(Section::SmallFiles) && !args.no_small_files {
             small_file_rows(&server, &extra, &mut peak_rss, name, &mut rows);
         }
         rows.push(peak_rss_row(name, peak_rss));
