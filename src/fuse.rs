@@ -7,6 +7,7 @@ use std::ffi::OsStr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::{Context, Waker};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
@@ -23,6 +24,11 @@ use crate::store::ObjectStore;
 
 /// Largest read the kernel is asked to send at once.
 const MAX_READ: u32 = 1024 * 1024;
+/// The kernel's own readahead for the mount. It reads this much past where a reader stops (a
+/// FUSE READ does not say it is readahead), so it is what a reader of 4 MB Parquet column chunks
+/// pays per chunk: 1 MiB made that 1.25 bytes fetched per byte read at best, 512 KiB 1.125, at
+/// no cost to sequential reads of any size (measured: see the README's read-size rows).
+const KERNEL_READAHEAD: u32 = 512 * 1024;
 /// Threads reading requests from /dev/fuse; the work itself runs on the tokio runtime.
 const SESSION_THREADS: usize = 4;
 
@@ -133,7 +139,7 @@ fn name_str(name: &OsStr) -> Option<&str> {
 impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // The kernel caps these at its own limits; a refusal keeps its value, which still works.
-        let _ = config.set_max_readahead(MAX_READ);
+        let _ = config.set_max_readahead(KERNEL_READAHEAD);
         let _ = config.set_max_background(64);
         let _ = config.set_congestion_threshold(48);
         // Listings carry every entry's attributes, so `ls -l` and `find` need no LOOKUP per name;
@@ -252,7 +258,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
     ) {
         tracing::trace!(ino = ino.0, fh = fh.0, offset, size, "READ");
         let (fs, notifier) = (Arc::clone(&self.fs), Arc::clone(&self.notifier));
-        self.runtime.spawn(async move {
+        self.run_here_if_ready(async move {
             match fs.read(fh.0, offset, size).await {
                 Ok(data) => reply.data(&data),
                 Err(e) => {
@@ -545,6 +551,19 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
 }
 
 impl<S: ObjectStore> FuseAdapter<S> {
+    /// Runs `work` on this thread as far as it goes without waiting, and on the runtime from
+    /// there: a read of blocks already fetched (most of a sequential reader's) is answered at once,
+    /// not after a hop to a runtime thread (measured: 90-200 us per READ, a third of its time).
+    fn run_here_if_ready(&self, work: impl Future<Output = ()> + Send + 'static) {
+        let _runtime = self.runtime.enter();
+        let mut work = Box::pin(work);
+        // A future polled again with another waker replaces the one it registered: the runtime's
+        // poll takes over from this one.
+        if work.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_pending() {
+            self.runtime.spawn(work);
+        }
+    }
+
     fn lock_open_inodes(&self) -> MutexGuard<'_, HashMap<u64, OpenInode>> {
         self.open_inodes.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -639,7 +658,7 @@ pub fn mount<S: ObjectStore>(
 /// reads would reach us; root may raise it through the mount's backing-device entry in sysfs.
 fn raise_kernel_readahead(mountpoint: &Path) {
     use std::os::unix::fs::MetadataExt;
-    let kb = MAX_READ / 1024;
+    let kb = KERNEL_READAHEAD / 1024;
     let result = std::fs::metadata(mountpoint).and_then(|meta| {
         let dev = meta.dev();
         let path = format!("/sys/class/bdi/{}:{}/read_ahead_kb", libc::major(dev), libc::minor(dev));

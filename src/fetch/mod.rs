@@ -22,7 +22,7 @@ use crate::store::{ObjectStore, StoreError};
 use active_streams::ActiveStreams;
 pub use body::BodyPolicy;
 use body::ResumingBody;
-pub use readahead::{ReadaheadWindow, WindowLimits};
+pub use readahead::{ReadPlan, ReadaheadWindow, WindowLimits};
 
 /// A stream's readahead state, shared by its reads and by the readahead they start.
 pub type SharedWindow = Arc<Mutex<ReadaheadWindow>>;
@@ -154,40 +154,30 @@ impl<S: ObjectStore> Fetcher<S> {
         }
         let wanted = offset..end;
         let small_object = size <= self.config.part_size;
-        let (prefetch, sequential, stream_starts) = {
+        let (plan, sequential) = {
             let now = Instant::now();
             let mut w = window.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             let before = w.window();
-            let prefetch = w.on_read(wanted.clone(), size, self.window_limits(now));
+            let plan = w.on_read(wanted.clone(), size, self.window_limits(now));
             if w.window() > 0 && !small_object {
                 self.streams.note(Arc::as_ptr(window) as usize, now);
             }
             if w.window() != before && w.window() > 0 {
                 self.metrics.readahead_window_bytes.observe(w.window() as f64);
             }
-            (prefetch, w.window() > 0, before == 0 && w.window() > 0)
+            (plan, w.window() > 0)
         };
+        let ReadPlan { prefetch, own_bytes } = plan;
         // A random read of less than a block costs only its own bytes (Parquet footers, archive
         // indexes), unless the blocks are in the cache already; the kernel's page cache keeps it.
         // So does the first read of a stream, which would otherwise wait for a whole block to
-        // arrive before its first byte: the window fetched ahead brings the rest of the block.
-        if !small_object && (!sequential || stream_starts) && end - offset < self.config.block_size {
+        // arrive before its first byte (the window fetched ahead brings the rest of the block),
+        // and the reads around the end of a run (see `ReadPlan::own_bytes`).
+        if !small_object && own_bytes && end - offset < self.config.block_size {
             if let Some(ahead) = prefetch {
                 self.prefetch(Arc::clone(object), size, Arc::clone(window), ahead);
             }
-            return match self.cached_slots(object, &wanted) {
-                Some(slots) => {
-                    self.metrics.cache_hits.inc_by(slots.len() as u64);
-                    Ok(self.assemble(&slots, wanted, size).await?.0)
-                }
-                None => {
-                    if let Some(bytes) = self.read_from_disk(object, size, &wanted).await {
-                        return Ok(bytes);
-                    }
-                    self.metrics.cache_misses.inc();
-                    self.read_direct(object, wanted).await
-                }
-            };
+            return self.read_own_bytes(object, size, wanted).await;
         }
         // Small objects are fetched whole at their first read, in one GET.
         let demand = if small_object { 0..size } else { wanted.clone() };
@@ -288,11 +278,44 @@ impl<S: ObjectStore> Fetcher<S> {
         disk.read(&version, wanted.clone(), Vec::new()).await.map(Bytes::from)
     }
 
-    /// The slots of every block overlapping `wanted`, if all are cached or being fetched.
-    fn cached_slots(&self, object: &Arc<ObjectId>, wanted: &Range<u64>) -> Option<Vec<(u64, Arc<BlockSlot>)>> {
+    /// `wanted` without claiming blocks for it: what the cache holds of its first blocks, and the
+    /// rest from the disk cache or in one GET of just those bytes. (A reader's reads straddle
+    /// blocks: the first half of one may have come with readahead and the rest not.)
+    async fn read_own_bytes(&self, object: &Arc<ObjectId>, size: u64, wanted: Range<u64>) -> Result<Bytes, StoreError> {
+        let bs = self.config.block_size;
+        let cached = self.cached_leading_slots(object, &wanted);
+        self.metrics.cache_hits.inc_by(cached.len() as u64);
+        let split = ((wanted.start / bs + cached.len() as u64) * bs).clamp(wanted.start, wanted.end);
+        let head =
+            if cached.is_empty() { Bytes::new() } else { self.assemble(&cached, wanted.start..split, size).await?.0 };
+        if split == wanted.end {
+            return Ok(head);
+        }
+        let rest = split..wanted.end;
+        let rest = match self.read_from_disk(object, size, &rest).await {
+            Some(bytes) => bytes,
+            None => {
+                self.metrics.cache_misses.inc();
+                self.read_direct(object, rest).await?
+            }
+        };
+        if head.is_empty() {
+            return Ok(rest);
+        }
+        let mut out = BytesMut::with_capacity(head.len() + rest.len());
+        out.extend_from_slice(&head);
+        out.extend_from_slice(&rest);
+        Ok(out.freeze())
+    }
+
+    /// The slots of the blocks overlapping `wanted` that are cached or being fetched, from the
+    /// first up to the first that is not.
+    fn cached_leading_slots(&self, object: &Arc<ObjectId>, wanted: &Range<u64>) -> Vec<(u64, Arc<BlockSlot>)> {
         let bs = self.config.block_size;
         (wanted.start / bs..=(wanted.end - 1) / bs)
-            .map(|index| self.cache.peek(&BlockKey { object: Arc::clone(object), index }).map(|slot| (index, slot)))
+            .map_while(|index| {
+                self.cache.peek(&BlockKey { object: Arc::clone(object), index }).map(|slot| (index, slot))
+            })
             .collect()
     }
 

@@ -14,6 +14,18 @@ const PREDICTED_JUMP_BLOCKS: u64 = 8;
 /// Reads a run needs to predict the next run's length.
 const PREDICTING_RUN_READS: u32 = 3;
 
+/// What a read asks of the fetch layer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadPlan {
+    /// Bytes to fetch ahead of the reader.
+    pub prefetch: Option<Range<u64>>,
+    /// Whether the read, if it is under a block and not cached, should fetch only its own bytes
+    /// rather than whole blocks: a random read, the first read of a stream (readahead brings the
+    /// rest of its block), a read in the partial last block of a predicted run, and the kernel's
+    /// readahead of a run the reader has already left.
+    pub own_bytes: bool,
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct WindowLimits {
     /// First window of a stream that turned sequential, and the unit prefetch ends are rounded
@@ -48,24 +60,63 @@ pub struct ReadaheadWindow {
     jumped: bool,
     /// Where the current run will end, as long as the last sequential run before the jump.
     predicted_end: Option<u64>,
+    /// The run before the last jump (where it began, where its furthest read ended): the kernel's
+    /// readahead of it may still arrive after the reader has jumped.
+    previous_run: Option<Range<u64>>,
 }
 
 fn align_up(offset: u64, unit: u64) -> u64 {
     offset.div_ceil(unit.max(1)).saturating_mul(unit.max(1))
 }
 
+fn align_down(offset: u64, unit: u64) -> u64 {
+    offset / unit.max(1) * unit.max(1)
+}
+
 impl ReadaheadWindow {
     /// Records a read of `range` in an object of `size` bytes and returns what to prefetch beyond
-    /// it, if anything. A jump resets the window (unless the last run predicts this one); a
+    /// it, if anything, and how to fetch the read itself. A jump resets the window (unless the last run predicts this one); a
     /// sequential read doubles it each time the reader has consumed a quarter of what was
     /// requested ahead, up to `limits.max`, and shrinks it at once when `limits.max` falls (more
     /// streams are sharing the memory).
-    pub fn on_read(&mut self, range: Range<u64>, size: u64, limits: WindowLimits) -> Option<Range<u64>> {
+    pub fn on_read(&mut self, range: Range<u64>, size: u64, limits: WindowLimits) -> ReadPlan {
+        let before = self.window;
+        if self.is_late_read_of_previous_run(&range, size) {
+            return ReadPlan { prefetch: None, own_bytes: true };
+        }
+        let prefetch = self.advance(range.clone(), size, limits);
+        let own_bytes = self.window == 0 || before == 0 || self.in_predicted_tail(&range, limits.initial);
+        ReadPlan { prefetch, own_bytes }
+    }
+
+    /// A read just after where the run before the jump ended, while the reader is elsewhere: the
+    /// kernel's asynchronous readahead of that run, sent before the jump and arriving after it.
+    /// It lengthens that run (and so the prediction made from it), and leaves the current run be.
+    fn is_late_read_of_previous_run(&mut self, range: &Range<u64>, size: u64) -> bool {
+        let Some(previous) = &mut self.previous_run else { return false };
+        let near_its_end = range.start >= previous.start
+            && range.start + SEQUENTIAL_TOLERANCE >= previous.end
+            && range.start <= previous.end + SEQUENTIAL_TOLERANCE;
+        let near_the_reader =
+            range.start + SEQUENTIAL_TOLERANCE >= self.next && range.start <= self.next + SEQUENTIAL_TOLERANCE;
+        if !near_its_end || near_the_reader {
+            return false;
+        }
+        let longer_by = range.end.saturating_sub(previous.end);
+        previous.end = previous.end.max(range.end);
+        if let Some(end) = &mut self.predicted_end {
+            *end = end.saturating_add(longer_by).min(size);
+        }
+        true
+    }
+
+    fn advance(&mut self, range: Range<u64>, size: u64, limits: WindowLimits) -> Option<Range<u64>> {
         let max = limits.max.max(limits.initial);
         let sequential =
             range.start + SEQUENTIAL_TOLERANCE >= self.next && range.start <= self.next + SEQUENTIAL_TOLERANCE;
         if !sequential {
             let last_run = self.next.saturating_sub(self.run_start);
+            self.previous_run = Some(self.run_start..self.next);
             // Two random reads that happen to land close together are not a run to go by.
             let predicted = (self.run_reads >= PREDICTING_RUN_READS).then_some(last_run);
             self.run_reads = 1;
@@ -103,7 +154,7 @@ impl ReadaheadWindow {
             // Half the run so far: a reader that stops where a chunk ends has had at most half
             // as much again fetched past it.
             let run = self.next - self.run_start;
-            self.window = self.window.min(align_up(run / 2, limits.initial).max(limits.initial));
+            self.window = self.window.min(align_up(run / 4, limits.initial).max(limits.initial));
         }
         let ahead = self.top_up(range.end, size, limits.initial);
         if ahead.is_some() {
@@ -115,7 +166,8 @@ impl ReadaheadWindow {
     /// What to request so that the reader, at `reader_end`, has a window ahead of it: nothing
     /// while more than three quarters of the window is still ahead, so the bytes just ahead of
     /// the reader were requested long enough ago to have arrived. Ends on a `unit` boundary (the
-    /// kernel's reads do not), so parts are whole blocks; never past the predicted end.
+    /// kernel's reads do not), so parts are whole blocks; never past the predicted end, and not
+    /// into its last, partial block: the reads there fetch their own bytes (`in_predicted_tail`).
     fn top_up(&mut self, reader_end: u64, size: u64, unit: u64) -> Option<Range<u64>> {
         if self.window == 0 {
             return None;
@@ -125,7 +177,11 @@ impl ReadaheadWindow {
             return None;
         }
         let start = self.requested_to.max(reader_end);
-        let end = self.predicted_end.unwrap_or(size).min(size).min(align_up(reader_end + self.window, unit));
+        let run_end = match self.predicted_end {
+            Some(end) if end < size => align_down(end, unit),
+            _ => size,
+        };
+        let end = run_end.min(align_up(reader_end + self.window, unit));
         if start >= end {
             return None;
         }
@@ -135,6 +191,13 @@ impl ReadaheadWindow {
 
     pub fn window(&self) -> u64 {
         self.window
+    }
+
+    /// Whether `range` ends in the last, partial `unit` of the predicted run: a chunk's end is
+    /// rarely on a block boundary, and fetching that whole block would send up to a block more
+    /// than the run needs, for every run.
+    fn in_predicted_tail(&self, range: &Range<u64>, unit: u64) -> bool {
+        self.predicted_end.is_some_and(|end| range.end > align_down(end, unit) && range.end <= end)
     }
 
     /// Where the reader is: the end of its furthest read.
@@ -156,7 +219,7 @@ mod tests {
         let size = 1024 * MIB;
         let mut prefetched = Vec::new();
         for i in 0..512 {
-            if let Some(r) = w.on_read(i * MIB..(i + 1) * MIB, size, LIMITS) {
+            if let Some(r) = w.on_read(i * MIB..(i + 1) * MIB, size, LIMITS).prefetch {
                 prefetched.push(r);
             }
         }
@@ -186,11 +249,22 @@ mod tests {
             w.on_read(i * MIB..(i + 1) * MIB, 1024 * MIB, LIMITS);
         }
         assert!(w.window() > MIB);
-        let first = w.on_read(700 * MIB..700 * MIB + 4096, 1024 * MIB, LIMITS).expect("the last run predicts this one");
+        let first = w
+            .on_read(700 * MIB..700 * MIB + 4096, 1024 * MIB, LIMITS)
+            .prefetch
+            .expect("the last run predicts this one");
         assert!(first.end - first.start <= PREDICTED_JUMP_BLOCKS * MIB, "{first:?}");
-        assert_eq!(w.on_read(300 * MIB..300 * MIB + 4096, 1024 * MIB, LIMITS), None, "a single read predicts nothing");
+        assert_eq!(
+            w.on_read(300 * MIB..300 * MIB + 4096, 1024 * MIB, LIMITS).prefetch,
+            None,
+            "a single read predicts nothing"
+        );
         w.on_read(302 * MIB..302 * MIB + 4096, 1024 * MIB, LIMITS);
-        assert_eq!(w.on_read(500 * MIB..500 * MIB + 4096, 1024 * MIB, LIMITS), None, "nor two that landed close");
+        assert_eq!(
+            w.on_read(500 * MIB..500 * MIB + 4096, 1024 * MIB, LIMITS).prefetch,
+            None,
+            "nor two that landed close"
+        );
         assert_eq!(w.window(), 0);
     }
 
@@ -201,7 +275,7 @@ mod tests {
         for i in 0..256 {
             w.on_read(i * MIB..(i + 1) * MIB, size, LIMITS);
         }
-        let ahead = w.on_read(0..256 * 1024, size, LIMITS).expect("a new epoch");
+        let ahead = w.on_read(0..256 * 1024, size, LIMITS).prefetch.expect("a new epoch");
         assert_eq!(ahead.start, 256 * 1024);
         assert_eq!(ahead.end, LIMITS.max + MIB, "the largest window at the first read, to a block boundary");
     }
@@ -215,7 +289,7 @@ mod tests {
         for group in 0..8 {
             let start = group * 128 * MIB + 20 * MIB;
             for offset in (start..start + chunk).step_by(MIB as usize) {
-                requested.extend(w.on_read(offset..offset + MIB, size, LIMITS));
+                requested.extend(w.on_read(offset..offset + MIB, size, LIMITS).prefetch);
             }
         }
         let in_chunks = |r: &Range<u64>| -> u64 {
@@ -236,6 +310,31 @@ mod tests {
     }
 
     #[test]
+    fn the_kernels_late_readahead_of_the_last_run_lengthens_the_prediction_and_keeps_the_current_run() {
+        let mut w = ReadaheadWindow::default();
+        let size = 1024 * MIB;
+        let half = MIB / 2;
+        let chunk_reads = |start: u64| (0..8).map(move |i| start + i * half..start + (i + 1) * half);
+        for r in chunk_reads(20 * MIB) {
+            w.on_read(r, size, LIMITS);
+        }
+        // The next chunk's first READ, then the kernel's readahead past the first chunk's end.
+        let first = w.on_read(300 * MIB..300 * MIB + half, size, LIMITS);
+        assert_eq!(first.prefetch, Some(300 * MIB + half..304 * MIB), "predicted: 4 MiB, like the last run");
+        let late = w.on_read(24 * MIB..24 * MIB + half, size, LIMITS);
+        assert_eq!(late, ReadPlan { prefetch: None, own_bytes: true });
+        let mut furthest = 304 * MIB;
+        for r in chunk_reads(300 * MIB).skip(1) {
+            let plan = w.on_read(r.clone(), size, LIMITS);
+            furthest = plan.prefetch.map_or(furthest, |p| p.end.max(furthest));
+            assert!(!plan.own_bytes, "{r:?} is read from blocks fetched ahead");
+        }
+        assert_eq!(furthest, 304 * MIB, "whole blocks up to the predicted end (304.5 MiB), no further");
+        let tail = w.on_read(304 * MIB..304 * MIB + half, size, LIMITS);
+        assert_eq!(tail, ReadPlan { prefetch: None, own_bytes: true }, "the partial last block: its own bytes");
+    }
+
+    #[test]
     fn a_run_past_its_prediction_grows_again() {
         let mut w = ReadaheadWindow::default();
         let size = 1024 * MIB;
@@ -245,7 +344,7 @@ mod tests {
         let start = 500 * MIB;
         let mut furthest = 0;
         for i in 0..64 {
-            if let Some(r) = w.on_read(start + i * MIB..start + (i + 1) * MIB, size, LIMITS) {
+            if let Some(r) = w.on_read(start + i * MIB..start + (i + 1) * MIB, size, LIMITS).prefetch {
                 furthest = r.end;
             }
         }
@@ -263,7 +362,7 @@ mod tests {
         let shared = WindowLimits { initial: MIB, max: 8 * MIB };
         let mut ahead_of_reader = 0;
         for i in 64..128 {
-            if let Some(r) = w.on_read(i * MIB..(i + 1) * MIB, 1024 * MIB, shared) {
+            if let Some(r) = w.on_read(i * MIB..(i + 1) * MIB, 1024 * MIB, shared).prefetch {
                 ahead_of_reader = r.end - (i + 1) * MIB;
             }
             assert!(w.window() <= 8 * MIB);
@@ -276,7 +375,7 @@ mod tests {
         let mut w = ReadaheadWindow::default();
         let size = 3 * MIB + 17;
         for i in 0..4 {
-            if let Some(r) = w.on_read(i * MIB..((i + 1) * MIB).min(size), size, LIMITS) {
+            if let Some(r) = w.on_read(i * MIB..((i + 1) * MIB).min(size), size, LIMITS).prefetch {
                 assert!(r.end <= size);
             }
         }
