@@ -468,4 +468,47 @@ mod with_a_disk_cache {
         assert_eq!(store.counts().gets, gets, "no GET: every block came from disk");
         assert!(metrics.hits.get() >= blocks, "{} disk hits", metrics.hits.get());
     }
+
+    /// The disk stalls (its one I/O thread is stuck): a read waits the disk's deadline, then the
+    /// network serves it, correctly.
+    #[test]
+    fn a_disk_too_slow_to_answer_leaves_the_read_to_the_network() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let dir = Scratch(std::env::temp_dir().join(format!("fetchfs-fetch-slow-disk-{}", std::process::id())));
+            let size = 8 * MIB as usize;
+            let store = Arc::new(MemoryStore::new());
+            let data = content(4, size);
+            let object = Arc::new(ObjectId { key: "obj".into(), etag: store.put("obj", data.clone()) });
+            let (first, metrics) = fetcher_on(&store, &dir);
+            assert!(first.open_on_disk(&object, size as u64).is_none());
+            read_sequentially(&first, &object, &data, Duration::ZERO).await;
+            while metrics.written_bytes.get() < size as u64 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            drop(first);
+
+            let (second, metrics) = fetcher_on(&store, &dir);
+            second.open_on_disk(&object, size as u64).expect("whole on disk");
+            let stall = Duration::from_secs(4);
+            let stuck = tokio::task::spawn_blocking(move || std::thread::sleep(stall));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let gets = store.counts().gets;
+            let started = std::time::Instant::now();
+            let window = SharedWindow::default();
+            let got = second.read(&object, size as u64, &window, 3 * MIB + 5, 4096).await.unwrap();
+            let waited = started.elapsed();
+            assert!(got == data.slice(3 * MIB as usize + 5..3 * MIB as usize + 5 + 4096));
+            assert!(store.counts().gets > gets, "the network served it");
+            assert_eq!(metrics.hits.get(), 0);
+            assert!(waited >= Duration::from_millis(400), "the disk had its deadline first: {waited:?}");
+            assert!(waited < stall - Duration::from_secs(1), "the read did not wait for the disk: {waited:?}");
+            stuck.await.unwrap();
+        });
+    }
 }

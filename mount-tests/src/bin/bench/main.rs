@@ -183,7 +183,7 @@ fn main() {
             });
             rows.push(Row {
                 profile: name,
-                measure: "one column: 8 chunks of 4 MiB, 128 MiB apart, 1 MiB reads".into(),
+                measure: "one column: 8 chunks of 4 MiB, 128 MiB apart, off block boundaries, 1 MiB reads".into(),
                 value: format!("{} ({amplification:.2} bytes sent per byte read)", mbps(jumping)),
                 ratio: Some(jumping / ceiling),
             });
