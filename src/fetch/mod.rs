@@ -174,10 +174,13 @@ impl<S: ObjectStore> Fetcher<S> {
         // arrive before its first byte (the window fetched ahead brings the rest of the block),
         // and the reads around the end of a run (see `ReadPlan::own_bytes`).
         if !small_object && own_bytes && end - offset < self.config.block_size {
+            // What the cache holds before this read's own readahead claims the rest of its
+            // block: the read must not wait for that whole block to arrive.
+            let cached = self.cached_blocks(object, &wanted);
             if let Some(ahead) = prefetch {
                 self.prefetch(Arc::clone(object), size, Arc::clone(window), ahead);
             }
-            return self.read_own_bytes(object, size, wanted).await;
+            return self.read_own_bytes(object, size, wanted, cached).await;
         }
         // Small objects are fetched whole at their first read, in one GET.
         let demand = if small_object { 0..size } else { wanted.clone() };
@@ -278,45 +281,61 @@ impl<S: ObjectStore> Fetcher<S> {
         disk.read(&version, wanted.clone(), Vec::new()).await.map(Bytes::from)
     }
 
-    /// `wanted` without claiming blocks for it: what the cache holds of its first blocks, and the
-    /// rest from the disk cache or in one GET of just those bytes. (A reader's reads straddle
-    /// blocks: the first half of one may have come with readahead and the rest not.)
-    async fn read_own_bytes(&self, object: &Arc<ObjectId>, size: u64, wanted: Range<u64>) -> Result<Bytes, StoreError> {
-        let bs = self.config.block_size;
-        let cached = self.cached_leading_slots(object, &wanted);
-        self.metrics.cache_hits.inc_by(cached.len() as u64);
-        let split = ((wanted.start / bs + cached.len() as u64) * bs).clamp(wanted.start, wanted.end);
-        let head =
-            if cached.is_empty() { Bytes::new() } else { self.assemble(&cached, wanted.start..split, size).await?.0 };
-        if split == wanted.end {
-            return Ok(head);
-        }
-        let rest = split..wanted.end;
-        let rest = match self.read_from_disk(object, size, &rest).await {
-            Some(bytes) => bytes,
-            None => {
-                self.metrics.cache_misses.inc();
-                self.read_direct(object, rest).await?
-            }
-        };
-        if head.is_empty() {
-            return Ok(rest);
-        }
-        let mut out = BytesMut::with_capacity(head.len() + rest.len());
-        out.extend_from_slice(&head);
-        out.extend_from_slice(&rest);
-        Ok(out.freeze())
-    }
-
-    /// The slots of the blocks overlapping `wanted` that are cached or being fetched, from the
-    /// first up to the first that is not.
-    fn cached_leading_slots(&self, object: &Arc<ObjectId>, wanted: &Range<u64>) -> Vec<(u64, Arc<BlockSlot>)> {
+    /// The slot of each block overlapping `wanted`, if it is cached or being fetched.
+    fn cached_blocks(&self, object: &Arc<ObjectId>, wanted: &Range<u64>) -> Vec<Option<Arc<BlockSlot>>> {
         let bs = self.config.block_size;
         (wanted.start / bs..=(wanted.end - 1) / bs)
-            .map_while(|index| {
-                self.cache.peek(&BlockKey { object: Arc::clone(object), index }).map(|slot| (index, slot))
-            })
+            .map(|index| self.cache.peek(&BlockKey { object: Arc::clone(object), index }))
             .collect()
+    }
+
+    /// `wanted` without claiming blocks for it: what the cache held (`slots`) of its first and last
+    /// blocks, and the rest from the disk cache or in one GET of just those bytes. (Reads straddle
+    /// blocks: the half of one before or after a block boundary may have come with readahead.)
+    async fn read_own_bytes(
+        &self,
+        object: &Arc<ObjectId>,
+        size: u64,
+        wanted: Range<u64>,
+        slots: Vec<Option<Arc<BlockSlot>>>,
+    ) -> Result<Bytes, StoreError> {
+        let bs = self.config.block_size;
+        let (first, last) = (wanted.start / bs, (wanted.end - 1) / bs);
+        let leading = slots.iter().take_while(|slot| slot.is_some()).count();
+        let trailing = slots[leading..].iter().rev().take_while(|slot| slot.is_some()).count();
+        self.metrics.cache_hits.inc_by((leading + trailing) as u64);
+        let cached = |from: usize, to: usize| -> Vec<(u64, Arc<BlockSlot>)> {
+            (from..to).filter_map(|i| slots[i].clone().map(|slot| (first + i as u64, slot))).collect()
+        };
+        let missing_from = ((first + leading as u64) * bs).clamp(wanted.start, wanted.end);
+        let missing_to = ((last + 1 - trailing as u64) * bs).clamp(missing_from, wanted.end);
+        let mut pieces = Vec::with_capacity(3);
+        if missing_from > wanted.start {
+            pieces.push(self.assemble(&cached(0, leading), wanted.start..missing_from, size).await?.0);
+        }
+        if missing_to > missing_from {
+            let missing = missing_from..missing_to;
+            pieces.push(match self.read_from_disk(object, size, &missing).await {
+                Some(bytes) => bytes,
+                None => {
+                    self.metrics.cache_misses.inc();
+                    self.read_direct(object, missing).await?
+                }
+            });
+        }
+        if wanted.end > missing_to {
+            pieces.push(
+                self.assemble(&cached(slots.len() - trailing, slots.len()), missing_to..wanted.end, size).await?.0,
+            );
+        }
+        if pieces.len() == 1 {
+            return Ok(pieces.remove(0));
+        }
+        let mut out = BytesMut::with_capacity((wanted.end - wanted.start) as usize);
+        for piece in pieces {
+            out.extend_from_slice(&piece);
+        }
+        Ok(out.freeze())
     }
 
     async fn open_body(&self, object: &Arc<ObjectId>, range: Range<u64>) -> Result<ResumingBody<S>, StoreError> {

@@ -21,8 +21,8 @@ pub struct ReadPlan {
     pub prefetch: Option<Range<u64>>,
     /// Whether the read, if it is under a block and not cached, should fetch only its own bytes
     /// rather than whole blocks: a random read, the first read of a stream (readahead brings the
-    /// rest of its block), a read in the partial last block of a predicted run, and the kernel's
-    /// readahead of a run the reader has already left.
+    /// rest of its block), a read in the partial first or last block of a predicted run, and the
+    /// kernel's readahead of a run the reader has already left.
     pub own_bytes: bool,
 }
 
@@ -85,7 +85,10 @@ impl ReadaheadWindow {
             return ReadPlan { prefetch: None, own_bytes: true };
         }
         let prefetch = self.advance(range.clone(), size, limits);
-        let own_bytes = self.window == 0 || before == 0 || self.in_predicted_tail(&range, limits.initial);
+        let own_bytes = self.window == 0
+            || before == 0
+            || self.in_predicted_head(&range, limits.initial)
+            || self.in_predicted_tail(&range, limits.initial);
         ReadPlan { prefetch, own_bytes }
     }
 
@@ -131,6 +134,11 @@ impl ReadaheadWindow {
                 Some(end) if end > range.end => align_up(end - range.start, limits.initial).min(first_window),
                 _ => 0,
             };
+            if self.predicted_end.is_some() {
+                // Whole blocks from the first boundary on: the reads before it fetch their own
+                // bytes (`in_predicted_head`).
+                self.requested_to = self.requested_to.max(align_up(range.start, limits.initial));
+            }
             return self.top_up(range.end, size, limits.initial);
         }
         self.next = self.next.max(range.end);
@@ -191,6 +199,12 @@ impl ReadaheadWindow {
 
     pub fn window(&self) -> u64 {
         self.window
+    }
+
+    /// Whether `range` starts in the first, partial `unit` of a predicted run: a chunk's start is
+    /// rarely on a block boundary either, and the bytes of that block before it are not wanted.
+    fn in_predicted_head(&self, range: &Range<u64>, unit: u64) -> bool {
+        self.predicted_end.is_some() && range.start < align_up(self.run_start, unit)
     }
 
     /// Whether `range` ends in the last, partial `unit` of the predicted run: a chunk's end is
@@ -332,6 +346,24 @@ mod tests {
         assert_eq!(furthest, 304 * MIB, "whole blocks up to the predicted end (304.5 MiB), no further");
         let tail = w.on_read(304 * MIB..304 * MIB + half, size, LIMITS);
         assert_eq!(tail, ReadPlan { prefetch: None, own_bytes: true }, "the partial last block: its own bytes");
+    }
+
+    #[test]
+    fn a_predicted_run_that_starts_mid_block_fetches_whole_blocks_from_the_next_boundary() {
+        let mut w = ReadaheadWindow::default();
+        let size = 1024 * MIB;
+        let half = MIB / 2;
+        for i in 0..8 {
+            w.on_read(i * half..(i + 1) * half, size, LIMITS);
+        }
+        let start = 300 * MIB + 123_457;
+        let first = w.on_read(start..start + half, size, LIMITS);
+        assert!(first.own_bytes, "the first block's bytes before the run are not wanted");
+        assert_eq!(first.prefetch, Some(301 * MIB..304 * MIB));
+        let second = w.on_read(start + half..start + MIB, size, LIMITS);
+        assert!(second.own_bytes, "it straddles into block 301, which readahead brings");
+        let third = w.on_read(start + MIB..start + MIB + half, size, LIMITS);
+        assert!(!third.own_bytes);
     }
 
     #[test]

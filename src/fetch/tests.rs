@@ -209,8 +209,8 @@ async fn a_random_read_of_cached_blocks_makes_no_get() {
     // Readahead has brought blocks beyond the fourth; wait until the next one has arrived.
     let ahead = 4 * MIB + 100;
     let slot = loop {
-        match fetcher.cached_leading_slots(&object, &(ahead..ahead + 4096)).pop() {
-            Some((_, slot)) => break slot,
+        match fetcher.cache().peek(&BlockKey { object: Arc::clone(&object), index: ahead / MIB }) {
+            Some(slot) => break slot,
             None => tokio::time::sleep(Duration::from_millis(1)).await,
         }
     };
@@ -235,6 +235,20 @@ async fn a_random_read_half_in_a_cached_block_fetches_only_the_other_half() {
     let after = store.counts();
     assert_eq!(after.gets - before.gets, 1);
     assert_eq!(after.bytes_sent - before.bytes_sent, 50_000, "only the bytes past the cached block");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_random_read_ending_in_a_cached_block_fetches_only_what_comes_before_it() {
+    let size = 64 * MIB;
+    let (store, fetcher, object, data) = setup(size as usize, FetchConfig::default());
+    fetcher.read(&object, size, &SharedWindow::default(), 11 * MIB, MIB as u32).await.unwrap();
+    let before = store.counts();
+    let wanted = 11 * MIB - 70_000..11 * MIB + 30_000;
+    let got = fetcher.read(&object, size, &SharedWindow::default(), wanted.start, 100_000).await.unwrap();
+    assert!(got == data.slice(wanted.start as usize..wanted.end as usize));
+    let after = store.counts();
+    assert_eq!(after.gets - before.gets, 1);
+    assert_eq!(after.bytes_sent - before.bytes_sent, 70_000, "only the bytes before the cached block");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
