@@ -222,33 +222,26 @@ async fn a_random_read_of_cached_blocks_makes_no_get() {
     assert!(got == data.slice(ahead as usize..ahead as usize + 4096));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_random_read_half_in_a_cached_block_fetches_only_the_other_half() {
+/// GETs and bytes sent for a random read of `wanted` once block `cached` is in the cache.
+async fn fetched_beside_a_cached_block(cached: u64, wanted: Range<u64>) -> (u64, u64) {
     let size = 64 * MIB;
     let (store, fetcher, object, data) = setup(size as usize, FetchConfig::default());
-    // One block cached by a random read of a whole block.
-    fetcher.read(&object, size, &SharedWindow::default(), 10 * MIB, MIB as u32).await.unwrap();
+    // A random read of a whole block caches it.
+    fetcher.read(&object, size, &SharedWindow::default(), cached * MIB, MIB as u32).await.unwrap();
     let before = store.counts();
-    let wanted = 11 * MIB - 100_000..11 * MIB + 50_000;
-    let got = fetcher.read(&object, size, &SharedWindow::default(), wanted.start, 150_000).await.unwrap();
+    let len = (wanted.end - wanted.start) as u32;
+    let got = fetcher.read(&object, size, &SharedWindow::default(), wanted.start, len).await.unwrap();
     assert!(got == data.slice(wanted.start as usize..wanted.end as usize));
     let after = store.counts();
-    assert_eq!(after.gets - before.gets, 1);
-    assert_eq!(after.bytes_sent - before.bytes_sent, 50_000, "only the bytes past the cached block");
+    (after.gets - before.gets, after.bytes_sent - before.bytes_sent)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_random_read_ending_in_a_cached_block_fetches_only_what_comes_before_it() {
-    let size = 64 * MIB;
-    let (store, fetcher, object, data) = setup(size as usize, FetchConfig::default());
-    fetcher.read(&object, size, &SharedWindow::default(), 11 * MIB, MIB as u32).await.unwrap();
-    let before = store.counts();
-    let wanted = 11 * MIB - 70_000..11 * MIB + 30_000;
-    let got = fetcher.read(&object, size, &SharedWindow::default(), wanted.start, 100_000).await.unwrap();
-    assert!(got == data.slice(wanted.start as usize..wanted.end as usize));
-    let after = store.counts();
-    assert_eq!(after.gets - before.gets, 1);
-    assert_eq!(after.bytes_sent - before.bytes_sent, 70_000, "only the bytes before the cached block");
+async fn a_random_read_half_in_a_cached_block_fetches_only_the_other_half() {
+    let after_it = fetched_beside_a_cached_block(10, 11 * MIB - 100_000..11 * MIB + 50_000).await;
+    assert_eq!(after_it, (1, 50_000), "only the bytes past the cached block");
+    let before_it = fetched_beside_a_cached_block(11, 11 * MIB - 70_000..11 * MIB + 30_000).await;
+    assert_eq!(before_it, (1, 70_000), "only the bytes before the cached block");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
