@@ -4,6 +4,9 @@
 //! benchmark compares fetchfs against them.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
 
 use fetchfs::bench::download::{DownloadRun, parallel_ranged_read};
 use fetchfs::object_id::ObjectId;
@@ -22,6 +25,24 @@ pub async fn read_all(
     parallel_ranged_read(store, &object, meta.size, connections, part_size, None)
         .await
         .map_err(|e| format!("{key}: {e}"))
+}
+
+/// Median time from sending a 1-byte GET at each of `offsets` to its first body byte, one after
+/// another on a warm connection: the floor of a 1-byte `pread` through a mount.
+pub async fn first_byte_median(store: &Arc<S3Store>, key: &str, offsets: &[u64]) -> Result<Duration, String> {
+    let meta = store.head(key).await.map_err(|e| format!("HEAD {key}: {e}"))?;
+    let mut times = Vec::with_capacity(offsets.len());
+    for &offset in offsets {
+        let started = Instant::now();
+        let mut body =
+            store.get_range(key, offset..offset + 1, &meta.etag).await.map_err(|e| format!("GET {key}: {e}"))?;
+        let first = body.next().await;
+        times.push(started.elapsed());
+        first.ok_or_else(|| format!("GET {key} at {offset}: no body"))?.map_err(|e| format!("GET {key}: {e}"))?;
+        while body.next().await.is_some() {}
+    }
+    times.sort();
+    times.get(times.len() / 2).copied().ok_or_else(|| "no offsets".to_string())
 }
 
 /// Writes `data` to `key` as one multipart upload of `part_size` parts, `connections` parts in

@@ -235,7 +235,9 @@ mod faults {
     //! The request-level knobs: the delay before the first byte and injected error statuses.
 
     use super::*;
+    use super::throttle::TIMER_TICK;
     use s3s::{Body, HttpError, HttpResponse};
+    use std::time::Duration;
 
     pub async fn answer(
         req: http::Request<hyper::body::Incoming>,
@@ -244,7 +246,7 @@ mod faults {
     ) -> Result<HttpResponse, HttpError> {
         let delay = knobs.first_byte_delay();
         if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
+            precise_sleep(delay).await;
         }
         let part_upload = req.method() == http::Method::PUT
             && req.uri().query().is_some_and(|q| q.split('&').any(|p| p.starts_with("partNumber=")));
@@ -258,6 +260,20 @@ mod faults {
             return Err(HttpError::new(Box::new(std::io::Error::other("injected connection reset"))));
         }
         service.call(req.map(Body::from)).await
+    }
+
+    /// Sleeps for `delay` to within a tenth of a millisecond. tokio's timer rounds every deadline
+    /// up to its next millisecond tick, which made a 10 ms profile answer after 11 ms: the last
+    /// stretch is slept on a blocking thread, whose `nanosleep` is that precise.
+    async fn precise_sleep(delay: Duration) {
+        let deadline = std::time::Instant::now() + delay;
+        if let Some(coarse) = delay.checked_sub(TIMER_TICK * 2) {
+            tokio::time::sleep(coarse).await;
+        }
+        let rest = deadline.saturating_duration_since(std::time::Instant::now());
+        if tokio::task::spawn_blocking(move || std::thread::sleep(rest)).await.is_err() {
+            tracing::warn!("the first-byte delay's thread ended early");
+        }
     }
 
     fn error_response(status: FaultStatus) -> HttpResponse {

@@ -13,6 +13,16 @@ use tokio::time::{Instant, Sleep};
 
 use super::knobs::Knobs;
 
+/// Resolution of tokio's timer: a sleep ends at the first tick after its deadline.
+pub(super) const TIMER_TICK: Duration = Duration::from_millis(1);
+
+/// Whether pacing must wait before the next transfer: only when it is ahead of its rate by more
+/// than a timer tick, because a shorter wait would last a whole tick (a 1-byte response paced
+/// behind its own headers took a millisecond more).
+fn must_wait(not_before: Instant) -> bool {
+    not_before > Instant::now() + TIMER_TICK
+}
+
 /// Most bytes written at once under a cap: 10 ms worth at the current rate, so pacing is smooth
 /// rather than bursty.
 fn slice_for(rate: u64) -> usize {
@@ -49,7 +59,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Throttled<S> {
         let Some(rate) = self.knobs.upload_bandwidth() else {
             return Pin::new(&mut self.inner).poll_read(cx, buf);
         };
-        if Instant::now() < self.read_not_before {
+        if must_wait(self.read_not_before) {
             let deadline = self.read_not_before;
             self.read_sleep.as_mut().reset(deadline);
             ready!(self.read_sleep.as_mut().poll(cx));
@@ -59,7 +69,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Throttled<S> {
         ready!(Pin::new(&mut self.inner).poll_read(cx, &mut limited))?;
         let read = limited.filled().len();
         buf.advance(read);
-        let start = self.read_not_before.max(Instant::now() - Duration::from_millis(1));
+        let start = self.read_not_before.max(Instant::now() - TIMER_TICK);
         self.read_not_before = start + Duration::from_secs_f64(read as f64 / rate as f64);
         Poll::Ready(Ok(()))
     }
@@ -70,8 +80,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Throttled<S> {
         let Some(rate) = self.knobs.bandwidth() else {
             return Pin::new(&mut self.inner).poll_write(cx, buf);
         };
-        let now = Instant::now();
-        if now < self.not_before {
+        if must_wait(self.not_before) {
             let deadline = self.not_before;
             self.sleep.as_mut().reset(deadline);
             ready!(self.sleep.as_mut().poll(cx));
@@ -79,7 +88,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Throttled<S> {
         let len = buf.len().min(slice_for(rate));
         let written = ready!(Pin::new(&mut self.inner).poll_write(cx, &buf[..len]))?;
         // Idle time earns no credit: pacing restarts from now, not from the last deadline.
-        let start = self.not_before.max(Instant::now() - Duration::from_millis(1));
+        let start = self.not_before.max(Instant::now() - TIMER_TICK);
         self.not_before = start + Duration::from_secs_f64(written as f64 / rate as f64);
         Poll::Ready(Ok(written))
     }
