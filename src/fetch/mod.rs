@@ -5,9 +5,11 @@
 pub mod active_streams;
 pub mod body;
 pub mod readahead;
+mod spans;
+pub mod stream;
 
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -23,9 +25,10 @@ use active_streams::ActiveStreams;
 pub use body::BodyPolicy;
 use body::ResumingBody;
 pub use readahead::{ReadPlan, ReadaheadWindow, WindowLimits};
+use stream::ReadStream;
 
-/// A stream's readahead state, shared by its reads and by the readahead they start.
-pub type SharedWindow = Arc<Mutex<ReadaheadWindow>>;
+/// A stream's state, shared by its reads and by the readahead they start.
+pub type SharedStream = Arc<ReadStream>;
 
 #[derive(Clone, Copy, Debug)]
 pub struct FetchConfig {
@@ -139,12 +142,12 @@ impl<S: ObjectStore> Fetcher<S> {
         WindowLimits { initial: self.config.block_size, max }
     }
 
-    /// Reads `len` bytes at `offset` of `object` (of `size` bytes) for the stream `window`.
+    /// Reads `len` bytes at `offset` of `object` (of `size` bytes) for `stream`.
     pub async fn read(
         self: &Arc<Self>,
         object: &Arc<ObjectId>,
         size: u64,
-        window: &SharedWindow,
+        stream: &SharedStream,
         offset: u64,
         len: u32,
     ) -> Result<Bytes, StoreError> {
@@ -156,18 +159,23 @@ impl<S: ObjectStore> Fetcher<S> {
         let small_object = size <= self.config.part_size;
         let (plan, sequential) = {
             let now = Instant::now();
-            let mut w = window.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut w = stream.window();
             let before = w.window();
             let plan = w.on_read(wanted.clone(), size, self.window_limits(now));
             if w.window() > 0 && !small_object {
-                self.streams.note(Arc::as_ptr(window) as usize, now);
+                self.streams.note(Arc::as_ptr(stream) as usize, now);
             }
             if w.window() != before && w.window() > 0 {
                 self.metrics.readahead_window_bytes.observe(w.window() as f64);
             }
             (plan, w.window() > 0)
         };
-        let ReadPlan { prefetch, own_bytes } = plan;
+        let ReadPlan { prefetch, spans, own_bytes } = plan;
+        if !small_object {
+            for span in spans {
+                self.fetch_span(Arc::clone(object), size, stream, span);
+            }
+        }
         // A random read of less than a block costs only its own bytes (Parquet footers, archive
         // indexes), unless the blocks are in the cache already; the kernel's page cache keeps it.
         // So does the first read of a stream, which would otherwise wait for a whole block to
@@ -178,15 +186,15 @@ impl<S: ObjectStore> Fetcher<S> {
             // block: the read must not wait for that whole block to arrive.
             let cached = self.cached_blocks(object, &wanted);
             if let Some(ahead) = prefetch {
-                self.prefetch(Arc::clone(object), size, Arc::clone(window), ahead);
+                self.prefetch(Arc::clone(object), size, Arc::clone(stream), ahead);
             }
-            return self.read_own_bytes(object, size, wanted, cached).await;
+            return self.read_own_bytes(object, size, stream, wanted, cached).await;
         }
         // Small objects are fetched whole at their first read, in one GET.
         let demand = if small_object { 0..size } else { wanted.clone() };
         let slots = self.ensure(object, size, demand);
         if let Some(ahead) = prefetch {
-            self.prefetch(Arc::clone(object), size, Arc::clone(window), ahead);
+            self.prefetch(Arc::clone(object), size, Arc::clone(stream), ahead);
         }
         let (data, read_all) = self.assemble(&slots, wanted, size).await?;
         if sequential && !small_object {
@@ -289,13 +297,30 @@ impl<S: ObjectStore> Fetcher<S> {
             .collect()
     }
 
+    /// Fetches `range`, part of a block, ahead for `stream` alone, once a connection permit is
+    /// free: from the disk cache if it has it, else in one GET.
+    fn fetch_span(self: &Arc<Self>, object: Arc<ObjectId>, size: u64, stream: &ReadStream, range: Range<u64>) {
+        let fill = stream.start_span(range.clone());
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let Ok(_permit) = this.prefetch_permits.acquire().await else { return };
+            let fetched = match this.read_from_disk(&object, size, &range).await {
+                Some(bytes) => Ok(bytes),
+                None => this.read_direct(&object, range).await,
+            };
+            fill.fetched(fetched);
+        });
+    }
+
     /// `wanted` without claiming blocks for it: what the cache held (`slots`) of its first and last
-    /// blocks, and the rest from the disk cache or in one GET of just those bytes. (Reads straddle
-    /// blocks: the half of one before or after a block boundary may have come with readahead.)
+    /// blocks, and the rest from the stream's spans, the disk cache or in one GET of just those
+    /// bytes. (Reads straddle blocks: the half of one before or after a block boundary may have
+    /// come with readahead.)
     async fn read_own_bytes(
         &self,
         object: &Arc<ObjectId>,
         size: u64,
+        stream: &ReadStream,
         wanted: Range<u64>,
         slots: Vec<Option<Arc<BlockSlot>>>,
     ) -> Result<Bytes, StoreError> {
@@ -313,8 +338,18 @@ impl<S: ObjectStore> Fetcher<S> {
         if missing_from > wanted.start {
             pieces.push(self.assemble(&cached(0, leading), wanted.start..missing_from, size).await?.0);
         }
-        if missing_to > missing_from {
-            let missing = missing_from..missing_to;
+        let mut missing = missing_from..missing_to;
+        if !missing.is_empty()
+            && let Some(span) = stream.take_span(&missing)
+        {
+            let part = span.range();
+            if let Some(bytes) = span.bytes().await {
+                self.metrics.cache_hits.inc();
+                pieces.push(bytes);
+                missing.start = part.end;
+            }
+        }
+        if !missing.is_empty() {
             pieces.push(match self.read_from_disk(object, size, &missing).await {
                 Some(bytes) => bytes,
                 None => {
@@ -416,7 +451,7 @@ impl<S: ObjectStore> Fetcher<S> {
     /// permit before its blocks are claimed, so until then a reader that needs them claims and
     /// fetches them itself instead of waiting behind readahead. Blocks the reader has gone past
     /// meanwhile are not claimed: it has read them and let them go, and would not read them again.
-    fn prefetch(self: &Arc<Self>, object: Arc<ObjectId>, size: u64, window: SharedWindow, range: Range<u64>) {
+    fn prefetch(self: &Arc<Self>, object: Arc<ObjectId>, size: u64, stream: SharedStream, range: Range<u64>) {
         let bs = self.config.block_size;
         let (first, last) = (range.start / bs, (range.end.max(range.start + 1) - 1) / bs);
         // A window still growing is split into at least PARALLEL_SPLIT GETs (of whole blocks), so
@@ -432,15 +467,15 @@ impl<S: ObjectStore> Fetcher<S> {
                 let part_end = (index + blocks_per_part - 1).min(last);
                 // The stream's lock is held while claiming, so the reader cannot pass these blocks
                 // between the check and the claim.
-                let stream = window.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                let unread = index.max(stream.position() / bs);
+                let window = stream.window();
+                let unread = index.max(window.position() / bs);
                 if unread <= part_end {
                     this.claim(&object, unread..=part_end, blocks_per_part as usize, |run| {
                         run.iter().for_each(|(_, slot)| slot.mark_ahead());
                         this.start_fetch(run, size, Some(Arc::clone(&permit)))
                     });
                 }
-                drop(stream);
+                drop(window);
                 index = part_end + 1;
             }
         });

@@ -17,12 +17,16 @@ const PREDICTING_RUN_READS: u32 = 3;
 /// What a read asks of the fetch layer.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReadPlan {
-    /// Bytes to fetch ahead of the reader.
+    /// Whole blocks to fetch ahead of the reader.
     pub prefetch: Option<Range<u64>>,
+    /// Parts of blocks to fetch ahead for this stream alone: the rest of the block a window
+    /// starts in, and the bytes of its last block that a predicted run ends in.
+    pub spans: Vec<Range<u64>>,
     /// Whether the read, if it is under a block and not cached, should fetch only its own bytes
     /// rather than whole blocks: a random read, the first read of a stream (readahead brings the
-    /// rest of its block), a read in the partial first or last block of a predicted run, and the
-    /// kernel's readahead of a run the reader has already left.
+    /// rest of its block), a read in the partial first block of a window or the partial last
+    /// block of a predicted run (both fetched ahead as spans), and the kernel's readahead of a
+    /// run the reader has already left.
     pub own_bytes: bool,
 }
 
@@ -53,6 +57,9 @@ pub struct ReadaheadWindow {
     window: u64,
     /// End of what has been requested ahead of the reader.
     requested_to: u64,
+    /// Where the window's whole blocks begin: the bytes before it, in the block the window
+    /// started in, come as a span.
+    whole_blocks_from: u64,
     /// Where the current run began, and how many reads it has had.
     run_start: u64,
     run_reads: u32,
@@ -82,14 +89,15 @@ impl ReadaheadWindow {
     pub fn on_read(&mut self, range: Range<u64>, size: u64, limits: WindowLimits) -> ReadPlan {
         let before = self.window;
         if self.is_late_read_of_previous_run(&range, size) {
-            return ReadPlan { prefetch: None, own_bytes: true };
+            return ReadPlan { prefetch: None, spans: Vec::new(), own_bytes: true };
         }
-        let prefetch = self.advance(range.clone(), size, limits);
+        let mut spans = Vec::new();
+        let prefetch = self.advance(range.clone(), size, limits, &mut spans);
         let own_bytes = self.window == 0
             || before == 0
-            || self.in_predicted_head(&range, limits.initial)
+            || range.start < self.whole_blocks_from
             || self.in_predicted_tail(&range, limits.initial);
-        ReadPlan { prefetch, own_bytes }
+        ReadPlan { prefetch, spans, own_bytes }
     }
 
     /// A read just after where the run before the jump ended, while the reader is elsewhere: the
@@ -113,7 +121,13 @@ impl ReadaheadWindow {
         true
     }
 
-    fn advance(&mut self, range: Range<u64>, size: u64, limits: WindowLimits) -> Option<Range<u64>> {
+    fn advance(
+        &mut self,
+        range: Range<u64>,
+        size: u64,
+        limits: WindowLimits,
+        spans: &mut Vec<Range<u64>>,
+    ) -> Option<Range<u64>> {
         let max = limits.max.max(limits.initial);
         let sequential =
             range.start + SEQUENTIAL_TOLERANCE >= self.next && range.start <= self.next + SEQUENTIAL_TOLERANCE;
@@ -134,12 +148,13 @@ impl ReadaheadWindow {
                 Some(end) if end > range.end => align_up(end - range.start, limits.initial).min(first_window),
                 _ => 0,
             };
-            if self.predicted_end.is_some() {
-                // Whole blocks from the first boundary on: the reads before it fetch their own
-                // bytes (`in_predicted_head`).
-                self.requested_to = self.requested_to.max(align_up(range.start, limits.initial));
+            self.whole_blocks_from = 0;
+            if let Some(end) = self.predicted_end {
+                // Whole blocks from the next boundary on, the rest of this block as a span: the
+                // bytes of the block before the run are not wanted, and this read has its own.
+                self.start_with_span(align_up(self.requested_to, limits.initial).min(end), spans);
             }
-            return self.top_up(range.end, size, limits.initial);
+            return self.top_up(range.end, size, limits.initial, spans);
         }
         self.next = self.next.max(range.end);
         self.run_reads = self.run_reads.saturating_add(1);
@@ -156,6 +171,7 @@ impl ReadaheadWindow {
         if self.window == 0 {
             self.window = limits.initial;
             self.requested_to = self.requested_to.max(range.end);
+            self.start_with_span(align_up(self.requested_to, limits.initial).min(size), spans);
         }
         self.window = self.window.min(max);
         if self.jumped && self.predicted_end.is_none() {
@@ -164,19 +180,30 @@ impl ReadaheadWindow {
             let run = self.next - self.run_start;
             self.window = self.window.min(align_up(run / 4, limits.initial).max(limits.initial));
         }
-        let ahead = self.top_up(range.end, size, limits.initial);
+        let ahead = self.top_up(range.end, size, limits.initial, spans);
         if ahead.is_some() {
             self.window = (self.window * 2).min(max);
         }
         ahead
     }
 
+    /// A window starts: the bytes from what is requested so far up to `blocks_from` (the next
+    /// block boundary, or the end of a run shorter than that) are fetched as a span, and whole
+    /// blocks from there.
+    fn start_with_span(&mut self, blocks_from: u64, spans: &mut Vec<Range<u64>>) {
+        if self.requested_to < blocks_from {
+            spans.push(self.requested_to..blocks_from);
+            self.requested_to = blocks_from;
+        }
+        self.whole_blocks_from = blocks_from;
+    }
+
     /// What to request so that the reader, at `reader_end`, has a window ahead of it: nothing
     /// while more than three quarters of the window is still ahead, so the bytes just ahead of
-    /// the reader were requested long enough ago to have arrived. Ends on a `unit` boundary (the
-    /// kernel's reads do not), so parts are whole blocks; never past the predicted end, and not
-    /// into its last, partial block: the reads there fetch their own bytes (`in_predicted_tail`).
-    fn top_up(&mut self, reader_end: u64, size: u64, unit: u64) -> Option<Range<u64>> {
+    /// the reader were requested long enough ago to have arrived. Blocks end on a `unit`
+    /// boundary (the kernel's reads do not), never past the predicted end; the predicted run's
+    /// last, partial block is requested as a span of the bytes the run reads there.
+    fn top_up(&mut self, reader_end: u64, size: u64, unit: u64, spans: &mut Vec<Range<u64>>) -> Option<Range<u64>> {
         if self.window == 0 {
             return None;
         }
@@ -185,26 +212,23 @@ impl ReadaheadWindow {
             return None;
         }
         let start = self.requested_to.max(reader_end);
-        let run_end = match self.predicted_end {
-            Some(end) if end < size => align_down(end, unit),
-            _ => size,
+        let (run_end, tail_end) = match self.predicted_end {
+            Some(end) if end < size => (align_down(end, unit), end),
+            _ => (size, size),
         };
         let end = run_end.min(align_up(reader_end + self.window, unit));
-        if start >= end {
-            return None;
+        let blocks = (start < end).then(|| start..end);
+        self.requested_to = self.requested_to.max(end);
+        let tail_start = self.requested_to.max(start);
+        if end == run_end && tail_start < tail_end {
+            spans.push(tail_start..tail_end);
+            self.requested_to = tail_end;
         }
-        self.requested_to = end;
-        Some(start..end)
+        blocks
     }
 
     pub fn window(&self) -> u64 {
         self.window
-    }
-
-    /// Whether `range` starts in the first, partial `unit` of a predicted run: a chunk's start is
-    /// rarely on a block boundary either, and the bytes of that block before it are not wanted.
-    fn in_predicted_head(&self, range: &Range<u64>, unit: u64) -> bool {
-        self.predicted_end.is_some() && range.start < align_up(self.run_start, unit)
     }
 
     /// Whether `range` ends in the last, partial `unit` of the predicted run: a chunk's end is
@@ -289,8 +313,10 @@ mod tests {
         for i in 0..256 {
             w.on_read(i * MIB..(i + 1) * MIB, size, LIMITS);
         }
-        let ahead = w.on_read(0..256 * 1024, size, LIMITS).prefetch.expect("a new epoch");
-        assert_eq!(ahead.start, 256 * 1024);
+        let plan = w.on_read(0..256 * 1024, size, LIMITS);
+        assert_eq!(plan.spans, vec![256 * 1024..MIB], "the rest of the first block");
+        let ahead = plan.prefetch.expect("a new epoch");
+        assert_eq!(ahead.start, MIB);
         assert_eq!(ahead.end, LIMITS.max + MIB, "the largest window at the first read, to a block boundary");
     }
 
@@ -334,18 +360,27 @@ mod tests {
         }
         // The next chunk's first READ, then the kernel's readahead past the first chunk's end.
         let first = w.on_read(300 * MIB..300 * MIB + half, size, LIMITS);
-        assert_eq!(first.prefetch, Some(300 * MIB + half..304 * MIB), "predicted: 4 MiB, like the last run");
+        assert_eq!(first.prefetch, Some(301 * MIB..304 * MIB), "predicted: 4 MiB, like the last run");
+        assert_eq!(first.spans, vec![300 * MIB + half..301 * MIB], "the rest of the first block");
         let late = w.on_read(24 * MIB..24 * MIB + half, size, LIMITS);
-        assert_eq!(late, ReadPlan { prefetch: None, own_bytes: true });
-        let mut furthest = 304 * MIB;
-        for r in chunk_reads(300 * MIB).skip(1) {
+        assert_eq!(late, ReadPlan { prefetch: None, spans: Vec::new(), own_bytes: true });
+        let second = w.on_read(300 * MIB + half..301 * MIB, size, LIMITS);
+        assert!(second.own_bytes, "read from the span");
+        let (mut furthest, mut spans) = (304 * MIB, second.spans);
+        for r in chunk_reads(300 * MIB).skip(2) {
             let plan = w.on_read(r.clone(), size, LIMITS);
             furthest = plan.prefetch.map_or(furthest, |p| p.end.max(furthest));
+            spans.extend(plan.spans);
             assert!(!plan.own_bytes, "{r:?} is read from blocks fetched ahead");
         }
         assert_eq!(furthest, 304 * MIB, "whole blocks up to the predicted end (304.5 MiB), no further");
+        assert_eq!(spans, vec![304 * MIB..304 * MIB + half], "and the last, partial block as a span");
         let tail = w.on_read(304 * MIB..304 * MIB + half, size, LIMITS);
-        assert_eq!(tail, ReadPlan { prefetch: None, own_bytes: true }, "the partial last block: its own bytes");
+        assert_eq!(
+            tail,
+            ReadPlan { prefetch: None, spans: Vec::new(), own_bytes: true },
+            "the partial last block: read from the span"
+        );
     }
 
     #[test]
@@ -360,6 +395,11 @@ mod tests {
         let first = w.on_read(start..start + half, size, LIMITS);
         assert!(first.own_bytes, "the first block's bytes before the run are not wanted");
         assert_eq!(first.prefetch, Some(301 * MIB..304 * MIB));
+        assert_eq!(
+            first.spans,
+            vec![start + half..301 * MIB, 304 * MIB..start + 4 * MIB],
+            "the rest of the first block, and the run's part of its last"
+        );
         let second = w.on_read(start + half..start + MIB, size, LIMITS);
         assert!(second.own_bytes, "it straddles into block 301, which readahead brings");
         let third = w.on_read(start + MIB..start + MIB + half, size, LIMITS);

@@ -31,10 +31,10 @@ fn setup(size: usize, config: FetchConfig) -> (Arc<MemoryStore>, Arc<Fetcher<Mem
 /// checking every byte, and waiting `pause` after each read (a consumer slower than the store).
 async fn read_sequentially(fetcher: &Arc<Fetcher<MemoryStore>>, object: &Arc<ObjectId>, data: &Bytes, pause: Duration) {
     let size = data.len() as u64;
-    let window = SharedWindow::default();
+    let stream = SharedStream::default();
     let mut offset = 0;
     while offset < size {
-        let got = fetcher.read(object, size, &window, offset, 1 << 20).await.unwrap();
+        let got = fetcher.read(object, size, &stream, offset, 1 << 20).await.unwrap();
         assert!(got == data.slice(offset as usize..offset as usize + got.len()), "bytes at {offset}");
         offset += got.len() as u64;
         if !pause.is_zero() {
@@ -113,15 +113,15 @@ fn kernel_reads_match_the_recording() {
 async fn read_as_the_kernel_does(app_read: u64, size: usize, config: FetchConfig) -> (u64, u64, u64) {
     let (store, fetcher, object, data) = setup(size, config);
     store.set_get_delay(Duration::from_millis(1));
-    let window = SharedWindow::default();
+    let stream = SharedStream::default();
     for pair in kernel_reads(app_read, size as u64).chunks(2) {
-        let reads = pair.iter().map(|r| fetcher.read(&object, size as u64, &window, r.start, (r.end - r.start) as u32));
+        let reads = pair.iter().map(|r| fetcher.read(&object, size as u64, &stream, r.start, (r.end - r.start) as u32));
         for (r, got) in pair.iter().zip(futures::future::join_all(reads).await) {
             let got = got.unwrap();
             assert!(got == data.slice(r.start as usize..r.end as usize), "bytes of {r:?}");
         }
     }
-    let grown = window.lock().map(|w| w.window()).unwrap_or(0);
+    let grown = stream.window().window();
     (store.counts().gets, store.counts().bytes_sent, grown)
 }
 
@@ -168,12 +168,12 @@ fn column_reads(starts: &[u64], chunk: u64) -> Vec<Range<u64>> {
 async fn a_reader_of_column_chunks_fetches_little_more_than_the_kernel_asks_for() {
     let size = 1024 * MIB;
     let (store, fetcher, object, data) = setup(size as usize, FetchConfig::default());
-    let window = SharedWindow::default();
+    let stream = SharedStream::default();
     // Chunk starts off block boundaries, as in a real file.
     let starts: Vec<u64> = (0..8).map(|g| g * 128 * MIB + 20 * MIB + 123_457).collect();
     let chunk = 4 * MIB;
     for r in column_reads(&starts, chunk) {
-        let got = fetcher.read(&object, size, &window, r.start, (r.end - r.start) as u32).await.unwrap();
+        let got = fetcher.read(&object, size, &stream, r.start, (r.end - r.start) as u32).await.unwrap();
         assert!(got == data.slice(r.start as usize..r.end as usize), "bytes of {r:?}");
     }
     // Readahead still in flight when the reader stops counts too.
@@ -189,9 +189,9 @@ async fn a_reader_of_column_chunks_fetches_little_more_than_the_kernel_asks_for(
 async fn a_random_4k_read_fetches_at_most_one_block() {
     let size = 64 * MIB as usize;
     let (store, fetcher, object, data) = setup(size, FetchConfig::default());
-    let window = SharedWindow::default();
+    let stream = SharedStream::default();
     let offset = 40 * MIB + 12345;
-    let got = fetcher.read(&object, size as u64, &window, offset, 4096).await.unwrap();
+    let got = fetcher.read(&object, size as u64, &stream, offset, 4096).await.unwrap();
     assert!(got == data.slice(offset as usize..offset as usize + 4096));
     assert_eq!(store.counts().gets, 1);
     assert!(store.counts().bytes_sent <= MIB, "sent {} bytes for a 4 KiB read", store.counts().bytes_sent);
@@ -202,7 +202,7 @@ async fn a_random_4k_read_fetches_at_most_one_block() {
 async fn a_random_read_of_cached_blocks_makes_no_get() {
     let size = 64 * MIB as usize;
     let (store, fetcher, object, data) = setup(size, FetchConfig::default());
-    let sequential = SharedWindow::default();
+    let sequential = SharedStream::default();
     for i in 0..4 {
         fetcher.read(&object, size as u64, &sequential, i * MIB, MIB as u32).await.unwrap();
     }
@@ -217,7 +217,7 @@ async fn a_random_read_of_cached_blocks_makes_no_get() {
     slot.wait().await.expect("readahead brought the block");
     // Any GET from here on fails, so a successful read proves it came from the cache.
     store.fail_next_gets(u64::MAX);
-    let got = fetcher.read(&object, size as u64, &SharedWindow::default(), ahead, 4096).await;
+    let got = fetcher.read(&object, size as u64, &SharedStream::default(), ahead, 4096).await;
     let got = got.expect("served from the blocks readahead brought");
     assert!(got == data.slice(ahead as usize..ahead as usize + 4096));
 }
@@ -227,10 +227,10 @@ async fn fetched_beside_a_cached_block(cached: u64, wanted: Range<u64>) -> (u64,
     let size = 64 * MIB;
     let (store, fetcher, object, data) = setup(size as usize, FetchConfig::default());
     // A random read of a whole block caches it.
-    fetcher.read(&object, size, &SharedWindow::default(), cached * MIB, MIB as u32).await.unwrap();
+    fetcher.read(&object, size, &SharedStream::default(), cached * MIB, MIB as u32).await.unwrap();
     let before = store.counts();
     let len = (wanted.end - wanted.start) as u32;
-    let got = fetcher.read(&object, size, &SharedWindow::default(), wanted.start, len).await.unwrap();
+    let got = fetcher.read(&object, size, &SharedStream::default(), wanted.start, len).await.unwrap();
     assert!(got == data.slice(wanted.start as usize..wanted.end as usize));
     let after = store.counts();
     (after.gets - before.gets, after.bytes_sent - before.bytes_sent)
@@ -248,9 +248,9 @@ async fn a_random_read_half_in_a_cached_block_fetches_only_the_other_half() {
 async fn small_objects_are_fetched_whole_in_one_get() {
     let size = 3 * MIB as usize + 5;
     let (store, fetcher, object, data) = setup(size, FetchConfig::default());
-    let window = SharedWindow::default();
+    let stream = SharedStream::default();
     for offset in [2 * MIB, 0, MIB, 3 * MIB] {
-        let got = fetcher.read(&object, size as u64, &window, offset, 4096).await.unwrap();
+        let got = fetcher.read(&object, size as u64, &stream, offset, 4096).await.unwrap();
         assert!(got == data.slice(offset as usize..(offset as usize + 4096).min(size)));
     }
     assert_eq!(store.counts().gets, 1);
@@ -264,8 +264,8 @@ async fn two_readers_of_one_region_cause_one_get_per_block() {
     let read = |offset: u64| {
         let (fetcher, object) = (Arc::clone(&fetcher), Arc::clone(&object));
         tokio::spawn(async move {
-            let window = SharedWindow::default();
-            fetcher.read(&object, size as u64, &window, offset, 2 * MIB as u32).await.unwrap()
+            let stream = SharedStream::default();
+            fetcher.read(&object, size as u64, &stream, offset, 2 * MIB as u32).await.unwrap()
         })
     };
     let (a, b) = (read(30 * MIB), read(30 * MIB));
@@ -282,14 +282,18 @@ async fn two_readers_of_one_region_cause_one_get_per_block() {
 async fn an_object_replaced_mid_read_fails_stale_never_mixed() {
     let size = 64 * MIB as usize;
     let (store, fetcher, object, data) = setup(size, FetchConfig::default());
-    let window = SharedWindow::default();
-    let first = fetcher.read(&object, size as u64, &window, 0, 4096).await.unwrap();
+    let stream = SharedStream::default();
+    let first = fetcher.read(&object, size as u64, &stream, 0, 4096).await.unwrap();
     assert!(first == data.slice(0..4096));
+    // Past the first block, the reader waits for the blocks its window brings whole.
+    let next = fetcher.read(&object, size as u64, &stream, MIB, 4096).await.unwrap();
+    assert!(next == data.slice(MIB as usize..MIB as usize + 4096));
     store.put("obj", content(9, size));
-    let later = fetcher.read(&object, size as u64, &SharedWindow::default(), 50 * MIB, 4096).await;
+    let later = fetcher.read(&object, size as u64, &SharedStream::default(), 50 * MIB, 4096).await;
     assert_eq!(later, Err(StoreError::PreconditionFailed));
-    let again = fetcher.read(&object, size as u64, &SharedWindow::default(), 0, 4096).await.unwrap();
-    assert!(again == data.slice(0..4096), "bytes already cached for the old version stay the old version's");
+    let again = fetcher.read(&object, size as u64, &SharedStream::default(), MIB + 4096, 4096).await.unwrap();
+    let cached = MIB as usize + 4096..MIB as usize + 8192;
+    assert!(again == data.slice(cached), "bytes already cached for the old version stay the old version's");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -297,10 +301,10 @@ async fn the_cache_never_exceeds_its_budget() {
     let size = 128 * MIB as usize;
     let config = FetchConfig { cache_bytes: 32 * MIB, ..FetchConfig::default() };
     let (_store, fetcher, object, data) = setup(size, config);
-    let window = SharedWindow::default();
+    let stream = SharedStream::default();
     let mut offset = 0;
     while offset < size as u64 {
-        let got = fetcher.read(&object, size as u64, &window, offset, 1 << 20).await.unwrap();
+        let got = fetcher.read(&object, size as u64, &stream, offset, 1 << 20).await.unwrap();
         assert!(got == data.slice(offset as usize..offset as usize + got.len()));
         assert!(fetcher.cache().used() <= 32 * MIB, "cache holds {} bytes", fetcher.cache().used());
         offset += got.len() as u64;
@@ -341,9 +345,9 @@ async fn a_failed_get_is_an_error_and_the_next_read_retries() {
     let size = 64 * MIB as usize;
     let (store, fetcher, object, data) = setup(size, FetchConfig::default());
     store.fail_next_gets(1);
-    let window = SharedWindow::default();
-    assert!(fetcher.read(&object, size as u64, &window, 10 * MIB, 4096).await.is_err());
-    let got = fetcher.read(&object, size as u64, &window, 10 * MIB, 4096).await.unwrap();
+    let stream = SharedStream::default();
+    assert!(fetcher.read(&object, size as u64, &stream, 10 * MIB, 4096).await.is_err());
+    let got = fetcher.read(&object, size as u64, &stream, 10 * MIB, 4096).await.unwrap();
     assert!(got == data.slice(10 * MIB as usize..10 * MIB as usize + 4096));
 }
 
@@ -356,9 +360,9 @@ async fn bodies_cut_off_mid_stream_resume_from_the_last_byte() {
     assert!(fetcher.metrics.body_resumes.get() == 3, "each cut body was resumed once");
     // A random read's direct GET resumes too.
     store.cut_next_bodies(1, 10);
-    let window = SharedWindow::default();
+    let stream = SharedStream::default();
     let fresh = Arc::new(Fetcher::new(Arc::clone(&store), FetchConfig::default(), None, Arc::default()));
-    let got = fresh.read(&object, size as u64, &window, 5 * MIB + 7, 4096).await.unwrap();
+    let got = fresh.read(&object, size as u64, &stream, 5 * MIB + 7, 4096).await.unwrap();
     assert!(got == data.slice(5 * MIB as usize + 7..5 * MIB as usize + 7 + 4096));
 }
 
@@ -367,10 +371,10 @@ async fn a_body_cut_off_again_and_again_without_progress_fails_the_read_and_the_
     let size = 8 * MIB as usize;
     let (store, fetcher, object, data) = setup(size, FetchConfig::default());
     store.cut_next_bodies(1000, 0);
-    let window = SharedWindow::default();
-    assert!(fetcher.read(&object, size as u64, &window, 0, 4096).await.is_err());
+    let stream = SharedStream::default();
+    assert!(fetcher.read(&object, size as u64, &stream, 0, 4096).await.is_err());
     store.cut_next_bodies(0, 0);
-    let got = fetcher.read(&object, size as u64, &window, 0, 4096).await.unwrap();
+    let got = fetcher.read(&object, size as u64, &stream, 0, 4096).await.unwrap();
     assert!(got == data.slice(0..4096));
 }
 
@@ -394,13 +398,13 @@ proptest! {
         };
         let (_store, fetcher, object, data) = setup(size, config);
         let rt = runtime();
-        let window = SharedWindow::default();
+        let stream = SharedStream::default();
         let mut position = 0u64;
         for (seek_to, len, seek) in ops {
             if seek {
                 position = seek_to;
             }
-            let got = rt.block_on(fetcher.read(&object, size as u64, &window, position, len)).unwrap();
+            let got = rt.block_on(fetcher.read(&object, size as u64, &stream, position, len)).unwrap();
             let start = (position as usize).min(size);
             let end = (position as usize + len as usize).min(size);
             prop_assert_eq!(&got[..], &data[start..end]);
@@ -469,8 +473,8 @@ mod with_a_disk_cache {
         let local = second.open_on_disk(&object, size as u64).expect("whole on disk: a descriptor for the kernel");
         assert_eq!(local.metadata().unwrap().len(), size as u64);
         read_sequentially(&second, &object, &data, Duration::ZERO).await;
-        let window = SharedWindow::default();
-        let random = second.read(&object, size as u64, &window, 5 * MIB + 17, 4096).await.unwrap();
+        let stream = SharedStream::default();
+        let random = second.read(&object, size as u64, &stream, 5 * MIB + 17, 4096).await.unwrap();
         assert!(random == data.slice(5 * MIB as usize + 17..5 * MIB as usize + 17 + 4096));
         assert_eq!(store.counts().gets, gets, "no GET: every block came from disk");
         assert!(metrics.hits.get() >= blocks, "{} disk hits", metrics.hits.get());
@@ -507,8 +511,8 @@ mod with_a_disk_cache {
             tokio::time::sleep(Duration::from_millis(50)).await;
             let gets = store.counts().gets;
             let started = std::time::Instant::now();
-            let window = SharedWindow::default();
-            let got = second.read(&object, size as u64, &window, 3 * MIB + 5, 4096).await.unwrap();
+            let stream = SharedStream::default();
+            let got = second.read(&object, size as u64, &stream, 3 * MIB + 5, 4096).await.unwrap();
             let waited = started.elapsed();
             assert!(got == data.slice(3 * MIB as usize + 5..3 * MIB as usize + 5 + 4096));
             assert!(store.counts().gets > gets, "the network served it");

@@ -1,0 +1,43 @@
+//! One open file's stream of reads: its readahead window, and the spans (parts of blocks) fetched
+//! ahead for it.
+
+use std::ops::Range;
+use std::sync::{Mutex, MutexGuard};
+
+use super::readahead::ReadaheadWindow;
+use super::spans::{SpanFill, SpanPart, Spans};
+
+#[derive(Default)]
+pub struct ReadStream {
+    window: Mutex<ReadaheadWindow>,
+    spans: Mutex<Spans>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl ReadStream {
+    pub fn window(&self) -> MutexGuard<'_, ReadaheadWindow> {
+        lock(&self.window)
+    }
+
+    /// Where the reader is: the end of its furthest read.
+    pub fn position(&self) -> u64 {
+        self.window().position()
+    }
+
+    pub(super) fn start_span(&self, range: Range<u64>) -> SpanFill {
+        lock(&self.spans).start(range)
+    }
+
+    pub(super) fn take_span(&self, wanted: &Range<u64>) -> Option<SpanPart> {
+        lock(&self.spans).take(wanted)
+    }
+
+    /// The file was closed: what was fetched ahead for its reader goes (its window stays, for
+    /// the next open to start from).
+    pub fn forget_spans(&self) {
+        lock(&self.spans).clear();
+    }
+}
