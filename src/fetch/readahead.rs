@@ -217,7 +217,7 @@ impl ReadaheadWindow {
             _ => (size, size),
         };
         let end = run_end.min(align_up(reader_end + self.window, unit));
-        let blocks = (start < end).then(|| start..end);
+        let blocks = (start < end).then_some(start..end);
         self.requested_to = self.requested_to.max(end);
         let tail_start = self.requested_to.max(start);
         if end == run_end && tail_start < tail_end {

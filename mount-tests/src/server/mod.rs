@@ -234,8 +234,8 @@ async fn serve(
 mod faults {
     //! The request-level knobs: the delay before the first byte and injected error statuses.
 
-    use super::*;
     use super::throttle::TIMER_TICK;
+    use super::*;
     use s3s::{Body, HttpError, HttpResponse};
     use std::time::Duration;
 

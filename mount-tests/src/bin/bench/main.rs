@@ -194,9 +194,8 @@ fn main() {
 
             eprintln!("[{name}] random first bytes ...");
             let offsets = far_apart_offsets(large as u64);
-            let raw = runtime
-                .block_on(ceiling::first_byte_median(&store, "large.bin", &offsets))
-                .expect("raw first bytes");
+            let raw =
+                runtime.block_on(ceiling::first_byte_median(&store, "large.bin", &offsets)).expect("raw first bytes");
             let first_bytes =
                 on_fresh_mount(&server, &extra, &mut peak_rss, |mount| random_first_bytes(mount, &offsets));
             rows.push(Row {
