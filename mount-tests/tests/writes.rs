@@ -231,9 +231,19 @@ fn a_file_open_in_passthrough_cannot_be_opened_for_writing() {
         assert!(std::time::Instant::now() < deadline, "the file reached the disk cache");
         std::thread::sleep(Duration::from_millis(20));
     }
-    // Whole on disk: the next open is served by the kernel from the cache file.
-    let reader = std::fs::File::open(mount.path("weights.bin")).unwrap();
-    assert!(metrics.value("fetchfs_disk_cache_passthrough_opens_total") >= 1);
+    // Whole on disk: the next open is served by the kernel from the cache file, once the daemon
+    // has heard of the last close (the kernel sends it after `close` returns; until then a new
+    // open joins the one the daemon serves).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let reader = loop {
+        let reader = std::fs::File::open(mount.path("weights.bin")).unwrap();
+        if metrics.value("fetchfs_disk_cache_passthrough_opens_total") >= 1 {
+            break reader;
+        }
+        assert!(std::time::Instant::now() < deadline, "an open of the file whole on disk is passed through");
+        drop(reader);
+        std::thread::sleep(Duration::from_millis(50));
+    };
     let out = mount.sh("echo new > weights.bin");
     assert!(String::from_utf8_lossy(&out.stderr).contains("Text file busy"), "{out:?}");
     drop(reader);

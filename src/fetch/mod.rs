@@ -170,12 +170,7 @@ impl<S: ObjectStore> Fetcher<S> {
             }
             (plan, w.window() > 0)
         };
-        let ReadPlan { prefetch, spans, own_bytes } = plan;
-        if !small_object {
-            for span in spans {
-                self.fetch_span(Arc::clone(object), size, stream, span);
-            }
-        }
+        let own_bytes = plan.own_bytes;
         // A random read of less than a block costs only its own bytes (Parquet footers, archive
         // indexes), unless the blocks are in the cache already; the kernel's page cache keeps it.
         // So does the first read of a stream, which would otherwise wait for a whole block to
@@ -185,16 +180,14 @@ impl<S: ObjectStore> Fetcher<S> {
             // What the cache holds before this read's own readahead claims the rest of its
             // block: the read must not wait for that whole block to arrive.
             let cached = self.cached_blocks(object, &wanted);
-            if let Some(ahead) = prefetch {
-                self.prefetch(Arc::clone(object), size, Arc::clone(stream), ahead);
-            }
+            self.fetch_ahead(object, size, stream, plan);
             return self.read_own_bytes(object, size, stream, wanted, cached).await;
         }
         // Small objects are fetched whole at their first read, in one GET.
         let demand = if small_object { 0..size } else { wanted.clone() };
         let slots = self.ensure(object, size, demand);
-        if let Some(ahead) = prefetch {
-            self.prefetch(Arc::clone(object), size, Arc::clone(stream), ahead);
+        if !small_object {
+            self.fetch_ahead(object, size, stream, plan);
         }
         let (data, read_all) = self.assemble(&slots, wanted, size).await?;
         if sequential && !small_object {
@@ -297,18 +290,29 @@ impl<S: ObjectStore> Fetcher<S> {
             .collect()
     }
 
+    /// Starts fetching what `plan` asks for ahead of the reader: its spans, then its blocks.
+    fn fetch_ahead(self: &Arc<Self>, object: &Arc<ObjectId>, size: u64, stream: &SharedStream, plan: ReadPlan) {
+        for span in plan.spans {
+            self.fetch_span(object, size, stream, span);
+        }
+        if let Some(ahead) = plan.prefetch {
+            self.prefetch(Arc::clone(object), size, Arc::clone(stream), ahead);
+        }
+    }
+
     /// Fetches `range`, part of a block, ahead for `stream` alone, once a connection permit is
-    /// free: from the disk cache if it has it, else in one GET.
-    fn fetch_span(self: &Arc<Self>, object: Arc<ObjectId>, size: u64, stream: &ReadStream, range: Range<u64>) {
+    /// free, in one GET. With a disk cache, its whole block is fetched instead: every block a
+    /// reader goes through is to reach the disk whole, so that the next open is served from there.
+    fn fetch_span(self: &Arc<Self>, object: &Arc<ObjectId>, size: u64, stream: &SharedStream, range: Range<u64>) {
+        if self.disk.is_some() {
+            let block_start = range.start / self.config.block_size * self.config.block_size;
+            return self.prefetch(Arc::clone(object), size, Arc::clone(stream), block_start..range.end);
+        }
         let fill = stream.start_span(range.clone());
-        let this = Arc::clone(self);
+        let (this, object) = (Arc::clone(self), Arc::clone(object));
         tokio::spawn(async move {
             let Ok(_permit) = this.prefetch_permits.acquire().await else { return };
-            let fetched = match this.read_from_disk(&object, size, &range).await {
-                Some(bytes) => Ok(bytes),
-                None => this.read_direct(&object, range).await,
-            };
-            fill.fetched(fetched);
+            fill.fetched(this.read_direct(&object, range).await);
         });
     }
 

@@ -23,6 +23,8 @@ const BUCKET: &str = "bench";
 const MIB: u64 = 1024 * 1024;
 /// Readers of the many-readers row, each of its own file (the first four also make the four-readers row).
 const MANY_READERS: usize = 8;
+/// Processes reading parts of one file at once.
+const SHARING_PROCESSES: u64 = 4;
 
 #[derive(Parser)]
 #[command(about = "Benchmark fetchfs against the raw ceiling on the test server")]
@@ -220,6 +222,21 @@ fn main() {
                     ratio: Some(total / ceiling),
                 });
             }
+
+            eprintln!("[{name}] {SHARING_PROCESSES} processes on one file ...");
+            let (total, amplification) = on_fresh_mount(&server, &extra, &mut peak_rss, |mount| {
+                server.knobs().counters().reset();
+                one_file_in_parts(mount, "large.bin", large as u64, SHARING_PROCESSES, server.knobs().counters())
+            });
+            rows.push(Row {
+                profile: name,
+                measure: format!(
+                    "{SHARING_PROCESSES} processes, each 1/{SHARING_PROCESSES} of one {} MiB file, total",
+                    args.large_mib
+                ),
+                value: format!("{} ({amplification:.2} bytes sent per byte read)", mbps(total)),
+                ratio: Some(total / ceiling),
+            });
 
             eprintln!("[{name}] random reads ...");
             let (random, amplification) = on_fresh_mount(&server, &extra, &mut peak_rss, |mount| {
@@ -551,6 +568,35 @@ fn concurrent_dd(mount: &Mount, readers: usize, size: u64, counters: &mount_test
         assert!(child.wait().expect("dd").success(), "dd through the mount failed");
     }
     let read = (readers as u64 * size) as f64;
+    (read / 1e6 / start.elapsed().as_secs_f64(), counters.snapshot().body_bytes_sent as f64 / read)
+}
+
+/// `processes` `dd`s at once, each reading its own part of one file (data-loader workers sharing a
+/// shard file): MB/s in all, and the bytes the server sent per byte read.
+fn one_file_in_parts(
+    mount: &Mount,
+    key: &str,
+    size: u64,
+    processes: u64,
+    counters: &mount_tests::server::Counters,
+) -> (f64, f64) {
+    let part_mib = size / processes / MIB;
+    let start = Instant::now();
+    let children: Vec<_> = (0..processes)
+        .map(|i| {
+            Command::new("dd")
+                .arg(format!("if={}", mount.path(key).display()))
+                .args(["of=/dev/null", "bs=1M", "status=none"])
+                .arg(format!("skip={}", i * part_mib))
+                .arg(format!("count={part_mib}"))
+                .spawn()
+                .expect("spawn dd")
+        })
+        .collect();
+    for mut child in children {
+        assert!(child.wait().expect("dd").success(), "dd through the mount failed");
+    }
+    let read = (processes * part_mib * MIB) as f64;
     (read / 1e6 / start.elapsed().as_secs_f64(), counters.snapshot().body_bytes_sent as f64 / read)
 }
 
