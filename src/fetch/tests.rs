@@ -174,6 +174,8 @@ fn column_reads(starts: &[u64], chunk: u64) -> Vec<Range<u64>> {
 async fn a_reader_of_column_chunks_fetches_little_more_than_the_kernel_asks_for() {
     let size = 1024 * MIB;
     let (store, fetcher, object, data) = setup(size as usize, FetchConfig::default());
+    // A GET takes a while, as over a network, so readahead has started before the next READ.
+    store.set_get_delay(Duration::from_millis(2));
     let stream = SharedStream::default();
     // Chunk starts off block boundaries, as in a real file.
     let starts: Vec<u64> = (0..8).map(|g| g * 128 * MIB + 20 * MIB + 123_457).collect();
