@@ -72,6 +72,12 @@ pub struct ReadaheadWindow {
     previous_run: Option<Range<u64>>,
 }
 
+/// Whether a read starting at `start` goes on from reads that ended at `end`, give or take the
+/// kernel's splitting and reordering.
+fn continues(start: u64, end: u64) -> bool {
+    start.saturating_add(SEQUENTIAL_TOLERANCE) >= end && start <= end.saturating_add(SEQUENTIAL_TOLERANCE)
+}
+
 fn align_up(offset: u64, unit: u64) -> u64 {
     offset.div_ceil(unit.max(1)).saturating_mul(unit.max(1))
 }
@@ -105,12 +111,8 @@ impl ReadaheadWindow {
     /// It lengthens that run (and so the prediction made from it), and leaves the current run be.
     fn is_late_read_of_previous_run(&mut self, range: &Range<u64>, size: u64) -> bool {
         let Some(previous) = &mut self.previous_run else { return false };
-        let near_its_end = range.start >= previous.start
-            && range.start + SEQUENTIAL_TOLERANCE >= previous.end
-            && range.start <= previous.end + SEQUENTIAL_TOLERANCE;
-        let near_the_reader =
-            range.start + SEQUENTIAL_TOLERANCE >= self.next && range.start <= self.next + SEQUENTIAL_TOLERANCE;
-        if !near_its_end || near_the_reader {
+        let near_its_end = range.start >= previous.start && continues(range.start, previous.end);
+        if !near_its_end || continues(range.start, self.next) {
             return false;
         }
         let longer_by = range.end.saturating_sub(previous.end);
@@ -129,9 +131,7 @@ impl ReadaheadWindow {
         spans: &mut Vec<Range<u64>>,
     ) -> Option<Range<u64>> {
         let max = limits.max.max(limits.initial);
-        let sequential =
-            range.start + SEQUENTIAL_TOLERANCE >= self.next && range.start <= self.next + SEQUENTIAL_TOLERANCE;
-        if !sequential {
+        if !continues(range.start, self.next) {
             let last_run = self.next.saturating_sub(self.run_start);
             self.previous_run = Some(self.run_start..self.next);
             // Two random reads that happen to land close together are not a run to go by.

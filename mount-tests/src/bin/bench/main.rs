@@ -238,6 +238,20 @@ fn main() {
                 ratio: Some(total / ceiling),
             });
 
+            eprintln!("[{name}] two versions side by side ...");
+            let both = on_fresh_mount(&server, &extra, &mut peak_rss, |mount| {
+                two_versions_side_by_side(mount, &server, (args.quarter_mib * MIB) as usize)
+            });
+            rows.push(Row {
+                profile: name,
+                measure: format!(
+                    "a reader of a version and one of its replacement, at once, 2 x {} MiB, total",
+                    args.quarter_mib
+                ),
+                value: mbps(both),
+                ratio: Some(both / ceiling),
+            });
+
             eprintln!("[{name}] random reads ...");
             let (random, amplification) = on_fresh_mount(&server, &extra, &mut peak_rss, |mount| {
                 server.knobs().counters().reset();
@@ -598,6 +612,38 @@ fn one_file_in_parts(
     }
     let read = (processes * part_mib * MIB) as f64;
     (read / 1e6 / start.elapsed().as_secs_f64(), counters.snapshot().body_bytes_sent as f64 / read)
+}
+
+/// How long a mount with default options goes on seeing a replaced object's old version
+/// (`--metadata-ttl`).
+const DEFAULT_METADATA_TTL: Duration = Duration::from_secs(5);
+
+/// A reader of an object's version, and a reader of the version that replaced it, opened while the
+/// first is still reading (a checkpoint replaced under a job that reads it): MB/s of the two
+/// together. Each must get its own version's bytes, whole.
+fn two_versions_side_by_side(mount: &Mount, server: &TestServer, size: usize) -> f64 {
+    const KEY: &str = "replaced.bin";
+    let head = MIB as usize;
+    let (old, new) = (data::content(20, size), data::content(21, size));
+    server.storage().put(BUCKET, KEY, StoredObject::new(old.clone(), None)).expect("put");
+    let mut first = File::open(mount.path(KEY)).expect("open the first version");
+    let mut start_of_first = vec![0u8; head];
+    first.read_exact(&mut start_of_first).expect("read the first version");
+    assert!(start_of_first[..] == old[..head], "the first version's first MiB");
+    server.storage().put(BUCKET, KEY, StoredObject::new(new.clone(), None)).expect("replace");
+    std::thread::sleep(DEFAULT_METADATA_TTL + Duration::from_millis(500));
+    let start = Instant::now();
+    let second = std::thread::spawn({
+        let path = mount.path(KEY);
+        move || std::fs::read(path).expect("read the second version")
+    });
+    let mut rest_of_first = Vec::with_capacity(size);
+    first.read_to_end(&mut rest_of_first).expect("read the first version");
+    let second = second.join().expect("the second reader");
+    let elapsed = start.elapsed().as_secs_f64();
+    assert!(rest_of_first[..] == old[head..], "the first reader got its own version's bytes");
+    assert!(second[..] == new[..], "the second reader got the new version's bytes");
+    (2 * size - head) as f64 / 1e6 / elapsed
 }
 
 /// Random 256 KiB preads with the kernel's readahead off for the file; returns MB/s and the bytes
