@@ -25,6 +25,7 @@ use active_streams::ActiveStreams;
 pub use body::BodyPolicy;
 use body::ResumingBody;
 pub use readahead::{ReadPlan, ReadaheadWindow, WindowLimits};
+use spans::SpanBudget;
 use stream::ReadStream;
 
 /// A stream's state, shared by its reads and by the readahead they start.
@@ -74,6 +75,11 @@ impl FetchConfig {
 /// slows a reader.
 const DISK_FILL_SHARE: u64 = 8;
 
+/// One sixteenth of the memory budget holds spans, parts of blocks fetched ahead for one stream
+/// (two per column chunk a reader is in, each under a block); beyond it, readahead fetches whole
+/// blocks into the cache.
+const SPAN_SHARE: u64 = 16;
+
 /// Fewest GETs a readahead range is split into, while parts are smaller than the part size.
 const PARALLEL_SPLIT: u64 = 4;
 
@@ -90,6 +96,7 @@ pub struct Fetcher<S> {
     buffers: Arc<BufferPool>,
     config: FetchConfig,
     prefetch_permits: Arc<Semaphore>,
+    span_budget: SpanBudget,
     streams: ActiveStreams,
     disk: Option<Arc<DiskCache>>,
     /// Held by the one version being completed on disk at a time.
@@ -103,15 +110,17 @@ impl<S: ObjectStore> Fetcher<S> {
         let in_flight = config.max_connections as u64 * config.block_size;
         let free_buffers = config.cache_bytes / FREE_BUFFER_SHARE / config.block_size;
         let disk_fills = if disk.is_some() { config.disk_fill_bytes() } else { 0 };
-        // Blocks being received (one per GET in flight), free buffers and blocks waiting for the
-        // disk live outside the cache; the one budget covers them all.
-        let outside = in_flight + free_buffers * config.block_size + disk_fills;
+        let spans = if disk.is_some() { 0 } else { config.cache_bytes / SPAN_SHARE };
+        // Blocks being received (one per GET in flight), free buffers, blocks waiting for the disk
+        // and spans live outside the cache; the one budget covers them all.
+        let outside = in_flight + free_buffers * config.block_size + disk_fills + spans;
         let budget = config.cache_bytes.saturating_sub(outside).max(config.block_size);
         Self {
             store,
             cache: Arc::new(BlockCache::new(budget, metrics.prefetched_unread_bytes.clone())),
             buffers: BufferPool::new(config.block_size as usize, free_buffers as usize),
             prefetch_permits: Arc::new(Semaphore::new(config.max_connections.max(1))),
+            span_budget: SpanBudget::new(spans),
             streams: ActiveStreams::default(),
             disk,
             completing: tokio::sync::Mutex::new(()),
@@ -301,14 +310,16 @@ impl<S: ObjectStore> Fetcher<S> {
     }
 
     /// Fetches `range`, part of a block, ahead for `stream` alone, once a connection permit is
-    /// free, in one GET. With a disk cache, its whole block is fetched instead: every block a
-    /// reader goes through is to reach the disk whole, so that the next open is served from there.
+    /// free, in one GET. Its whole block is fetched into the cache instead when spans hold their
+    /// share of the memory budget already, and with a disk cache (whose budget for spans is 0):
+    /// every block a reader goes through is to reach the disk whole, so that the next open is
+    /// served from there.
     fn fetch_span(self: &Arc<Self>, object: &Arc<ObjectId>, size: u64, stream: &SharedStream, range: Range<u64>) {
-        if self.disk.is_some() {
+        let Some(charge) = self.span_budget.charge(range.end - range.start) else {
             let block_start = range.start / self.config.block_size * self.config.block_size;
             return self.prefetch(Arc::clone(object), size, Arc::clone(stream), block_start..range.end);
-        }
-        let fill = stream.start_span(range.clone());
+        };
+        let fill = stream.start_span(range.clone(), charge);
         let (this, object) = (Arc::clone(self), Arc::clone(object));
         tokio::spawn(async move {
             let Ok(_permit) = this.prefetch_permits.acquire().await else { return };

@@ -5,7 +5,7 @@ use std::ops::Range;
 use std::sync::{Mutex, MutexGuard};
 
 use super::readahead::ReadaheadWindow;
-use super::spans::{SpanFill, SpanPart, Spans};
+use super::spans::{SpanCharge, SpanFill, SpanPart, Spans};
 
 #[derive(Default)]
 pub struct ReadStream {
@@ -27,8 +27,8 @@ impl ReadStream {
         self.window().position()
     }
 
-    pub(super) fn start_span(&self, range: Range<u64>) -> SpanFill {
-        lock(&self.spans).start(range)
+    pub(super) fn start_span(&self, range: Range<u64>, charge: SpanCharge) -> SpanFill {
+        lock(&self.spans).start(range, charge)
     }
 
     pub(super) fn take_span(&self, wanted: &Range<u64>) -> Option<SpanPart> {

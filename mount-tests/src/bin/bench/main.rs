@@ -239,17 +239,22 @@ fn main() {
             });
 
             eprintln!("[{name}] two versions side by side ...");
-            let both = on_fresh_mount(&server, &extra, &mut peak_rss, |mount| {
+            let (new_version, old_read, stale) = on_fresh_mount(&server, &extra, &mut peak_rss, |mount| {
                 two_versions_side_by_side(mount, &server, (args.quarter_mib * MIB) as usize)
             });
             rows.push(Row {
                 profile: name,
                 measure: format!(
-                    "a reader of a version and one of its replacement, at once, 2 x {} MiB, total",
+                    "{} MiB object replaced under an open reader: the new version's reader (the old one's)",
                     args.quarter_mib
                 ),
-                value: mbps(both),
-                ratio: Some(both / ceiling),
+                value: format!(
+                    "{} ({} MiB exact, then {})",
+                    mbps(new_version),
+                    old_read as u64 / MIB,
+                    if stale { "ESTALE" } else { "its end" }
+                ),
+                ratio: Some(new_version / ceiling),
             });
 
             eprintln!("[{name}] random reads ...");
@@ -618,32 +623,43 @@ fn one_file_in_parts(
 /// (`--metadata-ttl`).
 const DEFAULT_METADATA_TTL: Duration = Duration::from_secs(5);
 
-/// A reader of an object's version, and a reader of the version that replaced it, opened while the
-/// first is still reading (a checkpoint replaced under a job that reads it): MB/s of the two
-/// together. Each must get its own version's bytes, whole.
-fn two_versions_side_by_side(mount: &Mount, server: &TestServer, size: usize) -> f64 {
+/// A reader of an object's version that stays open while the object is replaced, and a reader
+/// of the new version opened beside it (a checkpoint replaced under a job that reads it). The old
+/// version's bytes are gone from the bucket, so its reader gets what was fetched before, exact,
+/// then `ESTALE`, never a byte of the new version. Returns the new version's reader's MB/s, the
+/// bytes the old one's got, and whether it then got `ESTALE`.
+fn two_versions_side_by_side(mount: &Mount, server: &TestServer, size: usize) -> (f64, usize, bool) {
     const KEY: &str = "replaced.bin";
-    let head = MIB as usize;
     let (old, new) = (data::content(20, size), data::content(21, size));
     server.storage().put(BUCKET, KEY, StoredObject::new(old.clone(), None)).expect("put");
     let mut first = File::open(mount.path(KEY)).expect("open the first version");
-    let mut start_of_first = vec![0u8; head];
-    first.read_exact(&mut start_of_first).expect("read the first version");
-    assert!(start_of_first[..] == old[..head], "the first version's first MiB");
+    let mut got = vec![0u8; MIB as usize];
+    first.read_exact(&mut got).expect("read the first version");
     server.storage().put(BUCKET, KEY, StoredObject::new(new.clone(), None)).expect("replace");
     std::thread::sleep(DEFAULT_METADATA_TTL + Duration::from_millis(500));
-    let start = Instant::now();
     let second = std::thread::spawn({
         let path = mount.path(KEY);
-        move || std::fs::read(path).expect("read the second version")
+        move || {
+            let start = Instant::now();
+            let bytes = std::fs::read(path).expect("read the second version");
+            (bytes, start.elapsed())
+        }
     });
-    let mut rest_of_first = Vec::with_capacity(size);
-    first.read_to_end(&mut rest_of_first).expect("read the first version");
-    let second = second.join().expect("the second reader");
-    let elapsed = start.elapsed().as_secs_f64();
-    assert!(rest_of_first[..] == old[head..], "the first reader got its own version's bytes");
-    assert!(second[..] == new[..], "the second reader got the new version's bytes");
-    (2 * size - head) as f64 / 1e6 / elapsed
+    let mut buf = vec![0u8; MIB as usize];
+    let stale = loop {
+        match first.read(&mut buf) {
+            Ok(0) => break false,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => {
+                assert_eq!(e.raw_os_error(), Some(libc::ESTALE), "the old version's reader: {e}");
+                break true;
+            }
+        }
+    };
+    assert!(got[..] == old[..got.len()], "the old version's reader got only its own version's bytes");
+    let (second, elapsed) = second.join().expect("the second reader");
+    assert!(second[..] == new[..], "the new version's reader got its bytes, whole");
+    (size as f64 / 1e6 / elapsed.as_secs_f64(), got.len(), stale)
 }
 
 /// Random 256 KiB preads with the kernel's readahead off for the file; returns MB/s and the bytes
