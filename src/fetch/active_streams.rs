@@ -27,6 +27,11 @@ impl ActiveStreams {
         self.lock().insert(stream, now);
     }
 
+    /// Forgets `stream`: it met another, or was pushed out.
+    pub fn forget(&self, stream: StreamId) {
+        self.lock().remove(&stream);
+    }
+
     /// How many streams have read within `IDLE_AFTER` of `now`; forgets the others.
     pub fn reading(&self, now: Instant) -> usize {
         let mut last_read = self.lock();

@@ -7,6 +7,7 @@ pub mod body;
 pub mod readahead;
 mod spans;
 pub mod stream;
+pub mod streams;
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -27,9 +28,13 @@ use body::ResumingBody;
 pub use readahead::{ReadPlan, ReadaheadWindow, WindowLimits};
 use spans::SpanBudget;
 use stream::ReadStream;
+pub use streams::VersionStreams;
 
 /// A stream's state, shared by its reads and by the readahead they start.
-pub type SharedStream = Arc<ReadStream>;
+type SharedStream = Arc<ReadStream>;
+
+/// The streams of one object version, shared by its open handles.
+pub type SharedStreams = Arc<VersionStreams>;
 
 #[derive(Clone, Copy, Debug)]
 pub struct FetchConfig {
@@ -150,15 +155,16 @@ impl<S: ObjectStore> Fetcher<S> {
         let streams = self.streams.reading(now).max(1) as u64;
         let share = self.cache.budget() / 4 * 3 / streams;
         let max = self.config.max_readahead.min(share).max(self.config.block_size);
-        WindowLimits { initial: self.config.block_size, max }
+        WindowLimits { initial: self.config.block_size, max, stop_at: None }
     }
 
-    /// Reads `len` bytes at `offset` of `object` (of `size` bytes) for `stream`.
+    /// Reads `len` bytes at `offset` of `object` (of `size` bytes), for the stream of `streams`
+    /// the read goes on from.
     pub async fn read(
         self: &Arc<Self>,
         object: &Arc<ObjectId>,
         size: u64,
-        stream: &SharedStream,
+        streams: &SharedStreams,
         offset: u64,
         len: u32,
     ) -> Result<Bytes, StoreError> {
@@ -168,19 +174,25 @@ impl<S: ObjectStore> Fetcher<S> {
         }
         let wanted = offset..end;
         let small_object = size <= self.config.part_size;
-        let (plan, sequential) = {
+        let (plan, sequential, stream) = {
             let now = Instant::now();
-            let mut w = stream.window();
-            let before = w.window();
-            let plan = w.on_read(wanted.clone(), size, self.window_limits(now));
-            if w.window() > 0 && !small_object {
-                self.streams.note(Arc::as_ptr(stream) as usize, now);
+            let routed = streams.route(wanted.clone(), size, self.window_limits(now));
+            for gone in &routed.dropped {
+                gone.forget_spans();
+                self.streams.forget(Arc::as_ptr(gone) as usize);
             }
-            if w.window() != before && w.window() > 0 {
+            let w = routed.stream.window();
+            if w.is_streaming() && !small_object {
+                self.streams.note(Arc::as_ptr(&routed.stream) as usize, now);
+            }
+            if routed.plan.prefetch.is_some() {
                 self.metrics.readahead_window_bytes.observe(w.window() as f64);
             }
-            (plan, w.window() > 0)
+            let sequential = w.is_streaming();
+            drop(w);
+            (routed.plan, sequential, routed.stream)
         };
+        let stream = &stream;
         let own_bytes = plan.own_bytes;
         // A random read of less than a block costs only its own bytes (Parquet footers, archive
         // indexes), unless the blocks are in the cache already; the kernel's page cache keeps it.
@@ -309,6 +321,32 @@ impl<S: ObjectStore> Fetcher<S> {
         if let Some(ahead) = plan.prefetch {
             self.prefetch(Arc::clone(object), size, Arc::clone(stream), ahead);
         }
+        if let Some(behind) = plan.prefetch_behind {
+            self.prefetch_behind(Arc::clone(object), size, behind);
+        }
+    }
+
+    /// Fetches `range`, below a reader going backwards, in the background: its parts nearest the
+    /// reader first, each claimed once a connection permit is free.
+    fn prefetch_behind(self: &Arc<Self>, object: Arc<ObjectId>, size: u64, range: Range<u64>) {
+        let bs = self.config.block_size;
+        let (first, last) = (range.start / bs, (range.end.max(range.start + 1) - 1) / bs);
+        let part_blocks = (self.config.part_size / bs).max(1);
+        let blocks_per_part = ((last - first + 1) / PARALLEL_SPLIT).clamp(1, part_blocks);
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut top = last + 1;
+            while top > first {
+                let Ok(permit) = Arc::clone(&this.prefetch_permits).acquire_owned().await else { return };
+                let permit = Arc::new(permit);
+                let bottom = top.saturating_sub(blocks_per_part).max(first);
+                this.claim(&object, bottom..=top - 1, blocks_per_part as usize, |run| {
+                    run.iter().for_each(|(_, slot)| slot.mark_ahead());
+                    this.start_fetch(run, size, Some(Arc::clone(&permit)))
+                });
+                top = bottom;
+            }
+        });
     }
 
     /// Fetches `range`, part of a block, ahead for `stream` alone, once a connection permit is
@@ -471,10 +509,12 @@ impl<S: ObjectStore> Fetcher<S> {
     fn prefetch(self: &Arc<Self>, object: Arc<ObjectId>, size: u64, stream: SharedStream, range: Range<u64>) {
         let bs = self.config.block_size;
         let (first, last) = (range.start / bs, (range.end.max(range.start + 1) - 1) / bs);
-        // A window still growing is split into at least PARALLEL_SPLIT GETs (of whole blocks), so
-        // that even the first, small windows are fetched over several connections.
+        // A window still growing is split into PARALLEL_SPLIT GETs (of whole blocks), so that
+        // even the first, small windows are fetched over several connections; streams reading at
+        // once each have their own, and split theirs less.
         let part_blocks = (self.config.part_size / bs).max(1);
-        let blocks_per_part = ((last - first + 1) / PARALLEL_SPLIT).clamp(1, part_blocks);
+        let split = (PARALLEL_SPLIT / self.streams.reading(Instant::now()).max(1) as u64).max(1);
+        let blocks_per_part = ((last - first + 1) / split).clamp(1, part_blocks);
         let this = Arc::clone(self);
         tokio::spawn(async move {
             let mut index = first;
@@ -683,5 +723,7 @@ impl<S: ObjectStore> Fetcher<S> {
     }
 }
 
+#[cfg(test)]
+mod kernel_patterns;
 #[cfg(test)]
 mod tests;

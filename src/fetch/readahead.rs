@@ -14,11 +14,27 @@ const PREDICTED_JUMP_BLOCKS: u64 = 8;
 /// Reads a run needs to predict the next run's length.
 const PREDICTING_RUN_READS: u32 = 3;
 
+/// How close to the lowest read of a run a read must end to go on from it backwards: a reader
+/// going down a file (or `memcpy` faulting in its region from the top) makes the kernel send each
+/// READ just below the last.
+const BACKWARD_TOLERANCE: u64 = 256 * 1024;
+
+/// Descending reads in a row before readahead turns to the bytes below the reader: one read just
+/// below a run's start is often the kernel reordering its own readahead.
+const BACKWARD_RUN_READS: u32 = 2;
+
+/// How far from where a stream's single read ended another read may start and still go on from
+/// it, when the stream is not the one read last: with several streams per file, a random reader's
+/// reads must not pass for runs.
+const NEW_STREAM_TOLERANCE: u64 = 1024 * 1024;
+
 /// What a read asks of the fetch layer.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReadPlan {
     /// Whole blocks to fetch ahead of the reader.
     pub prefetch: Option<Range<u64>>,
+    /// Whole blocks to fetch below a reader going backwards, nearest first.
+    pub prefetch_behind: Option<Range<u64>>,
     /// Parts of blocks to fetch ahead for this stream alone: the rest of the block a window
     /// starts in, and the bytes of its last block that a predicted run ends in.
     pub spans: Vec<Range<u64>>,
@@ -36,6 +52,9 @@ pub struct WindowLimits {
     /// to: a block.
     pub initial: u64,
     pub max: u64,
+    /// Where another stream of the same version began, ahead of this one: its reader is there, so
+    /// this window stops there (ranks each reading their part of one file).
+    pub stop_at: Option<u64>,
 }
 
 /// Where a stream is and how far ahead of it bytes have been asked for.
@@ -70,6 +89,15 @@ pub struct ReadaheadWindow {
     /// The run before the last jump (where it began, where its furthest read ended): the kernel's
     /// readahead of it may still arrive after the reader has jumped.
     previous_run: Option<Range<u64>>,
+    /// Where the lowest read of the current run started.
+    low: u64,
+    /// Reads in a row that each ended just below the one before (a reader going backwards).
+    descending: u32,
+    /// The window below a reader going backwards; 0 until it has gone down `BACKWARD_RUN_READS`.
+    behind_window: u64,
+    /// The lowest byte requested below a reader going backwards, and the top of that request (the
+    /// block the backward run started in is read by its own reads).
+    behind_requested: Range<u64>,
 }
 
 /// Whether a read starting at `start` goes on from reads that ended at `end`, give or take the
@@ -93,17 +121,129 @@ impl ReadaheadWindow {
     /// requested ahead, up to `limits.max`, and shrinks it at once when `limits.max` falls (more
     /// streams are sharing the memory).
     pub fn on_read(&mut self, range: Range<u64>, size: u64, limits: WindowLimits) -> ReadPlan {
+        if self.is_descending(&range) {
+            return self.go_down(range, limits);
+        }
+        if self.in_backward_run(&range) {
+            // The rest of an application read that went down: the kernel sends it front to back.
+            let fetched_ahead = self.behind_window > 0 && range.end <= self.behind_requested.end;
+            return ReadPlan { own_bytes: !fetched_ahead, ..ReadPlan::default() };
+        }
         let before = self.window;
         if self.is_late_read_of_previous_run(&range, size) {
-            return ReadPlan { prefetch: None, spans: Vec::new(), own_bytes: true };
+            return ReadPlan { own_bytes: true, ..ReadPlan::default() };
+        }
+        let jump = !continues(range.start, self.next);
+        if !jump && self.window == 0 && self.behind_window > 0 {
+            // A reader that went down and now goes on up from where it started (a `memcpy` that
+            // faulted its first region in from the top) is as fast a reader as it was going down.
+            self.window = self.behind_window;
+            self.requested_to = self.requested_to.max(range.end);
+            self.whole_blocks_from = align_up(self.requested_to, limits.initial);
         }
         let mut spans = Vec::new();
         let prefetch = self.advance(range.clone(), size, limits, &mut spans);
+        self.low = if jump { range.start } else { self.low.min(range.start) };
+        self.descending = 0;
+        self.behind_window = 0;
         let own_bytes = self.window == 0
             || before == 0
             || range.start < self.whole_blocks_from
             || self.in_predicted_tail(&range, limits.initial);
-        ReadPlan { prefetch, spans, own_bytes }
+        ReadPlan { prefetch, prefetch_behind: None, spans, own_bytes }
+    }
+
+    /// Whether `range` ends just below the lowest read of this run, going down from it (by up to
+    /// an application read: a 1 MiB `pread` is sent as four READs, front to back).
+    fn is_descending(&self, range: &Range<u64>) -> bool {
+        self.run_reads > 0
+            && range.start < self.low
+            && range.end.saturating_add(SEQUENTIAL_TOLERANCE) >= self.low
+            && range.end <= self.low.saturating_add(BACKWARD_TOLERANCE)
+    }
+
+    /// Whether `range` lies just above the lowest read of a run that has gone down: the rest of
+    /// the application read whose first READ went down.
+    fn in_backward_run(&self, range: &Range<u64>) -> bool {
+        self.descending > 0 && range.start >= self.low && range.end <= self.low.saturating_add(SEQUENTIAL_TOLERANCE)
+    }
+
+    /// A read below the last: after `BACKWARD_RUN_READS` of them, the window turns downwards,
+    /// whole blocks below the block the run turned in, growing by doubling as forward windows do.
+    fn go_down(&mut self, range: Range<u64>, limits: WindowLimits) -> ReadPlan {
+        let unit = limits.initial;
+        self.low = range.start;
+        self.descending = self.descending.saturating_add(1);
+        self.run_reads = self.run_reads.saturating_add(1);
+        let mut plan = ReadPlan { own_bytes: true, ..ReadPlan::default() };
+        if self.descending < BACKWARD_RUN_READS {
+            return plan;
+        }
+        if self.behind_window == 0 {
+            // From the reader down: the rest of the block it is in comes with the first blocks
+            // below it (whole, for the cache), not in a READ's own GET each.
+            self.behind_window = unit;
+            self.behind_requested = range.start..range.start;
+        }
+        plan.own_bytes = range.end > self.behind_requested.end;
+        let ahead = self.low.saturating_sub(self.behind_requested.start);
+        if ahead <= self.behind_window - self.behind_window / 4 && self.behind_requested.start > 0 {
+            let from = align_down(self.low.saturating_sub(self.behind_window), unit);
+            plan.prefetch_behind = (from < self.behind_requested.start).then_some(from..self.behind_requested.start);
+            self.behind_requested.start = from.min(self.behind_requested.start);
+            self.behind_window = (self.behind_window * 2).min(limits.max.max(unit));
+        }
+        plan
+    }
+
+    /// Whether this stream would take `range` as its own, were it not the one read last: a read
+    /// going on from it (closer, while it has had a single read) or going down from it.
+    pub fn takes(&self, range: &Range<u64>) -> bool {
+        if self.run_reads == 0 {
+            return false;
+        }
+        let tolerance = if self.is_established() { SEQUENTIAL_TOLERANCE } else { NEW_STREAM_TOLERANCE };
+        let goes_on =
+            range.start.saturating_add(tolerance) >= self.next && range.start <= self.next.saturating_add(tolerance);
+        goes_on || self.is_descending(range) || self.in_backward_run(range)
+    }
+
+    /// Whether `range` goes on from this stream as the one read last: forwards or backwards,
+    /// give or take the kernel's reordering, or the kernel's late readahead of the last run.
+    pub fn goes_on_from(&self, range: &Range<u64>) -> bool {
+        continues(range.start, self.next) || self.is_descending(range) || self.in_backward_run(range)
+    }
+
+    /// Whether what this stream has asked for ahead of its reader already holds `range`.
+    pub fn has_requested(&self, range: &Range<u64>) -> bool {
+        self.window > 0 && range.start >= self.next && range.end <= self.requested_to
+    }
+
+    /// Whether the stream has gone on past its first read: a run, not a lone read.
+    pub fn is_established(&self) -> bool {
+        self.run_reads >= 2
+    }
+
+    /// Whether the stream is fetching ahead of (or below) its reader.
+    pub fn is_streaming(&self) -> bool {
+        self.window > 0 || self.behind_window > 0
+    }
+
+    /// Where the current run began.
+    pub fn run_start(&self) -> u64 {
+        self.run_start
+    }
+
+    /// A read that goes on from this stream, taken as the kernel's late readahead of it rather
+    /// than as the reader coming back: where the stream is moves on, nothing is fetched.
+    pub fn note_late_read(&mut self, range: &Range<u64>) {
+        self.next = self.next.max(range.end);
+    }
+
+    /// The kernel's late readahead of the run before the last jump lengthens the prediction made
+    /// from it; whether `range` was that.
+    pub fn lengthen_by_late_read(&mut self, range: &Range<u64>, size: u64) -> bool {
+        self.is_late_read_of_previous_run(range, size)
     }
 
     /// A read just after where the run before the jump ended, while the reader is elsewhere: the
@@ -154,7 +294,7 @@ impl ReadaheadWindow {
                 // bytes of the block before the run are not wanted, and this read has its own.
                 self.start_with_span(align_up(self.requested_to, limits.initial).min(end), spans);
             }
-            return self.top_up(range.end, size, limits.initial, spans);
+            return self.top_up(range.end, size, limits, spans);
         }
         self.next = self.next.max(range.end);
         self.run_reads = self.run_reads.saturating_add(1);
@@ -180,7 +320,7 @@ impl ReadaheadWindow {
             let run = self.next - self.run_start;
             self.window = self.window.min(align_up(run / 4, limits.initial).max(limits.initial));
         }
-        let ahead = self.top_up(range.end, size, limits.initial, spans);
+        let ahead = self.top_up(range.end, size, limits, spans);
         if ahead.is_some() {
             self.window = (self.window * 2).min(max);
         }
@@ -203,7 +343,14 @@ impl ReadaheadWindow {
     /// the reader were requested long enough ago to have arrived. Blocks end on a `unit`
     /// boundary (the kernel's reads do not), never past the predicted end; the predicted run's
     /// last, partial block is requested as a span of the bytes the run reads there.
-    fn top_up(&mut self, reader_end: u64, size: u64, unit: u64, spans: &mut Vec<Range<u64>>) -> Option<Range<u64>> {
+    fn top_up(
+        &mut self,
+        reader_end: u64,
+        size: u64,
+        limits: WindowLimits,
+        spans: &mut Vec<Range<u64>>,
+    ) -> Option<Range<u64>> {
+        let unit = limits.initial;
         if self.window == 0 {
             return None;
         }
@@ -212,10 +359,15 @@ impl ReadaheadWindow {
             return None;
         }
         let start = self.requested_to.max(reader_end);
-        let (run_end, tail_end) = match self.predicted_end {
+        let (mut run_end, mut tail_end) = match self.predicted_end {
             Some(end) if end < size => (align_down(end, unit), end),
             _ => (size, size),
         };
+        if let Some(stop) = limits.stop_at.map(|stop| align_up(stop, unit).min(size))
+            && stop < run_end
+        {
+            (run_end, tail_end) = (stop, stop);
+        }
         let end = run_end.min(align_up(reader_end + self.window, unit));
         let blocks = (start < end).then_some(start..end);
         self.requested_to = self.requested_to.max(end);
@@ -249,7 +401,7 @@ mod tests {
     use super::*;
 
     const MIB: u64 = 1024 * 1024;
-    const LIMITS: WindowLimits = WindowLimits { initial: MIB, max: 64 * MIB };
+    const LIMITS: WindowLimits = WindowLimits { initial: MIB, max: 64 * MIB, stop_at: None };
 
     #[test]
     fn a_sequential_stream_grows_its_window_to_the_max() {
@@ -363,7 +515,7 @@ mod tests {
         assert_eq!(first.prefetch, Some(301 * MIB..304 * MIB), "predicted: 4 MiB, like the last run");
         assert_eq!(first.spans, vec![300 * MIB + half..301 * MIB], "the rest of the first block");
         let late = w.on_read(24 * MIB..24 * MIB + half, size, LIMITS);
-        assert_eq!(late, ReadPlan { prefetch: None, spans: Vec::new(), own_bytes: true });
+        assert_eq!(late, ReadPlan { own_bytes: true, ..ReadPlan::default() });
         let second = w.on_read(300 * MIB + half..301 * MIB, size, LIMITS);
         assert!(second.own_bytes, "read from the span");
         let (mut furthest, mut spans) = (304 * MIB, second.spans);
@@ -378,7 +530,7 @@ mod tests {
         let tail = w.on_read(304 * MIB..304 * MIB + half, size, LIMITS);
         assert_eq!(
             tail,
-            ReadPlan { prefetch: None, spans: Vec::new(), own_bytes: true },
+            ReadPlan { own_bytes: true, ..ReadPlan::default() },
             "the partial last block: read from the span"
         );
     }
@@ -431,7 +583,7 @@ mod tests {
             w.on_read(i * MIB..(i + 1) * MIB, 1024 * MIB, LIMITS);
         }
         assert_eq!(w.window(), 64 * MIB);
-        let shared = WindowLimits { initial: MIB, max: 8 * MIB };
+        let shared = WindowLimits { initial: MIB, max: 8 * MIB, stop_at: None };
         let mut ahead_of_reader = 0;
         for i in 64..128 {
             if let Some(r) = w.on_read(i * MIB..(i + 1) * MIB, 1024 * MIB, shared).prefetch {

@@ -1,4 +1,4 @@
-//! One open file's stream of reads: its readahead window, and the spans (parts of blocks) fetched
+//! One stream of reads of an object version: its readahead window, and the spans (parts of blocks) fetched
 //! ahead for it.
 
 use std::ops::Range;
@@ -18,6 +18,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl ReadStream {
+    /// A new stream that begins where a jump from `from` lands: it starts from `from`'s window,
+    /// so what `from`'s last run did predicts what this one will do, and fetches its own spans.
+    pub fn continuing(from: &ReadStream) -> Self {
+        Self { window: Mutex::new(from.window().clone()), spans: Mutex::default() }
+    }
+
     pub fn window(&self) -> MutexGuard<'_, ReadaheadWindow> {
         lock(&self.window)
     }
@@ -35,8 +41,8 @@ impl ReadStream {
         lock(&self.spans).take(wanted)
     }
 
-    /// The file was closed: what was fetched ahead for its reader goes (its window stays, for
-    /// the next open to start from).
+    /// What was fetched ahead for its reader goes (its window stays, for the next open to start
+    /// from).
     pub fn forget_spans(&self) {
         lock(&self.spans).clear();
     }

@@ -31,7 +31,7 @@ fn setup(size: usize, config: FetchConfig) -> (Arc<MemoryStore>, Arc<Fetcher<Mem
 /// checking every byte, and waiting `pause` after each read (a consumer slower than the store).
 async fn read_sequentially(fetcher: &Arc<Fetcher<MemoryStore>>, object: &Arc<ObjectId>, data: &Bytes, pause: Duration) {
     let size = data.len() as u64;
-    let stream = SharedStream::default();
+    let stream = SharedStreams::default();
     let mut offset = 0;
     while offset < size {
         let got = fetcher.read(object, size, &stream, offset, 1 << 20).await.unwrap();
@@ -113,7 +113,7 @@ fn kernel_reads_match_the_recording() {
 async fn read_as_the_kernel_does(app_read: u64, size: usize, config: FetchConfig) -> (u64, u64, u64) {
     let (store, fetcher, object, data) = setup(size, config);
     store.set_get_delay(Duration::from_millis(1));
-    let stream = SharedStream::default();
+    let stream = SharedStreams::default();
     for pair in kernel_reads(app_read, size as u64).chunks(2) {
         let reads = pair.iter().map(|r| fetcher.read(&object, size as u64, &stream, r.start, (r.end - r.start) as u32));
         for (r, got) in pair.iter().zip(futures::future::join_all(reads).await) {
@@ -121,7 +121,7 @@ async fn read_as_the_kernel_does(app_read: u64, size: usize, config: FetchConfig
             assert!(got == data.slice(r.start as usize..r.end as usize), "bytes of {r:?}");
         }
     }
-    let grown = stream.window().window();
+    let grown = stream.largest_window();
     (store.counts().gets, store.counts().bytes_sent, grown)
 }
 
@@ -176,7 +176,7 @@ async fn a_reader_of_column_chunks_fetches_little_more_than_the_kernel_asks_for(
     let (store, fetcher, object, data) = setup(size as usize, FetchConfig::default());
     // A GET takes a while, as over a network, so readahead has started before the next READ.
     store.set_get_delay(Duration::from_millis(2));
-    let stream = SharedStream::default();
+    let stream = SharedStreams::default();
     // Chunk starts off block boundaries, as in a real file.
     let starts: Vec<u64> = (0..8).map(|g| g * 128 * MIB + 20 * MIB + 123_457).collect();
     let reads = column_reads(&starts, 4 * MIB);
@@ -201,7 +201,7 @@ async fn a_reader_of_column_chunks_fetches_little_more_than_the_kernel_asks_for(
 async fn a_random_4k_read_fetches_at_most_one_block() {
     let size = 64 * MIB as usize;
     let (store, fetcher, object, data) = setup(size, FetchConfig::default());
-    let stream = SharedStream::default();
+    let stream = SharedStreams::default();
     let offset = 40 * MIB + 12345;
     let got = fetcher.read(&object, size as u64, &stream, offset, 4096).await.unwrap();
     assert!(got == data.slice(offset as usize..offset as usize + 4096));
@@ -214,7 +214,7 @@ async fn a_random_4k_read_fetches_at_most_one_block() {
 async fn a_random_read_of_cached_blocks_makes_no_get() {
     let size = 64 * MIB as usize;
     let (store, fetcher, object, data) = setup(size, FetchConfig::default());
-    let sequential = SharedStream::default();
+    let sequential = SharedStreams::default();
     for i in 0..4 {
         fetcher.read(&object, size as u64, &sequential, i * MIB, MIB as u32).await.unwrap();
     }
@@ -229,7 +229,7 @@ async fn a_random_read_of_cached_blocks_makes_no_get() {
     slot.wait().await.expect("readahead brought the block");
     // Any GET from here on fails, so a successful read proves it came from the cache.
     store.fail_next_gets(u64::MAX);
-    let got = fetcher.read(&object, size as u64, &SharedStream::default(), ahead, 4096).await;
+    let got = fetcher.read(&object, size as u64, &SharedStreams::default(), ahead, 4096).await;
     let got = got.expect("served from the blocks readahead brought");
     assert!(got == data.slice(ahead as usize..ahead as usize + 4096));
 }
@@ -239,10 +239,10 @@ async fn fetched_beside_a_cached_block(cached: u64, wanted: Range<u64>) -> (u64,
     let size = 64 * MIB;
     let (store, fetcher, object, data) = setup(size as usize, FetchConfig::default());
     // A random read of a whole block caches it.
-    fetcher.read(&object, size, &SharedStream::default(), cached * MIB, MIB as u32).await.unwrap();
+    fetcher.read(&object, size, &SharedStreams::default(), cached * MIB, MIB as u32).await.unwrap();
     let before = store.counts();
     let len = (wanted.end - wanted.start) as u32;
-    let got = fetcher.read(&object, size, &SharedStream::default(), wanted.start, len).await.unwrap();
+    let got = fetcher.read(&object, size, &SharedStreams::default(), wanted.start, len).await.unwrap();
     assert!(got == data.slice(wanted.start as usize..wanted.end as usize));
     let after = store.counts();
     (after.gets - before.gets, after.bytes_sent - before.bytes_sent)
@@ -260,7 +260,7 @@ async fn a_random_read_half_in_a_cached_block_fetches_only_the_other_half() {
 async fn small_objects_are_fetched_whole_in_one_get() {
     let size = 3 * MIB as usize + 5;
     let (store, fetcher, object, data) = setup(size, FetchConfig::default());
-    let stream = SharedStream::default();
+    let stream = SharedStreams::default();
     for offset in [2 * MIB, 0, MIB, 3 * MIB] {
         let got = fetcher.read(&object, size as u64, &stream, offset, 4096).await.unwrap();
         assert!(got == data.slice(offset as usize..(offset as usize + 4096).min(size)));
@@ -276,7 +276,7 @@ async fn two_readers_of_one_region_cause_one_get_per_block() {
     let read = |offset: u64| {
         let (fetcher, object) = (Arc::clone(&fetcher), Arc::clone(&object));
         tokio::spawn(async move {
-            let stream = SharedStream::default();
+            let stream = SharedStreams::default();
             fetcher.read(&object, size as u64, &stream, offset, 2 * MIB as u32).await.unwrap()
         })
     };
@@ -294,16 +294,16 @@ async fn two_readers_of_one_region_cause_one_get_per_block() {
 async fn an_object_replaced_mid_read_fails_stale_never_mixed() {
     let size = 64 * MIB as usize;
     let (store, fetcher, object, data) = setup(size, FetchConfig::default());
-    let stream = SharedStream::default();
+    let stream = SharedStreams::default();
     let first = fetcher.read(&object, size as u64, &stream, 0, 4096).await.unwrap();
     assert!(first == data.slice(0..4096));
     // Past the first block, the reader waits for the blocks its window brings whole.
     let next = fetcher.read(&object, size as u64, &stream, MIB, 4096).await.unwrap();
     assert!(next == data.slice(MIB as usize..MIB as usize + 4096));
     store.put("obj", content(9, size));
-    let later = fetcher.read(&object, size as u64, &SharedStream::default(), 50 * MIB, 4096).await;
+    let later = fetcher.read(&object, size as u64, &SharedStreams::default(), 50 * MIB, 4096).await;
     assert_eq!(later, Err(StoreError::PreconditionFailed));
-    let again = fetcher.read(&object, size as u64, &SharedStream::default(), MIB + 4096, 4096).await.unwrap();
+    let again = fetcher.read(&object, size as u64, &SharedStreams::default(), MIB + 4096, 4096).await.unwrap();
     let cached = MIB as usize + 4096..MIB as usize + 8192;
     assert!(again == data.slice(cached), "bytes already cached for the old version stay the old version's");
 }
@@ -313,7 +313,7 @@ async fn the_cache_never_exceeds_its_budget() {
     let size = 128 * MIB as usize;
     let config = FetchConfig { cache_bytes: 32 * MIB, ..FetchConfig::default() };
     let (_store, fetcher, object, data) = setup(size, config);
-    let stream = SharedStream::default();
+    let stream = SharedStreams::default();
     let mut offset = 0;
     while offset < size as u64 {
         let got = fetcher.read(&object, size as u64, &stream, offset, 1 << 20).await.unwrap();
@@ -357,7 +357,7 @@ async fn a_failed_get_is_an_error_and_the_next_read_retries() {
     let size = 64 * MIB as usize;
     let (store, fetcher, object, data) = setup(size, FetchConfig::default());
     store.fail_next_gets(1);
-    let stream = SharedStream::default();
+    let stream = SharedStreams::default();
     assert!(fetcher.read(&object, size as u64, &stream, 10 * MIB, 4096).await.is_err());
     let got = fetcher.read(&object, size as u64, &stream, 10 * MIB, 4096).await.unwrap();
     assert!(got == data.slice(10 * MIB as usize..10 * MIB as usize + 4096));
@@ -372,7 +372,7 @@ async fn bodies_cut_off_mid_stream_resume_from_the_last_byte() {
     assert!(fetcher.metrics.body_resumes.get() == 3, "each cut body was resumed once");
     // A random read's direct GET resumes too.
     store.cut_next_bodies(1, 10);
-    let stream = SharedStream::default();
+    let stream = SharedStreams::default();
     let fresh = Arc::new(Fetcher::new(Arc::clone(&store), FetchConfig::default(), None, Arc::default()));
     let got = fresh.read(&object, size as u64, &stream, 5 * MIB + 7, 4096).await.unwrap();
     assert!(got == data.slice(5 * MIB as usize + 7..5 * MIB as usize + 7 + 4096));
@@ -383,7 +383,7 @@ async fn a_body_cut_off_again_and_again_without_progress_fails_the_read_and_the_
     let size = 8 * MIB as usize;
     let (store, fetcher, object, data) = setup(size, FetchConfig::default());
     store.cut_next_bodies(1000, 0);
-    let stream = SharedStream::default();
+    let stream = SharedStreams::default();
     assert!(fetcher.read(&object, size as u64, &stream, 0, 4096).await.is_err());
     store.cut_next_bodies(0, 0);
     let got = fetcher.read(&object, size as u64, &stream, 0, 4096).await.unwrap();
@@ -410,7 +410,7 @@ proptest! {
         };
         let (_store, fetcher, object, data) = setup(size, config);
         let rt = runtime();
-        let stream = SharedStream::default();
+        let stream = SharedStreams::default();
         let mut position = 0u64;
         for (seek_to, len, seek) in ops {
             if seek {
@@ -485,7 +485,7 @@ mod with_a_disk_cache {
         let local = second.open_on_disk(&object, size as u64).expect("whole on disk: a descriptor for the kernel");
         assert_eq!(local.metadata().unwrap().len(), size as u64);
         read_sequentially(&second, &object, &data, Duration::ZERO).await;
-        let stream = SharedStream::default();
+        let stream = SharedStreams::default();
         let random = second.read(&object, size as u64, &stream, 5 * MIB + 17, 4096).await.unwrap();
         assert!(random == data.slice(5 * MIB as usize + 17..5 * MIB as usize + 17 + 4096));
         assert_eq!(store.counts().gets, gets, "no GET: every block came from disk");
@@ -523,7 +523,7 @@ mod with_a_disk_cache {
             tokio::time::sleep(Duration::from_millis(50)).await;
             let gets = store.counts().gets;
             let started = std::time::Instant::now();
-            let stream = SharedStream::default();
+            let stream = SharedStreams::default();
             let got = second.read(&object, size as u64, &stream, 3 * MIB + 5, 4096).await.unwrap();
             let waited = started.elapsed();
             assert!(got == data.slice(3 * MIB as usize + 5..3 * MIB as usize + 5 + 4096));

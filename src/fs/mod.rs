@@ -22,7 +22,7 @@ use bytes::Bytes;
 
 use crate::cache::disk::DiskCache;
 use crate::errno::FsError;
-use crate::fetch::{FetchConfig, Fetcher, SharedStream};
+use crate::fetch::{FetchConfig, Fetcher, SharedStreams};
 use crate::metrics::Metrics;
 use crate::object_id::ETag;
 use crate::object_id::ObjectId;
@@ -95,12 +95,13 @@ pub struct Attr {
     pub gid: u32,
 }
 
-/// An open file: the inode and object version it reads, and its reader's stream.
+/// An open file: the inode and object version it reads, and the streams of reads of that
+/// version (shared by every handle open on it).
 struct OpenFile {
     ino: Ino,
     object: Arc<ObjectId>,
     size: u64,
-    stream: SharedStream,
+    streams: SharedStreams,
 }
 
 /// An open file's handle, and the version's local copy when it is whole on disk (the kernel may
@@ -132,7 +133,7 @@ pub struct Fs<S> {
     open_files: Mutex<HashMap<u64, OpenFile>>,
     /// A stream continued by a new open (a reader that reopens the file for each chunk) keeps the
     /// readahead window it had built, instead of starting again from the smallest one.
-    released_streams: Mutex<lru::LruCache<Ino, (Arc<ObjectId>, SharedStream)>>,
+    released_streams: Mutex<lru::LruCache<Ino, (Arc<ObjectId>, SharedStreams)>>,
     timed_out: TimedOutReads,
     uploader: Arc<Uploader<S>>,
     writing: Writing<S>,
@@ -419,12 +420,14 @@ impl<S: ObjectStore> Fs<S> {
         let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
         let ObjectMeta { key, size, etag, .. } = meta;
         let object = Arc::new(ObjectId { key, etag });
-        let stream = match lock(&self.released_streams).pop(&ino) {
-            Some((released, stream)) if released == object => stream,
-            _ => Arc::default(),
-        };
         let local_copy = self.fetcher.open_on_disk(&object, size);
-        lock(&self.open_files).insert(handle, OpenFile { ino, object, size, stream });
+        let mut files = lock(&self.open_files);
+        let open = files.values().find(|f| f.ino == ino && f.object == object).map(|f| Arc::clone(&f.streams));
+        let streams = open.unwrap_or_else(|| match lock(&self.released_streams).pop(&ino) {
+            Some((released, streams)) if released == object => streams,
+            _ => Arc::default(),
+        });
+        files.insert(handle, OpenFile { ino, object, size, streams });
         Ok(Opened { handle, local_copy, writing: false })
     }
 
@@ -453,17 +456,17 @@ impl<S: ObjectStore> Fs<S> {
     /// on. If that version is gone, the read fails with `ESTALE` and what is known of the name is
     /// dropped, so the next lookup finds the current version (under a new inode).
     pub async fn read(&self, handle: u64, offset: u64, len: u32) -> Result<Bytes, FsError> {
-        let (ino, object, size, stream) = {
+        let (ino, object, size, streams) = {
             let files = lock(&self.open_files);
             let file = files.get(&handle).ok_or(FsError::BadHandle)?;
-            (file.ino, Arc::clone(&file.object), file.size, Arc::clone(&file.stream))
+            (file.ino, Arc::clone(&file.object), file.size, Arc::clone(&file.streams))
         };
         let deadline = self.options.read_timeout;
         let wanted = offset..offset.saturating_add(u64::from(len));
         if self.timed_out.recently_failed(&object, &wanted) {
             return Err(FsError::TimedOut(deadline.as_secs()));
         }
-        let read = self.fetcher.read(&object, size, &stream, offset, len);
+        let read = self.fetcher.read(&object, size, &streams, offset, len);
         match tokio::time::timeout(deadline, read).await {
             Ok(Ok(data)) => Ok(data),
             Ok(Err(StoreError::PreconditionFailed | StoreError::NotFound)) => {
@@ -501,14 +504,17 @@ impl<S: ObjectStore> Fs<S> {
         let file = files.remove(&handle)?;
         let last = !files.values().any(|f| f.ino == file.ino);
         drop(files);
-        let read_to_the_end = file.stream.position() >= file.size;
-        if last && !self.inodes.is_current(file.ino) {
+        if !last {
+            return None;
+        }
+        let read_to_the_end = file.streams.furthest() >= file.size;
+        if !self.inodes.is_current(file.ino) {
             self.fetcher.forget_version(&file.object, file.size);
-        } else if last && read_to_the_end {
+        } else if read_to_the_end {
             self.fetcher.complete_on_disk(Arc::clone(&file.object), file.size);
         }
-        file.stream.forget_spans();
-        lock(&self.released_streams).put(file.ino, (file.object, file.stream));
+        file.streams.forget_spans();
+        lock(&self.released_streams).put(file.ino, (file.object, file.streams));
         None
     }
 }
