@@ -192,6 +192,7 @@ fn serve(config: MountConfig, readiness: &mut Readiness) -> Result<(), String> {
     let session = crate::fuse::mount(fs, runtime.handle().clone(), &config, ended_tx)
         .map_err(|e| format!("mounting at {}: {e}", config.mountpoint.display()))?;
     tracing::info!(bucket = %config.s3.bucket, prefix = %config.prefix, mountpoint = %config.mountpoint.display(), "mounted");
+    println!("{}", startup_line(&config));
 
     if readiness.is_background() {
         readiness.ready()?;
@@ -206,6 +207,39 @@ fn serve(config: MountConfig, readiness: &mut Readiness) -> Result<(), String> {
     }
     runtime.shutdown_timeout(Duration::from_secs(2));
     Ok(())
+}
+
+/// One line, at any log level, saying what the mount is and which tiers are on.
+fn startup_line(config: &MountConfig) -> String {
+    const MIB: u64 = 1024 * 1024;
+    let memory = format!("memory cache {} MiB", config.fetch.cache_bytes / MIB);
+    let disk = match &config.disk_cache {
+        // SAFETY: geteuid cannot fail.
+        Some(disk) if unsafe { libc::geteuid() } == 0 => {
+            format!("disk cache {} (files whole on disk read by the kernel: FUSE passthrough)", disk.dir.display())
+        }
+        Some(disk) => format!("disk cache {} (served by the daemon: passthrough needs root)", disk.dir.display()),
+        None => "no disk cache".into(),
+    };
+    let writes = &config.fs.writes;
+    let writes = if writes.read_only {
+        "read-only".to_string()
+    } else {
+        let mut allowed = vec!["new files"];
+        if writes.allow_overwrite {
+            allowed.push("overwrite");
+        }
+        if writes.allow_delete {
+            allowed.push("delete");
+        }
+        format!("writes: {}", allowed.join(", "))
+    };
+    format!(
+        "fetchfs: s3://{}/{} mounted at {}; {memory}; {disk}; {writes}",
+        config.s3.bucket,
+        config.prefix,
+        config.mountpoint.display()
+    )
 }
 
 /// How long files still open are served after a signal took the mount away. Shorter than the stop

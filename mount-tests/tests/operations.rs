@@ -324,6 +324,49 @@ fn the_readme_demo_ends_with_the_sample_data_readable() {
     let _ = std::fs::remove_dir(&dir);
 }
 
+#[test]
+fn a_second_demo_run_leaves_the_first_running_and_its_stop_command_stops_it() {
+    let bin = fetchfs_binary().parent().expect("target dir").to_path_buf();
+    let dir = fresh_dir("demo-twice");
+    let first = ok(demo_kept(&bin, &dir), "the first demo.sh");
+    let stop = first.lines().rev().find(|l| l.trim_start().starts_with("umount ")).expect("a stop command").trim();
+    assert!(is_mounted(&dir));
+    assert!(first.contains("--allow-delete --allow-overwrite") && first.contains("memory"), "{first}");
+    // fetchfs's own startup line, at the default log level: which tiers are on.
+    let startup = first.lines().find(|l| l.starts_with("fetchfs: s3://sample/")).expect("the startup line");
+    assert!(startup.contains("memory cache 512 MiB; no disk cache; writes: new files, overwrite, delete"), "{startup}");
+    let log = first.lines().find_map(|l| l.split("fetchfs's log").nth(1)).expect("the log is named");
+    assert!(log.contains("-fetchfs.log"), "{log}");
+    let second = ok(demo_kept(&bin, &dir), "the second demo.sh");
+    assert!(second.contains("already running"), "{second}");
+    assert!(is_mounted(&dir), "the second run left the first one's mount alone");
+    assert!(std::fs::read_dir(&dir).expect("the first demo still serves").next().is_some(), "its files are listed");
+    let out = Command::new("bash").args(["-c", stop]).output().expect("run the stop command");
+    assert!(out.status.success(), "{stop}: {out:?}");
+    assert!(!is_mounted(&dir));
+    assert!(!dir.exists(), "the stop command removed the mount point");
+}
+
+/// The demo as a user runs it: left running at the end. Its output goes through a file, since
+/// the server and the daemon it leaves running outlive it.
+fn demo_kept(bin: &Path, dir: &Path) -> std::process::Output {
+    let printed = dir.with_extension("printed");
+    let status = Command::new("bash")
+        .arg(repo().join("mount-tests/demo.sh"))
+        .env("FETCHFS_DEMO_BIN", bin)
+        .env("FETCHFS_DEMO_DIR", dir)
+        .env_remove("FETCHFS_DEMO_PORT")
+        .env_remove("DEMO_NONINTERACTIVE")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&printed).expect("a file for the demo's output"))
+        .stderr(Stdio::null())
+        .status()
+        .expect("run demo.sh");
+    let stdout = std::fs::read(&printed).expect("the demo's output");
+    let _ = std::fs::remove_file(&printed);
+    std::process::Output { status, stdout, stderr: Vec::new() }
+}
+
 fn demo(bin: &Path, dir: &Path, port: Option<u16>) -> std::process::Output {
     let mut command = Command::new("bash");
     command

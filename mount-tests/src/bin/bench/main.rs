@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod disk_cache;
+mod streams;
 mod writes;
 
 use clap::Parser;
@@ -69,6 +70,8 @@ enum Section {
     SmallFiles,
     DiskCache,
     Writes,
+    /// Readers making several streams of one file: mmap copies, threads, backwards.
+    Streams,
 }
 
 struct Row {
@@ -175,6 +178,14 @@ fn main() {
                 value: mbps(mapped),
                 ratio: Some(mapped / ceiling),
             });
+        }
+
+        if wanted(Section::Streams) {
+            eprintln!("[{name}] dd, to hold the streams to ...");
+            let dd =
+                on_fresh_mount(&server, &extra, &mut peak_rss, |mount| dd_mb_per_s(mount, "large.bin", large, "1M"));
+            let mut fresh = |measure: &dyn Fn(&Mount) -> f64| on_fresh_mount(&server, &extra, &mut peak_rss, measure);
+            streams::rows(&mut fresh, name, args.large_mib, dd, ceiling, &mut rows);
         }
 
         if wanted(Section::Jumping) {
