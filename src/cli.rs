@@ -139,8 +139,9 @@ pub struct MountArgs {
     pub part_size: Option<u64>,
     /// Keep object versions on local disk in DIR, under the memory cache: re-reads and later
     /// mounts with the same DIR read from there, and files whole on disk are read by the kernel
-    /// itself (FUSE passthrough, as root). DIR must be private (0700) and on a local filesystem;
-    /// several mounts may share it.
+    /// itself (FUSE passthrough, as root). DIR must belong to this user and be writable by no one
+    /// else (not by its group, not by anyone; fetchfs keeps its files in a 0700 subdirectory), and
+    /// be on a local filesystem; several mounts may share it.
     #[arg(long, value_name = "DIR")]
     pub disk_cache: Option<PathBuf>,
     /// Most space the disk cache takes, in MiB (default: the smaller of 100 GiB and half the free

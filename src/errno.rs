@@ -29,6 +29,8 @@ pub enum FsError {
     TextBusy,
     #[error("the name exists")]
     Exists,
+    #[error("the name is longer than 255 bytes")]
+    NameTooLong,
     #[error("{0}")]
     InvalidWrite(String),
     #[error("{0}")]
@@ -57,6 +59,7 @@ impl FsError {
             libc::EBUSY => "EBUSY",
             libc::ETXTBSY => "ETXTBSY",
             libc::EEXIST => "EEXIST",
+            libc::ENAMETOOLONG => "ENAMETOOLONG",
             libc::EINVAL => "EINVAL",
             libc::EFBIG => "EFBIG",
             libc::EXDEV => "EXDEV",
@@ -77,6 +80,7 @@ impl FsError {
             FsError::Busy => libc::EBUSY,
             FsError::TextBusy => libc::ETXTBSY,
             FsError::Exists => libc::EEXIST,
+            FsError::NameTooLong => libc::ENAMETOOLONG,
             FsError::InvalidWrite(_) => libc::EINVAL,
             FsError::TooLarge(_) => libc::EFBIG,
             FsError::UploadFailed(_) => libc::EIO,

@@ -242,6 +242,9 @@ impl<S: ObjectStore> Fs<S> {
     /// reference the kernel holds, until `forget`.
     pub async fn lookup(&self, parent: Ino, name: &str) -> Result<Attr, FsError> {
         let prefix = self.dir_prefix(parent)?;
+        if names::is_too_long(name) {
+            return Err(FsError::NameTooLong);
+        }
         if !names::is_valid_name(name) {
             return Err(FsError::NotFound);
         }
@@ -530,8 +533,11 @@ impl<S: ObjectStore> Fs<S> {
     pub async fn create(&self, parent: Ino, name: &str) -> Result<(Attr, u64), FsError> {
         self.check_writable()?;
         let prefix = self.dir_prefix(parent)?;
+        if names::is_too_long(name) {
+            return Err(FsError::NameTooLong);
+        }
         if !names::is_valid_name(name) {
-            return Err(FsError::NotPermitted("the name cannot be a key (empty, '.', '..', or over 255 bytes)"));
+            return Err(FsError::NotPermitted("the name cannot be a key (empty, '.' or '..')"));
         }
         if self.writing.of_name(&prefix, name).is_some() {
             return Err(FsError::Busy);
@@ -673,8 +679,11 @@ impl<S: ObjectStore> Fs<S> {
     pub async fn mkdir(&self, parent: Ino, name: &str) -> Result<Attr, FsError> {
         self.check_writable()?;
         let prefix = self.dir_prefix(parent)?;
+        if names::is_too_long(name) {
+            return Err(FsError::NameTooLong);
+        }
         if !names::is_valid_name(name) {
-            return Err(FsError::NotPermitted("the name cannot be a key (empty, '.', '..', or over 255 bytes)"));
+            return Err(FsError::NotPermitted("the name cannot be a key (empty, '.' or '..')"));
         }
         let exists = match self.metadata.known(&prefix, name) {
             Known::Present(_, _) => true,

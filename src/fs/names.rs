@@ -4,6 +4,11 @@
 /// Longest file name Linux accepts, in bytes.
 const NAME_MAX: usize = 255;
 
+/// A name longer than Linux allows: `ENAMETOOLONG`, not a name that is merely not a key.
+pub fn is_too_long(name: &str) -> bool {
+    name.len() > NAME_MAX
+}
+
 pub fn is_valid_name(name: &str) -> bool {
     !name.is_empty()
         && name != "."

@@ -256,6 +256,18 @@ mod writing {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_name_over_255_bytes_is_too_long_to_create_make_or_look_up() {
+        let (store, fs) = writable(WriteMode::default());
+        let dir = fs.lookup(ROOT_INO, "d").await.unwrap().ino;
+        let long = "n".repeat(256);
+        assert_eq!(fs.create(dir, &long).await.map(|_| ()), Err(FsError::NameTooLong));
+        assert_eq!(fs.mkdir(dir, &long).await.map(|_| ()), Err(FsError::NameTooLong));
+        assert_eq!(fs.lookup(dir, &long).await, Err(FsError::NameTooLong));
+        assert_eq!(FsError::NameTooLong.errno(), libc::ENAMETOOLONG);
+        assert!(object(&store, &format!("d/{long}")).await.is_none(), "nothing was created");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_new_file_is_listed_while_written_and_is_an_object_after_close() {
         let (store, fs) = writable(WriteMode::default());
         let dir = fs.lookup(ROOT_INO, "d").await.unwrap().ino;

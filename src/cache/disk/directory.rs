@@ -49,7 +49,8 @@ fn check_private(dir: &Path) -> Result<(), String> {
     }
     if metadata.mode() & 0o022 != 0 {
         return Err(format!(
-            "the disk cache directory {shown} is writable by others (mode {:o}): refusing it; chmod 700 it",
+            "the disk cache directory {shown} is writable by others than its owner (its group or anyone; mode \
+             {:o}): refusing it; chmod go-w it",
             metadata.mode() & 0o777
         ));
     }
