@@ -192,7 +192,8 @@ fn serve(config: MountConfig, readiness: &mut Readiness) -> Result<(), String> {
     let session = crate::fuse::mount(fs, runtime.handle().clone(), &config, ended_tx)
         .map_err(|e| format!("mounting at {}: {e}", config.mountpoint.display()))?;
     tracing::info!(bucket = %config.s3.bucket, prefix = %config.prefix, mountpoint = %config.mountpoint.display(), "mounted");
-    println!("{}", startup_line(&config));
+    // On stderr, as a diagnostic: scripts may read what the mount prints on stdout.
+    eprintln!("{}", startup_line(&config));
 
     if readiness.is_background() {
         readiness.ready()?;
