@@ -155,6 +155,10 @@ pub struct MountArgs {
     /// Seconds one read may take before it fails with EIO instead of waiting on.
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     pub read_timeout: u64,
+    /// Seconds one request of an upload (a part, a small file's PUT, the completion) may take
+    /// before the write, close or fsync waiting for it fails with EIO and the upload is aborted.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub write_timeout: u64,
     /// Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9464).
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics_addr: Option<std::net::SocketAddr>,

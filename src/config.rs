@@ -191,6 +191,9 @@ fn upload_config(args: &MountArgs) -> Result<UploadConfig, ConfigError> {
             Some(n) => within(n, UPLOAD_CONCURRENCY, "--upload-concurrency", "parts")?,
             None => defaults.concurrency,
         },
+        // Parts spill where the disk cache is, when there is one: a disk meant for this mount.
+        spill_dir: args.disk_cache.clone().unwrap_or_else(|| defaults.spill_dir.clone()),
+        deadline: Duration::from_secs(within(args.write_timeout, READ_TIMEOUT_SECS, "--write-timeout", "seconds")?),
         ..defaults
     })
 }

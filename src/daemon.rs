@@ -16,6 +16,7 @@ use crate::metrics::Metrics;
 use crate::store::counted::Counted;
 use crate::store::s3::S3Store;
 use crate::store::{ObjectStore, StoreError};
+use crate::upload::dangling::{self, Journal};
 
 /// How long the startup check may take before the endpoint counts as unreachable.
 const REACHABILITY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -179,9 +180,17 @@ fn serve(config: MountConfig, readiness: &mut Readiness) -> Result<(), String> {
         }
         None => None,
     };
-    let store = Counted::new(store, Arc::clone(&metrics));
-    let fs =
-        Arc::new(Fs::new(Arc::new(store), config.fs.clone(), config.fetch, config.upload, disk, Arc::clone(&metrics)));
+    let store = Arc::new(Counted::new(store, Arc::clone(&metrics)));
+    let journal = if config.fs.writes.read_only { None } else { uploads_journal(&config, &store, runtime.handle()) };
+    let fs = Arc::new(Fs::new(
+        store,
+        config.fs.clone(),
+        config.fetch,
+        config.upload.clone(),
+        disk,
+        journal,
+        Arc::clone(&metrics),
+    ));
     if let Some(addr) = config.metrics_addr {
         let fs = Arc::clone(&fs);
         runtime
@@ -208,6 +217,33 @@ fn serve(config: MountConfig, readiness: &mut Readiness) -> Result<(), String> {
     }
     runtime.shutdown_timeout(Duration::from_secs(2));
     Ok(())
+}
+
+/// This daemon's journal of multipart uploads, after starting (in the background) to abort those
+/// that stopped daemons left behind for the same bucket. Without a state directory, uploads are
+/// not noted, and the README's lifecycle rule is what cleans up after a killed daemon.
+fn uploads_journal<S: ObjectStore>(
+    config: &MountConfig,
+    store: &Arc<S>,
+    runtime: &tokio::runtime::Handle,
+) -> Option<Arc<Journal>> {
+    let Some(dir) = dangling::journal_dir() else {
+        tracing::info!(
+            "no state directory (HOME, XDG_STATE_HOME or STATE_DIRECTORY): uploads a killed daemon leaves are not noted"
+        );
+        return None;
+    };
+    let bucket = format!("{} {}", config.s3.endpoint_url.as_deref().unwrap_or("aws"), config.s3.bucket);
+    let journal = match Journal::create(&dir, &bucket) {
+        Ok(journal) => Arc::new(journal),
+        Err(e) => {
+            tracing::warn!("noting uploads in {}: {e}; uploads a killed daemon leaves are not noted", dir.display());
+            return None;
+        }
+    };
+    let store = Arc::clone(store);
+    runtime.spawn(async move { dangling::abort_left_behind(&*store, &dir, &bucket).await });
+    Some(journal)
 }
 
 /// One line, at any log level, saying what the mount is and which tiers are on.

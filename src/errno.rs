@@ -37,6 +37,9 @@ pub enum FsError {
     TooLarge(String),
     #[error("writing the object failed: {0}")]
     UploadFailed(String),
+    /// What S3 objects cannot do at all (EOPNOTSUPP), with why.
+    #[error("not supported: {0}")]
+    Unsupported(&'static str),
     /// rename: what `mv` answers by copying and deleting.
     #[error("renaming is not supported")]
     CrossDevice,
@@ -63,6 +66,7 @@ impl FsError {
             libc::EINVAL => "EINVAL",
             libc::EFBIG => "EFBIG",
             libc::EXDEV => "EXDEV",
+            libc::EOPNOTSUPP => "EOPNOTSUPP",
             _ => "EIO",
         }
     }
@@ -85,6 +89,7 @@ impl FsError {
             FsError::TooLarge(_) => libc::EFBIG,
             FsError::UploadFailed(_) => libc::EIO,
             FsError::CrossDevice => libc::EXDEV,
+            FsError::Unsupported(_) => libc::EOPNOTSUPP,
             FsError::Store(e) => match e {
                 StoreError::NotFound | StoreError::NoSuchBucket => libc::ENOENT,
                 StoreError::PreconditionFailed => libc::ESTALE,
@@ -104,7 +109,9 @@ impl From<crate::upload::WriteError> for FsError {
             WriteError::Failed(StoreError::PreconditionFailed) => FsError::UploadFailed(
                 "another client created an object at this name meanwhile; it was not replaced".into(),
             ),
-            WriteError::Finished | WriteError::Failed(_) => FsError::UploadFailed(e.to_string()),
+            WriteError::Finished | WriteError::Failed(_) | WriteError::TimedOut { .. } | WriteError::Spill(_) => {
+                FsError::UploadFailed(e.to_string())
+            }
         }
     }
 }

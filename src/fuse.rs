@@ -19,7 +19,7 @@ use tokio::runtime::Handle;
 
 use crate::config::MountConfig;
 use crate::errno::FsError;
-use crate::fs::{Attr, AttrChange, Fs, Kind, Listing};
+use crate::fs::{Attr, AttrChange, Finished, Fs, Kind, Listing};
 use crate::store::ObjectStore;
 
 /// Largest read the kernel is asked to send at once.
@@ -196,9 +196,10 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let truncate = flags.0 & libc::O_TRUNC != 0;
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY || truncate;
+        let opener = if write { process_of(req.pid()) } else { None };
         let in_passthrough = |inodes: &HashMap<u64, OpenInode>| {
             inodes.get(&ino.0).is_some_and(|open| matches!(open.serving, Serving::Passthrough(_)))
         };
@@ -212,7 +213,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         }
         // Opening may start fetching the files that come next, on the runtime.
         let _runtime = self.runtime.enter();
-        let opened = match self.fs.open(ino.0, write, truncate) {
+        let opened = match self.fs.open(ino.0, write, truncate, opener) {
             Ok(opened) => opened,
             Err(e) => return reply.error(failed(&self.fs, "open", &format_args!("inode {}", ino.0), &e)),
         };
@@ -285,8 +286,11 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         // Releasing may start completing the file on disk, on the runtime.
         let _runtime = self.runtime.enter();
         if let Some(unfinished) = self.fs.release(fh.0) {
-            let fs = Arc::clone(&self.fs);
-            self.runtime.spawn(async move { fs.finish_released(unfinished).await });
+            let (fs, notifier) = (Arc::clone(&self.fs), Arc::clone(&self.notifier));
+            self.runtime.spawn(async move {
+                let finished = fs.finish_released(unfinished).await;
+                forget_replaced(&fs, &notifier, finished).await;
+            });
         }
         let mut inodes = self.lock_open_inodes();
         if let Some(open) = inodes.get_mut(&ino.0) {
@@ -485,7 +489,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         _mode: u32,
@@ -494,9 +498,9 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         reply: ReplyCreate,
     ) {
         let Some(name) = name_str(name).map(str::to_owned) else { return reply.error(Errno::EINVAL) };
-        let (fs, ttl) = (Arc::clone(&self.fs), self.ttl);
+        let (fs, ttl, opener) = (Arc::clone(&self.fs), self.ttl, process_of(req.pid()));
         self.runtime.spawn(async move {
-            match fs.create(parent.0, &name).await {
+            match fs.create(parent.0, &name, opener).await {
                 Ok((attr, handle)) => reply.created(
                     &ttl,
                     &file_attr(&attr),
@@ -530,24 +534,46 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         });
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        let fs = Arc::clone(&self.fs);
+    fn flush(&self, req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        let (fs, notifier, process) = (Arc::clone(&self.fs), Arc::clone(&self.notifier), process_of(req.pid()));
         self.runtime.spawn(async move {
-            match fs.flush(fh.0).await {
-                Ok(()) => reply.ok(),
+            match fs.flush(fh.0, process).await {
+                Ok(finished) => {
+                    forget_replaced(&fs, &notifier, finished).await;
+                    reply.ok();
+                }
                 Err(e) => reply.error(failed(&fs, "close", &format_args!("handle {}", fh.0), &e)),
             }
         });
     }
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        let fs = Arc::clone(&self.fs);
+        let (fs, notifier) = (Arc::clone(&self.fs), Arc::clone(&self.notifier));
         self.runtime.spawn(async move {
             match fs.fsync(fh.0).await {
-                Ok(()) => reply.ok(),
+                Ok(finished) => {
+                    forget_replaced(&fs, &notifier, finished).await;
+                    reply.ok();
+                }
                 Err(e) => reply.error(failed(&fs, "fsync", &format_args!("handle {}", fh.0), &e)),
             }
         });
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _offset: u64,
+        _length: u64,
+        _mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        match self.fs.allocate(fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(failed(&self.fs, "fallocate", &format_args!("inode {}", ino.0), &e)),
+        }
     }
 }
 
@@ -622,6 +648,39 @@ fn forget_name<S: ObjectStore>(fs: &Fs<S>, notifier: &OnceLock<fuser::Notifier>,
             tracing::debug!("telling the kernel to forget {name:?}: {e}");
         }
     });
+}
+
+/// A replaced object's new version has an inode of its own: the kernel forgets the name, so the
+/// next open finds the new inode, and what it holds of the old inode (its size, as the writer left
+/// it, and pages), so files open on the old version read it whole. Done before the close that
+/// completed the file returns, so whatever the writer does next sees the new version.
+async fn forget_replaced<S: ObjectStore>(fs: &Fs<S>, notifier: &OnceLock<fuser::Notifier>, finished: Finished) {
+    let Some(old) = finished.replaced else { return };
+    let (Some(notifier), Some((parent, name))) = (notifier.get().cloned(), fs.parent_and_name(old)) else { return };
+    // The kernel takes the directory's lock, which a lookup may hold while it waits for this
+    // runtime: off the runtime's threads.
+    let forgetting = tokio::task::spawn_blocking(move || {
+        if let Err(e) = notifier.inval_entry(INodeNo(parent), OsStr::new(&name)) {
+            tracing::debug!("telling the kernel to forget {name:?}: {e}");
+        }
+        if let Err(e) = notifier.inval_inode(INodeNo(old), 0, 0) {
+            tracing::debug!("telling the kernel to forget inode {old}: {e}");
+        }
+    });
+    let _ = forgetting.await;
+}
+
+/// The process of the thread that sent a request (FUSE names the thread): what a `close` is
+/// compared by, since a program may open a file in one thread and close it in another.
+fn process_of(thread: u32) -> Option<u32> {
+    if thread == 0 {
+        // Outside the daemon's pid namespace.
+        return None;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{thread}/status")).ok();
+    let group =
+        status.and_then(|s| s.lines().find_map(|l| l.strip_prefix("Tgid:")).and_then(|v| v.trim().parse().ok()));
+    Some(group.unwrap_or(thread))
 }
 
 /// A mounted FUSE session, served by its own threads until unmounted.

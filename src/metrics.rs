@@ -37,6 +37,7 @@ pub struct Metrics {
     pub bytes_fetched: Counter,
     pub uploaded_bytes: Counter,
     pub uploads: Family<UploadLabels, Counter>,
+    pub upload_parts_spilled: Counter,
     pub requests: Family<RequestLabels, Counter>,
     pub retries: Counter,
     pub body_resumes: Counter,
@@ -106,6 +107,12 @@ impl Default for Metrics {
         );
         let uploads = Family::<UploadLabels, Counter>::default();
         registry.register("uploads", "Files written to S3, by outcome (completed or aborted)", uploads.clone());
+        let upload_parts_spilled = Counter::default();
+        registry.register(
+            "upload_parts_spilled",
+            "Upload parts kept on disk while being filled, the memory for writing being taken",
+            upload_parts_spilled.clone(),
+        );
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("requests", "S3 requests by operation and outcome (after retries)", requests.clone());
         let retries = Counter::default();
@@ -149,6 +156,7 @@ impl Default for Metrics {
             bytes_fetched,
             uploaded_bytes,
             uploads,
+            upload_parts_spilled,
             requests,
             retries,
             body_resumes,

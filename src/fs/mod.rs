@@ -7,10 +7,12 @@ mod listing;
 pub mod names;
 mod next_file;
 mod timed_out;
+mod write_path;
 mod writing;
 
 pub use inode::{Entry, Ino, ROOT_INO};
 pub use listing::Listing;
+pub use write_path::Finished;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -24,9 +26,9 @@ use crate::cache::disk::DiskCache;
 use crate::errno::FsError;
 use crate::fetch::{FetchConfig, Fetcher, SharedStreams};
 use crate::metrics::Metrics;
-use crate::object_id::ETag;
 use crate::object_id::ObjectId;
-use crate::store::{ObjectMeta, ObjectStore, Replace, StoreError};
+use crate::store::{ObjectMeta, ObjectStore, StoreError};
+use crate::upload::dangling::Journal;
 use crate::upload::{UploadConfig, Uploader};
 use inode::InodeTable;
 use listing::{Known, MAX_LISTED_ENTRIES, MetadataCache};
@@ -153,10 +155,11 @@ impl<S: ObjectStore> Fs<S> {
         fetch: FetchConfig,
         upload: UploadConfig,
         disk: Option<Arc<DiskCache>>,
+        journal: Option<Arc<Journal>>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
-            uploader: Uploader::new(Arc::clone(&store), upload, Arc::clone(&metrics)),
+            uploader: Uploader::new(Arc::clone(&store), upload, Arc::clone(&metrics), journal),
             writing: Writing::default(),
             fetcher: Arc::new(Fetcher::new(Arc::clone(&store), fetch, disk, Arc::clone(&metrics))),
             metrics,
@@ -249,9 +252,9 @@ impl<S: ObjectStore> Fs<S> {
             return Err(FsError::NotFound);
         }
         if let Some(writer) = self.writing.of_name(&prefix, name)
-            && let Some(entry) = self.inodes.get(writer.ino)
+            && let Some(entry) = self.inodes.get(writer.ino())
         {
-            let ino = self.inodes.looked_up(parent, name, entry.clone(), Some(writer.ino)).0;
+            let ino = self.inodes.looked_up(parent, name, entry.clone(), Some(writer.ino())).0;
             return Ok(self.attr_of(ino, &entry));
         }
         let local_dir = format!("{prefix}{name}/");
@@ -334,9 +337,9 @@ impl<S: ObjectStore> Fs<S> {
         let mut extra: Vec<(String, Ino, Entry)> = Vec::new();
         for writer in self.writing.in_directory(&prefix) {
             if listing.position(&writer.name).is_none()
-                && let Some(entry) = self.inodes.get(writer.ino)
+                && let Some(entry) = self.inodes.get(writer.ino())
             {
-                extra.push((writer.name.clone(), writer.ino, entry));
+                extra.push((writer.name.clone(), writer.ino(), entry));
             }
         }
         for name in self.writing.local_dirs_in(&prefix) {
@@ -407,7 +410,7 @@ impl<S: ObjectStore> Fs<S> {
     /// Opens a file. For reading, the inode stands for one object version, so the kernel may keep
     /// its cached pages. For writing, the object is replaced whole: only with `--allow-overwrite`
     /// and `O_TRUNC`. A file being written cannot be opened again.
-    pub fn open(&self, ino: Ino, write: bool, truncate: bool) -> Result<Opened, FsError> {
+    pub fn open(&self, ino: Ino, write: bool, truncate: bool, opener: Option<u32>) -> Result<Opened, FsError> {
         let meta = match self.inodes.get(ino) {
             Some(Entry::File(meta)) => meta,
             Some(Entry::Directory { .. }) => return Err(FsError::IsADirectory),
@@ -417,7 +420,7 @@ impl<S: ObjectStore> Fs<S> {
             return Err(FsError::Busy);
         }
         if write {
-            return self.open_for_replacing(ino, meta, truncate);
+            return self.open_for_replacing(ino, meta, truncate, opener);
         }
         self.prefetch_next_files(ino);
         let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
@@ -519,229 +522,6 @@ impl<S: ObjectStore> Fs<S> {
         file.streams.forget_spans();
         lock(&self.released_streams).put(file.ino, (file.object, file.streams));
         None
-    }
-}
-
-/// The write path: files created here, or replaced whole, become uploads; `fsync`, and the
-/// `close` of a file with bytes written, complete them.
-impl<S: ObjectStore> Fs<S> {
-    fn check_writable(&self) -> Result<(), FsError> {
-        if self.options.writes.read_only { Err(FsError::ReadOnly) } else { Ok(()) }
-    }
-
-    /// Creates `name` in `parent` and opens it for writing; the object appears once complete.
-    pub async fn create(&self, parent: Ino, name: &str) -> Result<(Attr, u64), FsError> {
-        self.check_writable()?;
-        let prefix = self.dir_prefix(parent)?;
-        if names::is_too_long(name) {
-            return Err(FsError::NameTooLong);
-        }
-        if !names::is_valid_name(name) {
-            return Err(FsError::NotPermitted("the name cannot be a key (empty, '.' or '..')"));
-        }
-        if self.writing.of_name(&prefix, name).is_some() {
-            return Err(FsError::Busy);
-        }
-        // With the directory's listing at hand, the lookups of the next names created in it are
-        // answered here, not by a round trip each under the kernel's directory lock.
-        if self.metadata.listing(&prefix).is_none()
-            && let Err(e) = self.listing(parent, &prefix).await
-        {
-            tracing::debug!(%prefix, "listing a directory written to: {e}");
-        }
-        if let Known::Present(_, _) = self.metadata.known(&prefix, name) {
-            return Err(FsError::Exists);
-        }
-        let key = format!("{prefix}{name}");
-        let entry = Entry::File(ObjectMeta {
-            key: key.clone(),
-            size: 0,
-            etag: ETag::new(""),
-            last_modified: SystemTime::now(),
-        });
-        let ino = self.inodes.looked_up(parent, name, entry.clone(), None).0;
-        let handle = self.start_writer(ino, prefix, name.to_owned(), key, Replace::Never);
-        Ok((self.attr_of(ino, &entry), handle))
-    }
-
-    fn open_for_replacing(&self, ino: Ino, meta: ObjectMeta, truncate: bool) -> Result<Opened, FsError> {
-        self.check_writable()?;
-        if !self.options.writes.allow_overwrite {
-            return Err(FsError::NotPermitted("replacing an existing object needs --allow-overwrite"));
-        }
-        if !truncate {
-            return Err(FsError::NotPermitted("an existing object can only be replaced whole (open it with O_TRUNC)"));
-        }
-        let (parent, name) = self.inodes.parent_and_name(ino).ok_or(FsError::NotFound)?;
-        let prefix = self.dir_prefix(parent)?;
-        let handle = self.start_writer(ino, prefix, name, meta.key, Replace::Allowed);
-        Ok(Opened { handle, local_copy: None, writing: true })
-    }
-
-    fn start_writer(&self, ino: Ino, prefix: String, name: String, key: String, replace: Replace) -> u64 {
-        let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        let upload = self.uploader.start(key, replace);
-        self.writing.insert(handle, Arc::new(Writer::new(ino, prefix, name, upload)));
-        handle
-    }
-
-    /// Appends `data` at `offset`, which must be where the file ends.
-    pub async fn write(&self, handle: u64, offset: u64, data: &[u8]) -> Result<u32, FsError> {
-        let writer = self.writing.get(handle).ok_or(FsError::BadHandle)?;
-        let mut upload = writer.upload.lock().await;
-        if let Some(Err(e)) = writer.outcome() {
-            return Err(e);
-        }
-        upload.write(offset, data).await?;
-        writer.set_written(upload.written());
-        if upload.written() == data.len() as u64 {
-            // The first bytes: a file finished empty is being written again.
-            writer.set_outcome(None);
-        }
-        Ok(data.len() as u32)
-    }
-
-    /// A `close` of one of the file's descriptors: completes the file and reports how that went.
-    /// A file closed before anything was written (`touch`; a shell opening a file, duplicating the
-    /// descriptor for a program and closing its own) becomes an empty object at once, and a write
-    /// at offset 0 through a descriptor still open then replaces it.
-    pub async fn flush(&self, handle: u64) -> Result<(), FsError> {
-        match self.writing.get(handle) {
-            Some(writer) => self.finish(&writer).await,
-            None => Ok(()),
-        }
-    }
-
-    /// Completes a file being written (and reports how that went); nothing for files read.
-    pub async fn fsync(&self, handle: u64) -> Result<(), FsError> {
-        match self.writing.get(handle) {
-            Some(writer) => self.finish(&writer).await,
-            None => Ok(()),
-        }
-    }
-
-    async fn finish(&self, writer: &Writer<S>) -> Result<(), FsError> {
-        let mut upload = writer.upload.lock().await;
-        if let Some(outcome) = writer.outcome() {
-            return outcome;
-        }
-        let outcome = match upload.finish().await {
-            Ok(etag) => {
-                self.completed(writer, upload.key().to_owned(), upload.written(), etag);
-                Ok(())
-            }
-            Err(e) => {
-                tracing::warn!(key = upload.key(), "the upload was aborted: {e}");
-                Err(FsError::from(e))
-            }
-        };
-        writer.set_outcome(Some(outcome.clone()));
-        outcome
-    }
-
-    /// The object is in S3: the inode stands for it, and the directory's listing shows it.
-    fn completed(&self, writer: &Writer<S>, key: String, size: u64, etag: ETag) {
-        let entry = Entry::File(ObjectMeta { key, size, etag, last_modified: SystemTime::now() });
-        self.inodes.set_entry(writer.ino, entry.clone());
-        self.metadata.add_entry(&writer.prefix, &writer.name, writer.ino, entry);
-    }
-
-    /// Completes a file whose last descriptor was closed before it was completed (a failure can
-    /// only be logged: nobody waits for it).
-    pub async fn finish_released(&self, unfinished: UnfinishedUpload<S>) {
-        let _ = self.finish(&unfinished.0).await;
-    }
-
-    /// Deletes the object `name` in `parent`, with `--allow-delete`.
-    pub async fn unlink(&self, parent: Ino, name: &str) -> Result<(), FsError> {
-        self.check_writable()?;
-        if !self.options.writes.allow_delete {
-            return Err(FsError::NotPermitted("deleting objects needs --allow-delete"));
-        }
-        let prefix = self.dir_prefix(parent)?;
-        if self.writing.of_name(&prefix, name).is_some() {
-            return Err(FsError::Busy);
-        }
-        let entry = match self.metadata.known(&prefix, name) {
-            Known::Present(_, entry) => entry,
-            Known::Missing => return Err(FsError::NotFound),
-            Known::Unknown => self.within_deadline(self.ask_store(&prefix, name)).await?,
-        };
-        let Entry::File(meta) = entry else { return Err(FsError::IsADirectory) };
-        self.within_deadline(async { Ok(self.store.delete_object(&meta.key).await?) }).await?;
-        self.metadata.forget_listing(&prefix);
-        self.metadata.store_missing(&prefix, name);
-        Ok(())
-    }
-
-    /// Makes a directory that exists here until a file is written under it (S3 has no
-    /// directories, only key prefixes).
-    pub async fn mkdir(&self, parent: Ino, name: &str) -> Result<Attr, FsError> {
-        self.check_writable()?;
-        let prefix = self.dir_prefix(parent)?;
-        if names::is_too_long(name) {
-            return Err(FsError::NameTooLong);
-        }
-        if !names::is_valid_name(name) {
-            return Err(FsError::NotPermitted("the name cannot be a key (empty, '.' or '..')"));
-        }
-        let exists = match self.metadata.known(&prefix, name) {
-            Known::Present(_, _) => true,
-            Known::Missing => false,
-            Known::Unknown => match self.within_deadline(self.ask_store(&prefix, name)).await {
-                Ok(_) => true,
-                Err(FsError::NotFound) => false,
-                Err(e) => return Err(e),
-            },
-        };
-        let dir_prefix = format!("{prefix}{name}/");
-        if exists || self.writing.of_name(&prefix, name).is_some() || self.writing.is_local_dir(&dir_prefix) {
-            return Err(FsError::Exists);
-        }
-        self.writing.add_local_dir(dir_prefix.clone());
-        let entry = Entry::Directory { prefix: dir_prefix };
-        let ino = self.bind(parent, name, &entry, None);
-        self.writing.made_here(ino);
-        Ok(self.attr_of(ino, &entry))
-    }
-
-    /// Removes a directory made here that holds nothing; directories of objects go away when
-    /// their objects are deleted.
-    pub fn rmdir(&self, parent: Ino, name: &str) -> Result<(), FsError> {
-        self.check_writable()?;
-        let dir_prefix = format!("{}{name}/", self.dir_prefix(parent)?);
-        if !self.writing.is_local_dir(&dir_prefix) {
-            return Err(FsError::NotPermitted("a directory of objects goes away when its objects are deleted"));
-        }
-        if self.writing.busy_under(&dir_prefix) {
-            return Err(FsError::Busy);
-        }
-        self.writing.remove_local_dir(&dir_prefix);
-        Ok(())
-    }
-
-    /// `chmod`, `chown`, `touch` and `truncate`: mode, owner and times come from the mount's
-    /// flags and S3, so they are accepted as no-ops on directories (S3 keeps nothing for them) and
-    /// on files this mount wrote (`tar -x` and `touch` set them), and refused on other objects; the size of a file being written changes only by writing.
-    pub fn setattr(&self, ino: Ino, change: AttrChange) -> Result<Attr, FsError> {
-        self.check_writable()?;
-        let entry = self.inodes.get(ino).ok_or(FsError::NotFound)?;
-        let attr = self.attr_of(ino, &entry);
-        if let Some(size) = change.size
-            && size != attr.size
-        {
-            return Err(FsError::NotPermitted("files are written front to back; their size changes only by writing"));
-        }
-        let made_here = self.writing.written_here(ino) || self.writing.of_inode(ino).is_some();
-        if change.metadata && !made_here && attr.kind == Kind::File {
-            return Err(FsError::NotPermitted("modes, owners and times come from the mount's flags and from S3"));
-        }
-        Ok(attr)
-    }
-
-    /// Whether the mount accepts changes at all.
-    pub fn writable(&self) -> bool {
-        !self.options.writes.read_only
     }
 }
 

@@ -31,6 +31,7 @@ fn fs_with(files: usize, size: usize, ttl: Duration) -> (Arc<MemoryStore>, Fs<Me
         FetchConfig::default(),
         UploadConfig::default(),
         None,
+        None,
         Arc::default(),
     );
     (store, fs)
@@ -94,7 +95,7 @@ async fn files_opened_in_listing_order_are_fetched_ahead_once() {
     let names: Vec<String> = listing.entries().iter().map(|(n, _, _)| n.clone()).collect();
     for (i, name) in names.iter().enumerate() {
         let ino = fs.lookup(dir, name).await.unwrap().ino;
-        let handle = fs.open(ino, false, false).unwrap().handle;
+        let handle = fs.open(ino, false, false, None).unwrap().handle;
         let data = fs.read(handle, 0, 1 << 20).await.unwrap();
         assert_eq!(data.len(), 100 * 1024);
         assert!(data.iter().all(|&b| b == i as u8), "{name}");
@@ -118,7 +119,7 @@ async fn files_opened_out_of_order_are_not_fetched_ahead() {
     let listing = fs.readdir(dir).await.unwrap();
     for position in [30, 3, 17, 9, 25, 0, 38, 12] {
         let ino = fs.lookup(dir, &listing.entries()[position].0).await.unwrap().ino;
-        let handle = fs.open(ino, false, false).unwrap().handle;
+        let handle = fs.open(ino, false, false, None).unwrap().handle;
         fs.read(handle, 0, 4096).await.unwrap();
         fs.release(handle);
     }
@@ -129,7 +130,7 @@ async fn files_opened_out_of_order_are_not_fetched_ahead() {
 async fn open_file(fs: &Fs<MemoryStore>, dir: &str, name: &str) -> u64 {
     let dir = fs.lookup(ROOT_INO, dir).await.unwrap().ino;
     let ino = fs.lookup(dir, name).await.unwrap().ino;
-    fs.open(ino, false, false).unwrap().handle
+    fs.open(ino, false, false, None).unwrap().handle
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,13 +140,13 @@ async fn an_object_replaced_since_its_listing_is_stale_and_found_again_under_a_n
     fs.readdir(dir).await.unwrap();
     store.put("d/f00001", Bytes::from_static(b"the new version"));
     let old = fs.lookup(dir, "f00001").await.unwrap().ino;
-    let handle = fs.open(old, false, false).unwrap().handle;
+    let handle = fs.open(old, false, false, None).unwrap().handle;
     assert_eq!(fs.read(handle, 0, 4096).await, Err(FsError::Stale), "never the new bytes under the old inode");
     assert_eq!(fs.getattr(old).unwrap().size, 10, "the old inode keeps its version's size");
     let new = fs.lookup(dir, "f00001").await.unwrap();
     assert_ne!(new.ino, old, "the new version has an inode of its own");
     assert_eq!(new.size, 15);
-    let handle = fs.open(new.ino, false, false).unwrap().handle;
+    let handle = fs.open(new.ino, false, false, None).unwrap().handle;
     assert_eq!(fs.read(handle, 0, 4096).await.unwrap(), Bytes::from_static(b"the new version"));
 }
 
@@ -169,10 +170,17 @@ async fn a_read_past_its_deadline_fails_instead_of_hanging() {
     let store = Arc::new(MemoryStore::new());
     store.put("slow", Bytes::from_static(b"eventually"));
     let options = FsOptions { read_timeout: Duration::from_millis(200), ..options(MINUTE, MINUTE) };
-    let fs =
-        Fs::new(Arc::clone(&store), options, FetchConfig::default(), UploadConfig::default(), None, Arc::default());
+    let fs = Fs::new(
+        Arc::clone(&store),
+        options,
+        FetchConfig::default(),
+        UploadConfig::default(),
+        None,
+        None,
+        Arc::default(),
+    );
     let ino = fs.lookup(ROOT_INO, "slow").await.unwrap().ino;
-    let handle = fs.open(ino, false, false).unwrap().handle;
+    let handle = fs.open(ino, false, false, None).unwrap().handle;
     store.set_get_delay(Duration::from_secs(5));
     let started = std::time::Instant::now();
     assert_eq!(fs.read(handle, 0, 4096).await, Err(FsError::TimedOut(0)));
@@ -187,8 +195,15 @@ async fn a_read_past_its_deadline_fails_instead_of_hanging() {
 async fn a_lookup_on_a_stalled_network_fails_within_the_deadline() {
     let store = Arc::new(MemoryStore::new());
     let options = FsOptions { read_timeout: Duration::from_millis(200), ..options(MINUTE, MINUTE) };
-    let fs =
-        Fs::new(Arc::clone(&store), options, FetchConfig::default(), UploadConfig::default(), None, Arc::default());
+    let fs = Fs::new(
+        Arc::clone(&store),
+        options,
+        FetchConfig::default(),
+        UploadConfig::default(),
+        None,
+        None,
+        Arc::default(),
+    );
     store.set_metadata_delay(Duration::from_secs(5));
     let started = std::time::Instant::now();
     assert_eq!(fs.lookup(ROOT_INO, "anything").await, Err(FsError::TimedOut(0)));
@@ -206,14 +221,15 @@ async fn gets_reading_with_reopens(reopen_every: u64) -> u64 {
         FetchConfig::default(),
         UploadConfig::default(),
         None,
+        None,
         Arc::default(),
     );
     let ino = fs.lookup(ROOT_INO, "big").await.unwrap().ino;
-    let mut handle = fs.open(ino, false, false).unwrap().handle;
+    let mut handle = fs.open(ino, false, false, None).unwrap().handle;
     for i in 0..64u64 {
         if i > 0 && i % reopen_every == 0 {
             let _ = fs.release(handle);
-            handle = fs.open(ino, false, false).unwrap().handle;
+            handle = fs.open(ino, false, false, None).unwrap().handle;
         }
         assert_eq!(fs.read(handle, i << 20, 1 << 20).await.unwrap().len(), 1 << 20);
     }
@@ -239,8 +255,9 @@ mod writing {
         let store = Arc::new(MemoryStore::new());
         store.put("d/existing", Bytes::from_static(b"old"));
         let options = FsOptions { writes: mode, ..options(MINUTE, MINUTE) };
-        let upload = UploadConfig { first_part_size: 64 * 1024, concurrency: 2, budget: 1 << 20 };
-        let fs = Fs::new(Arc::clone(&store), options, FetchConfig::default(), upload, None, Arc::default());
+        let upload =
+            UploadConfig { first_part_size: 64 * 1024, concurrency: 2, budget: 1 << 20, ..UploadConfig::default() };
+        let fs = Fs::new(Arc::clone(&store), options, FetchConfig::default(), upload, None, None, Arc::default());
         (store, fs)
     }
 
@@ -260,7 +277,7 @@ mod writing {
         let (store, fs) = writable(WriteMode::default());
         let dir = fs.lookup(ROOT_INO, "d").await.unwrap().ino;
         let long = "n".repeat(256);
-        assert_eq!(fs.create(dir, &long).await.map(|_| ()), Err(FsError::NameTooLong));
+        assert_eq!(fs.create(dir, &long, None).await.map(|_| ()), Err(FsError::NameTooLong));
         assert_eq!(fs.mkdir(dir, &long).await.map(|_| ()), Err(FsError::NameTooLong));
         assert_eq!(fs.lookup(dir, &long).await, Err(FsError::NameTooLong));
         assert_eq!(FsError::NameTooLong.errno(), libc::ENAMETOOLONG);
@@ -271,33 +288,109 @@ mod writing {
     async fn a_new_file_is_listed_while_written_and_is_an_object_after_close() {
         let (store, fs) = writable(WriteMode::default());
         let dir = fs.lookup(ROOT_INO, "d").await.unwrap().ino;
-        let (attr, handle) = fs.create(dir, "new").await.unwrap();
+        let (attr, handle) = fs.create(dir, "new", None).await.unwrap();
         fs.write(handle, 0, &[1; 100_000]).await.unwrap();
         assert_eq!(fs.getattr(attr.ino).unwrap().size, 100_000, "the size written so far");
         assert_eq!(fs.lookup(dir, "new").await.unwrap().ino, attr.ino);
         let listing = fs.readdir(dir).await.unwrap();
         assert!(listing.position("new").is_some(), "listed while written");
-        assert_eq!(fs.open(attr.ino, false, false).err(), Some(FsError::Busy), "other opens wait for the end");
+        assert_eq!(fs.open(attr.ino, false, false, None).err(), Some(FsError::Busy), "other opens wait for the end");
         assert_eq!(object(&store, "d/new").await, None, "nothing in S3 before the close");
-        fs.flush(handle).await.unwrap();
+        fs.flush(handle, None).await.unwrap();
         assert!(fs.release(handle).is_none(), "completed by the close");
         assert_eq!(object(&store, "d/new").await, Some(Bytes::from(vec![1; 100_000])));
         let lists = store.counts().lists;
         assert_eq!(fs.lookup(dir, "new").await.unwrap().size, 100_000);
         assert!(fs.readdir(dir).await.unwrap().position("new").is_some());
         assert_eq!(store.counts().lists, lists, "answered from the updated listing");
-        let read = fs.open(attr.ino, false, false).unwrap().handle;
+        let read = fs.open(attr.ino, false, false, None).unwrap().handle;
         assert_eq!(fs.read(read, 0, 10).await.unwrap(), Bytes::from(vec![1; 10]));
     }
 
     #[tokio::test]
-    async fn writes_not_at_the_end_are_invalid_and_the_writer_cannot_read() {
-        let (_, fs) = writable(WriteMode::default());
-        let (_, handle) = fs.create(ROOT_INO, "f").await.unwrap();
+    async fn a_write_not_at_the_end_is_invalid_and_the_file_is_not_written() {
+        let (store, fs) = writable(WriteMode::default());
+        let (_, handle) = fs.create(ROOT_INO, "f", None).await.unwrap();
         fs.write(handle, 0, b"abc").await.unwrap();
         assert_eq!(fs.read(handle, 0, 3).await, Err(FsError::BadHandle), "a file is read once complete");
         assert!(matches!(fs.write(handle, 100, b"x").await, Err(FsError::InvalidWrite(_))));
-        assert!(matches!(fs.write(handle, 0, b"x").await, Err(FsError::InvalidWrite(_))));
+        assert!(matches!(fs.write(handle, 3, b"d").await, Err(FsError::InvalidWrite(_))), "nor anything after");
+        fs.flush(handle, None).await.unwrap();
+        assert_eq!(object(&store, "f").await, None, "what would not hold what was written is not kept");
+    }
+
+    #[tokio::test]
+    async fn a_size_the_mount_cannot_set_is_invalid_and_leaves_no_object() {
+        // `truncate -s 100 new`, `dd seek=100`: created, then a size change it cannot make.
+        let (store, fs) = writable(WriteMode::default());
+        let (attr, handle) = fs.create(ROOT_INO, "sized", None).await.unwrap();
+        let change = AttrChange { metadata: false, size: Some(100) };
+        assert_eq!(fs.setattr(attr.ino, change).map_err(|e| e.errno()).err(), Some(libc::EINVAL));
+        fs.flush(handle, None).await.unwrap();
+        assert_eq!(object(&store, "sized").await, None);
+        // fallocate likewise.
+        let (_, handle) = fs.create(ROOT_INO, "allocated", None).await.unwrap();
+        assert_eq!(fs.allocate(handle).map_err(|e| e.errno()), Err(libc::EOPNOTSUPP));
+        fs.flush(handle, None).await.unwrap();
+        assert_eq!(object(&store, "allocated").await, None);
+    }
+
+    #[tokio::test]
+    async fn only_the_opener_s_close_completes_a_file() {
+        // A shell group (`{ echo a; echo b; } > f`) or a fork: a child's close of the inherited
+        // descriptor comes between the opener's writes.
+        let (store, fs) = writable(WriteMode::default());
+        let (_, handle) = fs.create(ROOT_INO, "group", Some(100)).await.unwrap();
+        fs.write(handle, 0, b"first\n").await.unwrap();
+        fs.flush(handle, Some(200)).await.unwrap();
+        assert_eq!(object(&store, "group").await, None, "a child's close completes nothing");
+        fs.write(handle, 6, b"second\n").await.unwrap();
+        fs.flush(handle, Some(100)).await.unwrap();
+        assert_eq!(object(&store, "group").await, Some(Bytes::from_static(b"first\nsecond\n")));
+        // With no opener's close at all (it was killed), the last release completes it.
+        let (_, handle) = fs.create(ROOT_INO, "released", Some(100)).await.unwrap();
+        fs.write(handle, 0, b"x").await.unwrap();
+        fs.flush(handle, Some(300)).await.unwrap();
+        let unfinished = fs.release(handle).expect("left for the release");
+        fs.finish_released(unfinished).await;
+        assert_eq!(object(&store, "released").await, Some(Bytes::from_static(b"x")));
+    }
+
+    #[tokio::test]
+    async fn an_empty_file_rewritten_replaces_only_its_own_empty_object() {
+        let (store, fs) = writable(WriteMode::default());
+        let (_, handle) = fs.create(ROOT_INO, "raced", None).await.unwrap();
+        fs.flush(handle, None).await.unwrap();
+        store.put("raced", Bytes::from_static(b"OTHER-CLIENT-DATA"));
+        fs.write(handle, 0, b"mine").await.unwrap();
+        assert!(fs.flush(handle, None).await.is_err(), "the close says it was not written");
+        assert_eq!(object(&store, "raced").await, Some(Bytes::from_static(b"OTHER-CLIENT-DATA")));
+    }
+
+    #[tokio::test]
+    async fn a_replaced_object_s_new_version_gets_an_inode_of_its_own() {
+        let (store, fs) = writable(WriteMode { allow_overwrite: true, ..WriteMode::default() });
+        let dir = fs.lookup(ROOT_INO, "d").await.unwrap().ino;
+        let old = fs.lookup(dir, "existing").await.unwrap();
+        let reader = fs.open(old.ino, false, false, None).unwrap().handle;
+        assert_eq!(fs.read(reader, 0, 10).await.unwrap(), Bytes::from_static(b"old"));
+        let writer = fs.open(old.ino, true, true, None).unwrap().handle;
+        fs.write(writer, 0, b"new").await.unwrap();
+        let finished = fs.flush(writer, None).await.unwrap();
+        assert_eq!(finished.replaced, Some(old.ino), "the kernel is told to forget the old inode's name");
+        let new = fs.lookup(dir, "existing").await.unwrap();
+        assert_ne!(new.ino, old.ino);
+        assert_eq!(new.size, 3);
+        assert_eq!(fs.getattr(old.ino).unwrap().size, old.size, "the old inode is still the old version");
+        assert_eq!(object(&store, "d/existing").await, Some(Bytes::from_static(b"new")));
+        let _ = fs.release(writer);
+        let fresh = fs.open(new.ino, false, false, None).unwrap().handle;
+        assert_eq!(fs.read(fresh, 0, 10).await.unwrap(), Bytes::from_static(b"new"));
+        assert_eq!(
+            fs.read(reader, 0, 10).await.unwrap(),
+            Bytes::from_static(b"old"),
+            "the old file reads the old version"
+        );
     }
 
     #[tokio::test]
@@ -305,10 +398,10 @@ mod writing {
         // `echo hi > f`: the shell opens f, hands a copy of the descriptor to echo and closes its
         // own (a flush with nothing written); echo writes and exits (the last close).
         let (store, fs) = writable(WriteMode::default());
-        let (_, handle) = fs.create(ROOT_INO, "f").await.unwrap();
-        fs.flush(handle).await.unwrap();
+        let (_, handle) = fs.create(ROOT_INO, "f", None).await.unwrap();
+        fs.flush(handle, None).await.unwrap();
         fs.write(handle, 0, b"hi\n").await.unwrap();
-        fs.flush(handle).await.unwrap();
+        fs.flush(handle, None).await.unwrap();
         assert!(fs.release(handle).is_none());
         assert_eq!(object(&store, "f").await, Some(Bytes::from_static(b"hi\n")));
     }
@@ -316,18 +409,17 @@ mod writing {
     #[tokio::test]
     async fn a_file_closed_empty_is_in_s3_at_once_and_a_later_write_replaces_it() {
         let (store, fs) = writable(WriteMode::default());
-        let (_, handle) = fs.create(ROOT_INO, "empty").await.unwrap();
-        fs.flush(handle).await.unwrap();
+        let (_, handle) = fs.create(ROOT_INO, "empty", None).await.unwrap();
+        fs.flush(handle, None).await.unwrap();
         assert_eq!(object(&store, "empty").await, Some(Bytes::new()), "touch: there at its close");
         assert!(fs.release(handle).is_none(), "nothing left for the last close");
 
         // A shell's `echo hi > f`: its own descriptor is closed before the program writes.
-        let (_, handle) = fs.create(ROOT_INO, "redirected").await.unwrap();
-        fs.flush(handle).await.unwrap();
+        let (_, handle) = fs.create(ROOT_INO, "redirected", None).await.unwrap();
+        fs.flush(handle, None).await.unwrap();
         assert_eq!(object(&store, "redirected").await, Some(Bytes::new()));
         fs.write(handle, 0, b"hi\n").await.unwrap();
-        assert!(matches!(fs.write(handle, 1, b"x").await, Err(FsError::InvalidWrite(_))));
-        fs.flush(handle).await.unwrap();
+        fs.flush(handle, None).await.unwrap();
         assert_eq!(object(&store, "redirected").await, Some(Bytes::from_static(b"hi\n")));
         assert!(fs.release(handle).is_none());
         let listed = fs.lookup(ROOT_INO, "redirected").await.unwrap();
@@ -337,9 +429,9 @@ mod writing {
     #[tokio::test]
     async fn a_file_finished_with_bytes_takes_no_more() {
         let (store, fs) = writable(WriteMode::default());
-        let (_, handle) = fs.create(ROOT_INO, "done").await.unwrap();
+        let (_, handle) = fs.create(ROOT_INO, "done", None).await.unwrap();
         fs.write(handle, 0, b"abc").await.unwrap();
-        fs.flush(handle).await.unwrap();
+        fs.flush(handle, None).await.unwrap();
         assert!(fs.write(handle, 0, b"xyz").await.is_err(), "no second life for a file with bytes");
         assert_eq!(object(&store, "done").await, Some(Bytes::from_static(b"abc")));
     }
@@ -349,15 +441,18 @@ mod writing {
         let (store, fs) = writable(WriteMode::default());
         let dir = fs.lookup(ROOT_INO, "d").await.unwrap().ino;
         let existing = fs.lookup(dir, "existing").await.unwrap().ino;
-        assert!(matches!(fs.open(existing, true, true), Err(FsError::NotPermitted(_))));
+        assert!(matches!(fs.open(existing, true, true, None), Err(FsError::NotPermitted(_))));
         assert!(matches!(fs.unlink(dir, "existing").await, Err(FsError::NotPermitted(_))));
 
         let (store2, fs) = writable(WriteMode { allow_overwrite: true, allow_delete: true, ..WriteMode::default() });
         drop(store);
         let dir = fs.lookup(ROOT_INO, "d").await.unwrap().ino;
         let existing = fs.lookup(dir, "existing").await.unwrap().ino;
-        assert!(matches!(fs.open(existing, true, false), Err(FsError::NotPermitted(_))), "only whole, with O_TRUNC");
-        let handle = fs.open(existing, true, true).unwrap().handle;
+        assert!(
+            matches!(fs.open(existing, true, false, None), Err(FsError::NotPermitted(_))),
+            "only whole, with O_TRUNC"
+        );
+        let handle = fs.open(existing, true, true, None).unwrap().handle;
         fs.write(handle, 0, b"new").await.unwrap();
         fs.fsync(handle).await.unwrap();
         assert_eq!(object(&store2, "d/existing").await, Some(Bytes::from_static(b"new")));
@@ -370,12 +465,12 @@ mod writing {
     #[tokio::test]
     async fn a_read_only_mount_changes_nothing() {
         let (_, fs) = writable(WriteMode { read_only: true, ..WriteMode::default() });
-        assert_eq!(fs.create(ROOT_INO, "f").await.err(), Some(FsError::ReadOnly));
+        assert_eq!(fs.create(ROOT_INO, "f", None).await.err(), Some(FsError::ReadOnly));
         assert_eq!(fs.mkdir(ROOT_INO, "d2").await.err(), Some(FsError::ReadOnly));
         let dir = fs.lookup(ROOT_INO, "d").await.unwrap().ino;
         assert_eq!(fs.unlink(dir, "existing").await.err(), Some(FsError::ReadOnly));
         let existing = fs.lookup(dir, "existing").await.unwrap().ino;
-        assert_eq!(fs.open(existing, true, true).err(), Some(FsError::ReadOnly));
+        assert_eq!(fs.open(existing, true, true, None).err(), Some(FsError::ReadOnly));
     }
 
     #[tokio::test]
@@ -385,9 +480,9 @@ mod writing {
         assert_eq!(fs.lookup(ROOT_INO, "out").await.unwrap().ino, made.ino);
         assert!(fs.readdir(ROOT_INO).await.unwrap().position("out").is_some());
         assert_eq!(fs.mkdir(ROOT_INO, "out").await.err(), Some(FsError::Exists));
-        let (_, handle) = fs.create(made.ino, "result.txt").await.unwrap();
+        let (_, handle) = fs.create(made.ino, "result.txt", None).await.unwrap();
         fs.write(handle, 0, b"42").await.unwrap();
-        fs.flush(handle).await.unwrap();
+        fs.flush(handle, None).await.unwrap();
         assert_eq!(object(&store, "out/result.txt").await, Some(Bytes::from_static(b"42")));
         assert_eq!(fs.rmdir(ROOT_INO, "d").err().map(|e| e.errno()), Some(libc::EPERM));
     }
@@ -396,7 +491,7 @@ mod writing {
     async fn an_upload_failure_is_the_close_s_error_and_leaves_nothing() {
         let (store, fs) = writable(WriteMode::default());
         store.fail_next_parts(1);
-        let (_, handle) = fs.create(ROOT_INO, "broken").await.unwrap();
+        let (_, handle) = fs.create(ROOT_INO, "broken", None).await.unwrap();
         let mut result = Ok(0);
         for i in 0..8u64 {
             result = fs.write(handle, i * 65_536, &[2; 65_536]).await;
@@ -404,7 +499,7 @@ mod writing {
                 break;
             }
         }
-        let closed = fs.flush(handle).await;
+        let closed = fs.flush(handle, None).await;
         assert!(result.is_err() || closed.is_err());
         assert!(matches!(closed, Err(FsError::UploadFailed(_))), "{closed:?}");
         assert_eq!(closed.map_err(|e| e.errno()), Err(libc::EIO));

@@ -12,27 +12,55 @@ use crate::upload::Upload;
 
 /// One file being written.
 pub struct Writer<S> {
-    pub ino: Ino,
+    /// The inode that stands for the file: the one created, or, for an object replaced whole, the
+    /// new version's once it is complete (the old one stays with the old version, for the files
+    /// open on it).
+    ino: AtomicU64,
     /// Key prefix of its directory, and its name there.
     pub prefix: String,
     pub name: String,
+    /// Whether it replaces an object that was there (and so gets an inode of its own).
+    pub replacing: bool,
+    /// The process that opened it: its `close` completes the file, a child's does not.
+    pub opener: Option<u32>,
     pub upload: tokio::sync::Mutex<Upload<S>>,
     written: AtomicU64,
     /// How finishing the upload went, once it has been finished (cleared when a file finished
     /// empty is written again).
     outcome: Mutex<Option<Result<(), FsError>>>,
+    /// Why the file will not become an object: a write or size change the mount refuses, after
+    /// which it would not hold what the program meant.
+    refused: Mutex<Option<&'static str>>,
 }
 
 impl<S> Writer<S> {
-    pub fn new(ino: Ino, prefix: String, name: String, upload: Upload<S>) -> Self {
+    pub fn new(
+        ino: Ino,
+        prefix: String,
+        name: String,
+        replacing: bool,
+        opener: Option<u32>,
+        upload: Upload<S>,
+    ) -> Self {
         Self {
-            ino,
+            ino: AtomicU64::new(ino),
             prefix,
             name,
+            replacing,
+            opener,
             upload: tokio::sync::Mutex::new(upload),
             written: AtomicU64::new(0),
             outcome: Mutex::new(None),
+            refused: Mutex::new(None),
         }
+    }
+
+    pub fn ino(&self) -> Ino {
+        self.ino.load(Ordering::Relaxed)
+    }
+
+    pub fn set_ino(&self, ino: Ino) {
+        self.ino.store(ino, Ordering::Relaxed);
     }
 
     pub fn written(&self) -> u64 {
@@ -49,6 +77,19 @@ impl<S> Writer<S> {
 
     pub fn set_outcome(&self, outcome: Option<Result<(), FsError>>) {
         *lock(&self.outcome) = outcome;
+    }
+
+    /// Still being written: not finished, or finished empty and written again.
+    fn unfinished(&self) -> bool {
+        lock(&self.outcome).is_none()
+    }
+
+    pub fn refuse(&self, why: &'static str) {
+        lock(&self.refused).get_or_insert(why);
+    }
+
+    pub fn refused(&self) -> Option<&'static str> {
+        *lock(&self.refused)
     }
 }
 
@@ -71,7 +112,7 @@ impl<S> Default for Writing<S> {
 
 impl<S> Writing<S> {
     pub fn insert(&self, handle: u64, writer: Arc<Writer<S>>) {
-        lock(&self.written_here).insert(writer.ino);
+        lock(&self.written_here).insert(writer.ino());
         lock(&self.by_handle).insert(handle, writer);
     }
 
@@ -83,21 +124,22 @@ impl<S> Writing<S> {
         lock(&self.by_handle).remove(&handle)
     }
 
-    /// The writer of `name` in the directory of `prefix`, if it is being written.
+    /// The writer of `name` in the directory of `prefix`, if it is being written. A file complete
+    /// but not yet released is an object like any other.
     pub fn of_name(&self, prefix: &str, name: &str) -> Option<Arc<Writer<S>>> {
-        lock(&self.by_handle).values().find(|w| w.prefix == prefix && w.name == name).cloned()
+        lock(&self.by_handle).values().find(|w| w.unfinished() && w.prefix == prefix && w.name == name).cloned()
     }
 
     pub fn of_inode(&self, ino: Ino) -> Option<Arc<Writer<S>>> {
-        lock(&self.by_handle).values().find(|w| w.ino == ino).cloned()
+        lock(&self.by_handle).values().find(|w| w.unfinished() && w.ino() == ino).cloned()
     }
 
     /// Every file being written in the directory of `prefix`.
     pub fn in_directory(&self, prefix: &str) -> Vec<Arc<Writer<S>>> {
-        lock(&self.by_handle).values().filter(|w| w.prefix == prefix).cloned().collect()
+        lock(&self.by_handle).values().filter(|w| w.unfinished() && w.prefix == prefix).cloned().collect()
     }
 
-    /// Records an inode made by this mount (a directory made with mkdir).
+    /// Records an inode made by this mount (a directory made with mkdir, a version written here).
     pub fn made_here(&self, ino: Ino) {
         lock(&self.written_here).insert(ino);
     }
@@ -133,7 +175,7 @@ impl<S> Writing<S> {
 
     /// Whether anything is being written under the directory of `prefix`.
     pub fn busy_under(&self, prefix: &str) -> bool {
-        lock(&self.by_handle).values().any(|w| w.prefix.starts_with(prefix))
+        lock(&self.by_handle).values().any(|w| w.unfinished() && w.prefix.starts_with(prefix))
             || lock(&self.local_dirs)
                 .range(prefix.to_owned()..)
                 .take_while(|p| p.starts_with(prefix))

@@ -123,7 +123,12 @@ impl MemoryStore {
         let version = self.versions.fetch_add(1, Ordering::Relaxed);
         let etag = ETag::new(format!("\"v{version}-{}\"", data.len()));
         let mut objects = self.lock();
-        if replace == Replace::Never && objects.contains_key(key) {
+        let allowed = match &replace {
+            Replace::Never => !objects.contains_key(key),
+            Replace::IfMatch(expected) => objects.get(key).is_some_and(|o| o.etag == *expected),
+            Replace::Allowed => true,
+        };
+        if !allowed {
             return Err(StoreError::PreconditionFailed);
         }
         objects.insert(key.to_owned(), Object { data, etag: etag.clone(), modified: SystemTime::now() });

@@ -55,11 +55,13 @@ pub enum StoreError {
 }
 
 /// Whether a write may replace an object already at its key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Replace {
     /// Only if the key is free (`If-None-Match: *`): an object another client created meanwhile
     /// makes the write fail with `PreconditionFailed`, never lost silently.
     Never,
+    /// Only the object with this ETag (`If-Match`), the one this mount wrote there.
+    IfMatch(ETag),
     Allowed,
 }
 

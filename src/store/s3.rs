@@ -336,7 +336,8 @@ impl ObjectStore for S3Store {
             .bucket(&self.bucket)
             .key(key)
             .body(ByteStream::from(body))
-            .set_if_none_match(if_none_match(replace))
+            .set_if_none_match(if_none_match(&replace))
+            .set_if_match(if_match(&replace))
             .set_request_payer(self.payer())
             .send()
             .await
@@ -398,7 +399,8 @@ impl ObjectStore for S3Store {
             .key(key)
             .upload_id(&upload.0)
             .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
-            .set_if_none_match(if_none_match(replace))
+            .set_if_none_match(if_none_match(&replace))
+            .set_if_match(if_match(&replace))
             .set_request_payer(self.payer())
             .send()
             .await
@@ -433,8 +435,16 @@ impl ObjectStore for S3Store {
 }
 
 /// `If-None-Match: *` for a write that must not replace an object.
-fn if_none_match(replace: Replace) -> Option<String> {
-    (replace == Replace::Never).then(|| "*".to_owned())
+fn if_none_match(replace: &Replace) -> Option<String> {
+    (*replace == Replace::Never).then(|| "*".to_owned())
+}
+
+/// `If-Match` for a write that may replace only the version this mount wrote.
+fn if_match(replace: &Replace) -> Option<String> {
+    match replace {
+        Replace::IfMatch(etag) => Some(etag.as_str().to_owned()),
+        Replace::Never | Replace::Allowed => None,
+    }
 }
 
 /// Checks that a response to a GET of `range`, pinned to `etag`, is that range (as S3 clips it at

@@ -5,9 +5,13 @@
 //! appears. A file smaller than one part goes up in one PUT. Knows nothing of FUSE, and nothing of
 //! the read path or its caches.
 
+use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
@@ -15,14 +19,28 @@ use crate::metrics::{Metrics, UploadLabels};
 use crate::object_id::ETag;
 use crate::store::{ObjectStore, Replace, StoreError, UploadId, UploadedPart};
 
+pub mod dangling;
+mod part;
+
+use dangling::Journal;
+use part::Part;
+
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
 /// S3's limit on the parts of one upload.
 pub const MAX_PARTS: u32 = 10_000;
 /// Parts double in size every this many, so that large objects fit in MAX_PARTS.
 const PARTS_PER_SIZE: u32 = 1000;
+/// A part in memory reserves the budget in steps of this many KiB as its bytes arrive.
+const RESERVE_STEP_KIB: u32 = 1024;
+/// How long a writer waits for parts on their way up to give memory back before it spills its
+/// part to disk instead.
+const SPILL_AFTER: Duration = Duration::from_secs(1);
+/// Spilled parts read back into memory beyond the budget, at most this many at once mount-wide
+/// (they go there only when the budget is taken by parts being filled).
+const SPILLED_SENDS_OVER_BUDGET: usize = 2;
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct UploadConfig {
     /// Size of the first parts; files up to it go up in one PUT.
     pub first_part_size: u64,
@@ -30,11 +48,21 @@ pub struct UploadConfig {
     pub concurrency: usize,
     /// Memory for parts being filled or sent, for the whole mount.
     pub budget: u64,
+    /// Where parts go when the budget is taken.
+    pub spill_dir: PathBuf,
+    /// Longest one request of an upload may take (a part, a small file's PUT, the completion).
+    pub deadline: Duration,
 }
 
 impl Default for UploadConfig {
     fn default() -> Self {
-        Self { first_part_size: 8 * MIB, concurrency: 8, budget: 128 * MIB }
+        Self {
+            first_part_size: 8 * MIB,
+            concurrency: 8,
+            budget: 128 * MIB,
+            spill_dir: std::env::temp_dir(),
+            deadline: Duration::from_secs(30),
+        }
     }
 }
 
@@ -69,6 +97,11 @@ pub enum WriteError {
     Finished,
     #[error("the upload failed: {0}")]
     Failed(StoreError),
+    #[error("{what} took longer than {secs} s (--write-timeout)")]
+    TimedOut { what: &'static str, secs: u64 },
+    /// The budget was taken and the part could not go to disk either.
+    #[error("keeping a part on disk failed: {0}")]
+    Spill(String),
 }
 
 /// What every upload of a mount shares: the store, the settings, and the memory for parts.
@@ -77,13 +110,27 @@ pub struct Uploader<S> {
     config: UploadConfig,
     /// The budget in KiB permits (a permit count is a u32; parts may pass 4 GiB).
     memory: Arc<Semaphore>,
+    /// Parts on their way up, mount-wide: what gives memory back.
+    sending: Arc<AtomicUsize>,
+    /// Room for spilled parts read back when the budget is taken.
+    over_budget: Arc<Semaphore>,
+    /// Where the multipart uploads started here are noted until they end.
+    journal: Option<Arc<Journal>>,
     metrics: Arc<Metrics>,
 }
 
 impl<S: ObjectStore> Uploader<S> {
-    pub fn new(store: Arc<S>, config: UploadConfig, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(store: Arc<S>, config: UploadConfig, metrics: Arc<Metrics>, journal: Option<Arc<Journal>>) -> Arc<Self> {
         let memory = Arc::new(Semaphore::new((config.budget / KIB).min(Semaphore::MAX_PERMITS as u64) as usize));
-        Arc::new(Self { store, config, memory, metrics })
+        Arc::new(Self {
+            store,
+            config,
+            memory,
+            sending: Arc::default(),
+            over_budget: Arc::new(Semaphore::new(SPILLED_SENDS_OVER_BUDGET)),
+            journal,
+            metrics,
+        })
     }
 
     pub fn config(&self) -> &UploadConfig {
@@ -104,16 +151,59 @@ impl<S: ObjectStore> Uploader<S> {
             done: Vec::new(),
             failed: None,
             finished: false,
-            committed_empty: false,
+            committed_empty: None,
         }
+    }
+
+    /// `kib` of the budget: at once if free; else if parts are on their way up (they give memory
+    /// back), within SPILL_AFTER; else `None`, and the caller spills.
+    async fn reserve(&self, kib: u32) -> Option<OwnedSemaphorePermit> {
+        if let Ok(permit) = Arc::clone(&self.memory).try_acquire_many_owned(kib) {
+            return Some(permit);
+        }
+        if self.sending.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        tokio::time::timeout(SPILL_AFTER, Arc::clone(&self.memory).acquire_many_owned(kib)).await.ok()?.ok()
+    }
+
+    /// Memory for a spilled part of `len` bytes about to be sent: from the budget if it is free,
+    /// else one of the few places beyond it (freed as those parts go up).
+    async fn memory_for_spilled(&self, len: u64) -> Option<OwnedSemaphorePermit> {
+        let kib = len.div_ceil(KIB).min(u64::from(u32::MAX)) as u32;
+        if let Ok(permit) = Arc::clone(&self.memory).try_acquire_many_owned(kib) {
+            return Some(permit);
+        }
+        Arc::clone(&self.over_budget).acquire_owned().await.ok()
     }
 }
 
-/// A part being filled, and the memory it holds.
-struct Part {
-    bytes: BytesMut,
-    limit: u64,
-    permit: OwnedSemaphorePermit,
+/// Counts a part as on its way up for as long as it lives.
+struct Sending(Arc<AtomicUsize>);
+
+impl Sending {
+    fn start(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(count))
+    }
+}
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Runs one request of an upload within the deadline.
+async fn within<T>(
+    deadline: Duration,
+    what: &'static str,
+    request: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, WriteError> {
+    match tokio::time::timeout(deadline, request).await {
+        Ok(result) => result.map_err(WriteError::Failed),
+        Err(_) => Err(WriteError::TimedOut { what, secs: deadline.as_secs() }),
+    }
 }
 
 /// One file being written.
@@ -125,14 +215,14 @@ pub struct Upload<S> {
     part: Option<Part>,
     next_number: u32,
     multipart: Option<UploadId>,
-    in_flight: JoinSet<Result<UploadedPart, StoreError>>,
+    in_flight: JoinSet<Result<UploadedPart, WriteError>>,
     done: Vec<UploadedPart>,
-    failed: Option<StoreError>,
+    failed: Option<WriteError>,
     finished: bool,
-    /// Finished with nothing written: the empty object is in S3, and a write at offset 0 starts
-    /// the file again (the `close` of a descriptor before anything was written, as `touch` and a
-    /// shell's redirection do, makes the empty file visible at once).
-    committed_empty: bool,
+    /// Finished with nothing written: the empty object (this ETag) is in S3, and a write at
+    /// offset 0 starts the file again, replacing that object only if it is still the one there
+    /// (a shell's redirection for a builtin closes the file it opened before anything is written).
+    committed_empty: Option<ETag>,
 }
 
 impl<S: ObjectStore> Upload<S> {
@@ -145,14 +235,15 @@ impl<S: ObjectStore> Upload<S> {
         self.written
     }
 
-    /// Appends `data`, which must start where the file ends. Waits while the mount's memory for
-    /// parts is full or this file has its most parts in flight.
+    /// Appends `data`, which must start where the file ends. Memory for the bytes comes from the
+    /// mount's budget as they arrive; when other files hold it all, the part goes to disk.
     pub async fn write(&mut self, offset: u64, mut data: &[u8]) -> Result<(), WriteError> {
-        if self.committed_empty && offset == 0 && !data.is_empty() {
-            // The empty object this upload made is replaced by the file's bytes.
-            self.committed_empty = false;
+        if offset == 0
+            && !data.is_empty()
+            && let Some(empty) = self.committed_empty.take()
+        {
             self.finished = false;
-            self.replace = Replace::Allowed;
+            self.replace = Replace::IfMatch(empty);
         }
         if self.finished {
             return Err(WriteError::Finished);
@@ -166,24 +257,33 @@ impl<S: ObjectStore> Upload<S> {
         }
         self.collect_finished_parts();
         if let Some(e) = &self.failed {
-            return Err(WriteError::Failed(e.clone()));
+            return Err(e.clone());
         }
+        let uploader = Arc::clone(&self.uploader);
         while !data.is_empty() {
             let part = match &mut self.part {
                 Some(part) => part,
                 None => {
-                    let limit = self.uploader.config.part_size(self.next_number);
-                    let memory = Arc::clone(&self.uploader.memory);
-                    let kib = limit.div_ceil(KIB).min(u64::from(u32::MAX)) as u32;
-                    let permit = memory.acquire_many_owned(kib).await.map_err(|_| WriteError::Finished)?;
-                    self.part.insert(Part { bytes: BytesMut::with_capacity(limit as usize), limit, permit })
+                    let nothing =
+                        Arc::clone(&uploader.memory).try_acquire_many_owned(0).map_err(|_| WriteError::Finished)?;
+                    self.part.insert(Part::new(uploader.config.part_size(self.next_number), nothing))
                 }
             };
-            let take = data.len().min((part.limit - part.bytes.len() as u64) as usize);
-            part.bytes.extend_from_slice(&data[..take]);
+            let take = data.len().min(part.room() as usize);
+            let missing = part.missing_kib(take as u64);
+            if missing > 0 {
+                match uploader.reserve(missing.max(RESERVE_STEP_KIB).min(part.unreserved_kib())).await {
+                    Some(more) => part.reserve(more),
+                    None => {
+                        part.spill(&uploader.config.spill_dir).await.map_err(|e| WriteError::Spill(e.to_string()))?;
+                        uploader.metrics.upload_parts_spilled.inc();
+                    }
+                }
+            }
+            part.append(&data[..take]).await.map_err(|e| WriteError::Spill(e.to_string()))?;
             data = &data[take..];
             self.written += take as u64;
-            if part.bytes.len() as u64 == part.limit {
+            if part.room() == 0 {
                 self.send_part().await?;
             }
         }
@@ -197,14 +297,14 @@ impl<S: ObjectStore> Upload<S> {
         }
     }
 
-    fn note(&mut self, joined: Result<Result<UploadedPart, StoreError>, tokio::task::JoinError>) {
+    fn note(&mut self, joined: Result<Result<UploadedPart, WriteError>, tokio::task::JoinError>) {
         match joined {
             Ok(Ok(part)) => self.done.push(part),
             Ok(Err(e)) => {
                 self.failed.get_or_insert(e);
             }
             Err(e) => {
-                self.failed.get_or_insert(StoreError::Other(format!("a part upload stopped: {e}")));
+                self.failed.get_or_insert(WriteError::Failed(StoreError::Other(format!("a part upload stopped: {e}"))));
             }
         }
     }
@@ -213,10 +313,15 @@ impl<S: ObjectStore> Upload<S> {
     async fn send_part(&mut self) -> Result<(), WriteError> {
         let Some(part) = self.part.take() else { return Ok(()) };
         let store = Arc::clone(&self.uploader.store);
+        let deadline = self.uploader.config.deadline;
         let upload = match &self.multipart {
             Some(upload) => upload.clone(),
             None => {
-                let upload = store.create_upload(&self.key).await.map_err(|e| self.fail(e))?;
+                let created = within(deadline, "starting the upload", store.create_upload(&self.key)).await;
+                let upload = created.map_err(|e| self.fail(e))?;
+                if let Some(journal) = &self.uploader.journal {
+                    journal.started(&self.key, &upload);
+                }
                 self.multipart.insert(upload).clone()
             }
         };
@@ -226,21 +331,27 @@ impl<S: ObjectStore> Upload<S> {
             }
         }
         if let Some(e) = &self.failed {
-            return Err(WriteError::Failed(e.clone()));
+            return Err(e.clone());
         }
+        let over_budget = match part.is_spilled() {
+            true => self.uploader.memory_for_spilled(part.len).await,
+            false => None,
+        };
+        let (bytes, reserved) = part.into_bytes().await.map_err(|e| self.fail(WriteError::Spill(e.to_string())))?;
+        let memory = reserved.or(over_budget);
         let (key, number) = (self.key.clone(), self.next_number);
         self.next_number += 1;
-        let Part { bytes, permit, .. } = part;
+        let sending = Sending::start(&self.uploader.sending);
         self.in_flight.spawn(async move {
-            let _memory = permit;
-            store.upload_part(&key, &upload, number, bytes.freeze()).await
+            let (_memory, _sending) = (memory, sending);
+            within(deadline, "sending a part", store.upload_part(&key, &upload, number, bytes)).await
         });
         Ok(())
     }
 
-    fn fail(&mut self, e: StoreError) -> WriteError {
+    fn fail(&mut self, e: WriteError) -> WriteError {
         self.failed.get_or_insert(e.clone());
-        WriteError::Failed(e)
+        e
     }
 
     /// Completes the object: the last part and the parts in flight go up, then the upload is
@@ -253,7 +364,7 @@ impl<S: ObjectStore> Upload<S> {
         }
         self.finished = true;
         let outcome = self.complete().await;
-        self.committed_empty = outcome.is_ok() && self.written == 0;
+        self.committed_empty = outcome.as_ref().ok().filter(|_| self.written == 0).cloned();
         let label = if outcome.is_ok() { "completed" } else { "aborted" };
         self.uploader.metrics.uploads.get_or_create(&UploadLabels { outcome: label }).inc();
         outcome
@@ -261,11 +372,15 @@ impl<S: ObjectStore> Upload<S> {
 
     async fn complete(&mut self) -> Result<ETag, WriteError> {
         let store = Arc::clone(&self.uploader.store);
+        let deadline = self.uploader.config.deadline;
         if self.multipart.is_none() && self.failed.is_none() {
-            let body = self.part.take().map_or_else(Bytes::new, |p| p.bytes.freeze());
-            return store.put_object(&self.key, body, self.replace).await.map_err(WriteError::Failed);
+            let body = match self.part.take() {
+                Some(part) => part.into_bytes().await.map_err(|e| WriteError::Spill(e.to_string()))?.0,
+                None => Bytes::new(),
+            };
+            return within(deadline, "writing the file", store.put_object(&self.key, body, self.replace.clone())).await;
         }
-        if self.part.as_ref().is_some_and(|p| !p.bytes.is_empty())
+        if self.part.as_ref().is_some_and(|p| p.len > 0)
             && let Err(e) = self.send_part().await
         {
             return Err(self.abort(e).await);
@@ -274,14 +389,24 @@ impl<S: ObjectStore> Upload<S> {
             self.note(joined);
         }
         if let Some(e) = self.failed.clone() {
-            return Err(self.abort(WriteError::Failed(e)).await);
+            return Err(self.abort(e).await);
         }
         let Some(upload) = self.multipart.clone() else { return Err(WriteError::Finished) };
         let mut parts = std::mem::take(&mut self.done);
         parts.sort_by_key(|p| p.number);
-        match store.complete_upload(&self.key, &upload, parts, self.replace).await {
-            Ok(etag) => Ok(etag),
-            Err(e) => Err(self.abort(WriteError::Failed(e)).await),
+        let completing = store.complete_upload(&self.key, &upload, parts, self.replace.clone());
+        match within(deadline, "completing the upload", completing).await {
+            Ok(etag) => {
+                self.ended(&upload);
+                Ok(etag)
+            }
+            Err(e) => Err(self.abort(e).await),
+        }
+    }
+
+    fn ended(&self, upload: &UploadId) {
+        if let Some(journal) = &self.uploader.journal {
+            journal.ended(upload);
         }
     }
 
@@ -289,10 +414,15 @@ impl<S: ObjectStore> Upload<S> {
     /// appears; returns `error`.
     async fn abort(&mut self, error: WriteError) -> WriteError {
         self.in_flight.abort_all();
-        if let Some(upload) = self.multipart.take()
-            && let Err(e) = self.uploader.store.abort_upload(&self.key, &upload).await
-        {
-            tracing::warn!(key = %self.key, "aborting the upload failed (the bucket's lifecycle rules must clean it up): {e}");
+        if let Some(upload) = self.multipart.take() {
+            let aborting = self.uploader.store.abort_upload(&self.key, &upload);
+            match within(self.uploader.config.deadline, "aborting the upload", aborting).await {
+                Ok(()) => self.ended(&upload),
+                Err(e) => tracing::warn!(
+                    key = %self.key,
+                    "aborting the upload failed (the next mount, or the bucket's lifecycle rule, aborts it): {e}"
+                ),
+            }
         }
         error
     }

@@ -13,11 +13,11 @@ fn content(len: usize) -> Vec<u8> {
 }
 
 fn uploader(store: &Arc<MemoryStore>, config: UploadConfig) -> Arc<Uploader<MemoryStore>> {
-    Uploader::new(Arc::clone(store), config, Arc::default())
+    Uploader::new(Arc::clone(store), config, Arc::default(), None)
 }
 
 fn small_parts() -> UploadConfig {
-    UploadConfig { first_part_size: 64 * 1024, concurrency: 3, budget: 512 * 1024 }
+    UploadConfig { first_part_size: 64 * 1024, concurrency: 3, budget: 512 * 1024, ..UploadConfig::default() }
 }
 
 async fn stored(store: &MemoryStore, key: &str) -> Bytes {
@@ -121,7 +121,8 @@ async fn parts_wait_for_memory_rather_than_fail() {
     // parts in flight, take turns and both finish.
     let store = Arc::new(MemoryStore::new());
     store.set_part_delay(std::time::Duration::from_millis(5));
-    let config = UploadConfig { first_part_size: 64 * 1024, concurrency: 4, budget: 128 * 1024 };
+    let config =
+        UploadConfig { first_part_size: 64 * 1024, concurrency: 4, budget: 128 * 1024, ..UploadConfig::default() };
     let uploader = uploader(&store, config);
     let data = Arc::new(content(600_000));
     let writers: Vec<_> = ["a", "b"]
@@ -146,7 +147,8 @@ async fn parts_wait_for_memory_rather_than_fail() {
 
 #[test]
 fn parts_grow_so_large_objects_fit_in_ten_thousand() {
-    let config = UploadConfig { first_part_size: 8 * MIB, concurrency: 8, budget: 128 * MIB };
+    let config =
+        UploadConfig { first_part_size: 8 * MIB, concurrency: 8, budget: 128 * MIB, ..UploadConfig::default() };
     assert_eq!(config.part_size(1), 8 * MIB);
     assert_eq!(config.part_size(1000), 8 * MIB);
     assert_eq!(config.part_size(1001), 16 * MIB);
@@ -160,7 +162,7 @@ fn parts_grow_so_large_objects_fit_in_ten_thousand() {
 async fn a_file_past_the_largest_object_is_too_large() {
     // 1 KiB parts that cannot grow (the budget holds two): 10,000 KiB at most.
     let store = Arc::new(MemoryStore::new());
-    let config = UploadConfig { first_part_size: 1024, concurrency: 4, budget: 2048 };
+    let config = UploadConfig { first_part_size: 1024, concurrency: 4, budget: 2048, ..UploadConfig::default() };
     assert_eq!(config.largest_object(), 10_000 * 1024);
     let mut upload = uploader(&store, config).start("huge".into(), Replace::Never);
     let chunk = vec![5u8; 1024 * 1024];
@@ -172,4 +174,79 @@ async fn a_file_past_the_largest_object_is_too_large() {
     upload.cancel().await;
     assert_eq!(store.head("huge").await.map(|m| m.size), Err(StoreError::NotFound));
     assert_eq!(store.uploads_in_progress(), 0, "the parts sent were aborted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_each_holding_part_of_a_part_never_wait_on_each_other() {
+    // Room for two parts; ten files written round-robin each hold part of a part, and no part
+    // fills to give memory back: the writer goes on by keeping parts on disk.
+    let store = Arc::new(MemoryStore::new());
+    let config =
+        UploadConfig { first_part_size: 64 * 1024, concurrency: 2, budget: 128 * 1024, ..UploadConfig::default() };
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let uploader = Uploader::new(Arc::clone(&store), config, Arc::clone(&metrics), None);
+    let data = content(200_000);
+    let mut uploads: Vec<_> = (0..10).map(|i| uploader.start(format!("f{i}"), Replace::Never)).collect();
+    let write_all = async {
+        for (n, chunk) in data.chunks(16 * 1024).enumerate() {
+            for upload in &mut uploads {
+                upload.write((n * 16 * 1024) as u64, chunk).await.unwrap();
+            }
+        }
+        for upload in &mut uploads {
+            upload.finish().await.unwrap();
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), write_all).await.expect("no writer waits forever");
+    for i in 0..10 {
+        assert!(stored(&store, &format!("f{i}")).await == data, "f{i} is exact");
+    }
+    assert!(metrics.upload_parts_spilled.get() > 0, "parts went to disk");
+    assert_eq!(uploader.memory.available_permits(), 128, "all the memory came back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_server_fails_the_upload_within_the_deadline() {
+    let store = Arc::new(MemoryStore::new());
+    store.set_part_delay(std::time::Duration::from_secs(3600));
+    let deadline = std::time::Duration::from_millis(200);
+    let config = UploadConfig {
+        first_part_size: 64 * 1024,
+        concurrency: 2,
+        budget: 512 * 1024,
+        deadline,
+        ..UploadConfig::default()
+    };
+    let mut upload = uploader(&store, config).start("stalled".into(), Replace::Never);
+    let started = std::time::Instant::now();
+    let data = content(300_000);
+    let mut wrote = Ok(());
+    for (i, chunk) in data.chunks(65_536).enumerate() {
+        wrote = upload.write(i as u64 * 65_536, chunk).await;
+        if wrote.is_err() {
+            break;
+        }
+    }
+    let finished = upload.finish().await;
+    let failed = [wrote.err(), finished.err()].into_iter().flatten().next();
+    assert!(matches!(failed, Some(WriteError::TimedOut { .. })), "{failed:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert_eq!(store.uploads_in_progress(), 0, "aborted");
+}
+
+#[tokio::test]
+async fn a_file_written_again_after_an_empty_close_replaces_only_that_empty_object() {
+    let store = Arc::new(MemoryStore::new());
+    let mut upload = uploader(&store, small_parts()).start("f".into(), Replace::Never);
+    upload.finish().await.unwrap();
+    upload.write(0, b"first").await.unwrap();
+    upload.finish().await.unwrap();
+    assert_eq!(stored(&store, "f").await, Bytes::from_static(b"first"));
+
+    let mut upload = uploader(&store, small_parts()).start("g".into(), Replace::Never);
+    upload.finish().await.unwrap();
+    store.put("g", Bytes::from_static(b"OTHER-CLIENT-DATA"));
+    upload.write(0, b"mine").await.unwrap();
+    assert_eq!(upload.finish().await, Err(WriteError::Failed(StoreError::PreconditionFailed)));
+    assert_eq!(stored(&store, "g").await, Bytes::from_static(b"OTHER-CLIENT-DATA"));
 }

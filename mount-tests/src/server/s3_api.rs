@@ -60,11 +60,28 @@ impl TestS3 {
     }
 
     /// `If-None-Match: *` on a write: 412 when the key holds an object.
-    fn refuse_if_present(&self, bucket: &str, key: &str, condition: Option<&ETagCondition>) -> S3Result<()> {
-        if matches!(condition, Some(ETagCondition::Any))
-            && self.storage.get(bucket, key).map_err(storage_error)?.is_some()
-        {
+    /// A conditional write (`If-None-Match: *`, `If-Match: <etag>`) refused as S3 refuses it.
+    fn check_write_conditions(
+        &self,
+        bucket: &str,
+        key: &str,
+        if_match: Option<&ETagCondition>,
+        if_none_match: Option<&ETagCondition>,
+    ) -> S3Result<()> {
+        if if_match.is_none() && if_none_match.is_none() {
+            return Ok(());
+        }
+        let current = self.storage.get(bucket, key).map_err(storage_error)?;
+        if matches!(if_none_match, Some(ETagCondition::Any)) && current.is_some() {
             return Err(s3_error!(PreconditionFailed, "an object exists at this key (If-None-Match: *)"));
+        }
+        if let Some(condition) = if_match {
+            let Some(object) = current else { return Err(s3_error!(NoSuchKey)) };
+            if !matches!(condition, ETagCondition::Any)
+                && condition.as_etag().map(ETag::value) != Some(object.etag.as_str())
+            {
+                return Err(s3_error!(PreconditionFailed, "the object has another ETag (If-Match)"));
+            }
         }
         Ok(())
     }
@@ -225,7 +242,7 @@ impl S3 for TestS3 {
         self.count("PutObject");
         let input = req.input;
         let data = collect_body(input.body).await?;
-        self.refuse_if_present(&input.bucket, &input.key, input.if_none_match.as_ref())?;
+        self.check_write_conditions(&input.bucket, &input.key, input.if_match.as_ref(), input.if_none_match.as_ref())?;
         let object = StoredObject::new(data, input.content_type.map(|t| t.to_string()));
         let etag = etag_of(&object);
         self.storage.put(&input.bucket, &input.key, object).map_err(storage_error)?;
@@ -317,7 +334,7 @@ impl S3 for TestS3 {
             };
             return Ok(S3Response::new(output));
         }
-        self.refuse_if_present(&input.bucket, &input.key, input.if_none_match.as_ref())?;
+        self.check_write_conditions(&input.bucket, &input.key, input.if_match.as_ref(), input.if_none_match.as_ref())?;
         let upload = self.uploads().remove(&input.upload_id).ok_or_else(|| s3_error!(NoSuchUpload))?;
         let mut body = BytesMut::with_capacity(upload.parts.values().map(|(data, _)| data.len()).sum());
         let mut md5s = Vec::with_capacity(requested.len());

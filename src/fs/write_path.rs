@@ -1,0 +1,302 @@
+//! The write path: files created here, or replaced whole, become uploads. The `close` by the
+//! process that opened the file, its `fsync`, or the release of its last descriptor completes it;
+//! a close by a child that inherited the descriptor does not. Deletes, and directories that live
+//! here until a file is written under them.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+
+use super::listing::Known;
+use super::writing::Writer;
+use super::{Attr, AttrChange, Entry, Fs, Ino, Kind, Opened, UnfinishedUpload, names};
+use crate::errno::FsError;
+use crate::object_id::ETag;
+use crate::store::{ObjectMeta, ObjectStore, Replace};
+use crate::upload::WriteError;
+
+/// A file completed: the object exists.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Finished {
+    /// The inode of the version it replaced, which the kernel must stop taking for the name (the
+    /// new version has an inode of its own).
+    pub replaced: Option<Ino>,
+}
+
+impl<S: ObjectStore> Fs<S> {
+    fn check_writable(&self) -> Result<(), FsError> {
+        if self.options.writes.read_only { Err(FsError::ReadOnly) } else { Ok(()) }
+    }
+
+    /// Creates `name` in `parent` and opens it for writing; the object appears once complete.
+    /// `opener` is the process creating it.
+    pub async fn create(&self, parent: Ino, name: &str, opener: Option<u32>) -> Result<(Attr, u64), FsError> {
+        self.check_writable()?;
+        let prefix = self.dir_prefix(parent)?;
+        if names::is_too_long(name) {
+            return Err(FsError::NameTooLong);
+        }
+        if !names::is_valid_name(name) {
+            return Err(FsError::NotPermitted("the name cannot be a key (empty, '.' or '..')"));
+        }
+        if self.writing.of_name(&prefix, name).is_some() {
+            return Err(FsError::Busy);
+        }
+        // With the directory's listing at hand, the lookups of the next names created in it are
+        // answered here, not by a round trip each under the kernel's directory lock.
+        if self.metadata.listing(&prefix).is_none()
+            && let Err(e) = self.listing(parent, &prefix).await
+        {
+            tracing::debug!(%prefix, "listing a directory written to: {e}");
+        }
+        if let Known::Present(_, _) = self.metadata.known(&prefix, name) {
+            return Err(FsError::Exists);
+        }
+        let key = format!("{prefix}{name}");
+        let entry = Entry::File(ObjectMeta {
+            key: key.clone(),
+            size: 0,
+            etag: ETag::new(""),
+            last_modified: SystemTime::now(),
+        });
+        let ino = self.inodes.looked_up(parent, name, entry.clone(), None).0;
+        let writer = Writer::new(ino, prefix, name.to_owned(), false, opener, self.uploader.start(key, Replace::Never));
+        let handle = self.add_writer(writer);
+        Ok((self.attr_of(ino, &entry), handle))
+    }
+
+    pub(super) fn open_for_replacing(
+        &self,
+        ino: Ino,
+        meta: ObjectMeta,
+        truncate: bool,
+        opener: Option<u32>,
+    ) -> Result<Opened, FsError> {
+        self.check_writable()?;
+        if !self.options.writes.allow_overwrite {
+            return Err(FsError::NotPermitted("replacing an existing object needs --allow-overwrite"));
+        }
+        if !truncate {
+            return Err(FsError::NotPermitted("an existing object can only be replaced whole (open it with O_TRUNC)"));
+        }
+        let (parent, name) = self.inodes.parent_and_name(ino).ok_or(FsError::NotFound)?;
+        let prefix = self.dir_prefix(parent)?;
+        let upload = self.uploader.start(meta.key, Replace::Allowed);
+        let handle = self.add_writer(Writer::new(ino, prefix, name, true, opener, upload));
+        Ok(Opened { handle, local_copy: None, writing: true })
+    }
+
+    fn add_writer(&self, writer: Writer<S>) -> u64 {
+        let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        self.writing.insert(handle, Arc::new(writer));
+        handle
+    }
+
+    /// Appends `data` at `offset`, which must be where the file ends. A write elsewhere is refused
+    /// (EINVAL), and the file will not become an object: it would not hold what was written.
+    pub async fn write(&self, handle: u64, offset: u64, data: &[u8]) -> Result<u32, FsError> {
+        let writer = self.writing.get(handle).ok_or(FsError::BadHandle)?;
+        if let Some(why) = writer.refused() {
+            return Err(FsError::InvalidWrite(format!("the file will not be written: {why}")));
+        }
+        let mut upload = writer.upload.lock().await;
+        if let Some(Err(e)) = writer.outcome() {
+            return Err(e);
+        }
+        match upload.write(offset, data).await {
+            Ok(()) => {}
+            Err(e @ WriteError::NotAtEnd { .. }) => {
+                writer.refuse("a write was not at the end of the file (files are written front to back)");
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        }
+        writer.set_written(upload.written());
+        if upload.written() == data.len() as u64 {
+            // The first bytes: a file finished empty is being written again.
+            writer.set_outcome(None);
+        }
+        Ok(data.len() as u32)
+    }
+
+    /// A `close` of one of the file's descriptors by `process`. The opener's completes the file
+    /// and reports how that went; another's (a child that inherited the descriptor) leaves it to
+    /// the opener, or to the last release. A file closed by its opener before anything was written
+    /// (`touch`; a shell's redirection for a builtin) becomes an empty object at once, and a write
+    /// at offset 0 through a descriptor still open then replaces it.
+    pub async fn flush(&self, handle: u64, process: Option<u32>) -> Result<Finished, FsError> {
+        match self.writing.get(handle) {
+            Some(writer) if writer.opener.is_none() || writer.opener == process => self.finish(&writer).await,
+            _ => Ok(Finished::default()),
+        }
+    }
+
+    /// Completes a file being written (and reports how that went); nothing for files read.
+    pub async fn fsync(&self, handle: u64) -> Result<Finished, FsError> {
+        match self.writing.get(handle) {
+            Some(writer) => self.finish(&writer).await,
+            None => Ok(Finished::default()),
+        }
+    }
+
+    async fn finish(&self, writer: &Writer<S>) -> Result<Finished, FsError> {
+        let mut upload = writer.upload.lock().await;
+        if let Some(outcome) = writer.outcome() {
+            return outcome.map(|()| Finished::default());
+        }
+        if let Some(why) = writer.refused() {
+            // What the program saw fail was its write; nothing of the file is kept.
+            upload.cancel().await;
+            tracing::warn!(key = upload.key(), "the file was not written: {why}");
+            writer.set_outcome(Some(Ok(())));
+            return Ok(Finished::default());
+        }
+        let outcome = match upload.finish().await {
+            Ok(etag) => Ok(self.completed(writer, upload.key().to_owned(), upload.written(), etag)),
+            Err(e) => {
+                tracing::warn!(key = upload.key(), "the upload was aborted: {e}");
+                Err(FsError::from(e))
+            }
+        };
+        writer.set_outcome(Some(outcome.as_ref().map(|_| ()).map_err(Clone::clone)));
+        outcome
+    }
+
+    /// The object is in S3: an inode stands for it, and the directory's listing shows it. A file
+    /// created here keeps its inode; a replaced object's new version gets a new one, so files open
+    /// on the old version keep reading it (and the kernel's pages of it).
+    fn completed(&self, writer: &Writer<S>, key: String, size: u64, etag: ETag) -> Finished {
+        let entry = Entry::File(ObjectMeta { key, size, etag, last_modified: SystemTime::now() });
+        let old = writer.ino();
+        let replaced = match writer.replacing {
+            true => match self.inodes.parent_and_name(old) {
+                Some((parent, name)) => {
+                    let ino = self.inodes.number_for(parent, &name, &entry, None);
+                    writer.set_ino(ino);
+                    self.writing.made_here(ino);
+                    (ino != old).then_some(old)
+                }
+                None => None,
+            },
+            false => {
+                self.inodes.set_entry(old, entry.clone());
+                None
+            }
+        };
+        self.metadata.add_entry(&writer.prefix, &writer.name, writer.ino(), entry);
+        Finished { replaced }
+    }
+
+    /// Completes a file whose last descriptor was closed before it was completed (a failure can
+    /// only be logged: nobody waits for it).
+    pub async fn finish_released(&self, unfinished: UnfinishedUpload<S>) -> Finished {
+        self.finish(&unfinished.0).await.unwrap_or_default()
+    }
+
+    /// `fallocate` on a file being written: S3 objects have no holes or reserved room, and a file
+    /// whose size a program could not set will not hold what it meant, so it is not written.
+    pub fn allocate(&self, handle: u64) -> Result<(), FsError> {
+        if let Some(writer) = self.writing.get(handle) {
+            writer.refuse("fallocate was refused (an object's size comes only from writing)");
+        }
+        Err(FsError::Unsupported("S3 objects have no room reserved ahead of their bytes"))
+    }
+
+    /// Deletes the object `name` in `parent`, with `--allow-delete`.
+    pub async fn unlink(&self, parent: Ino, name: &str) -> Result<(), FsError> {
+        self.check_writable()?;
+        if !self.options.writes.allow_delete {
+            return Err(FsError::NotPermitted("deleting objects needs --allow-delete"));
+        }
+        let prefix = self.dir_prefix(parent)?;
+        if self.writing.of_name(&prefix, name).is_some() {
+            return Err(FsError::Busy);
+        }
+        let entry = match self.metadata.known(&prefix, name) {
+            Known::Present(_, entry) => entry,
+            Known::Missing => return Err(FsError::NotFound),
+            Known::Unknown => self.within_deadline(self.ask_store(&prefix, name)).await?,
+        };
+        let Entry::File(meta) = entry else { return Err(FsError::IsADirectory) };
+        self.within_deadline(async { Ok(self.store.delete_object(&meta.key).await?) }).await?;
+        self.metadata.forget_listing(&prefix);
+        self.metadata.store_missing(&prefix, name);
+        Ok(())
+    }
+
+    /// Makes a directory that exists here until a file is written under it (S3 has no
+    /// directories, only key prefixes).
+    pub async fn mkdir(&self, parent: Ino, name: &str) -> Result<Attr, FsError> {
+        self.check_writable()?;
+        let prefix = self.dir_prefix(parent)?;
+        if names::is_too_long(name) {
+            return Err(FsError::NameTooLong);
+        }
+        if !names::is_valid_name(name) {
+            return Err(FsError::NotPermitted("the name cannot be a key (empty, '.' or '..')"));
+        }
+        let exists = match self.metadata.known(&prefix, name) {
+            Known::Present(_, _) => true,
+            Known::Missing => false,
+            Known::Unknown => match self.within_deadline(self.ask_store(&prefix, name)).await {
+                Ok(_) => true,
+                Err(FsError::NotFound) => false,
+                Err(e) => return Err(e),
+            },
+        };
+        let dir_prefix = format!("{prefix}{name}/");
+        if exists || self.writing.of_name(&prefix, name).is_some() || self.writing.is_local_dir(&dir_prefix) {
+            return Err(FsError::Exists);
+        }
+        self.writing.add_local_dir(dir_prefix.clone());
+        let entry = Entry::Directory { prefix: dir_prefix };
+        let ino = self.bind(parent, name, &entry, None);
+        self.writing.made_here(ino);
+        Ok(self.attr_of(ino, &entry))
+    }
+
+    /// Removes a directory made here that holds nothing; directories of objects go away when
+    /// their objects are deleted.
+    pub fn rmdir(&self, parent: Ino, name: &str) -> Result<(), FsError> {
+        self.check_writable()?;
+        let dir_prefix = format!("{}{name}/", self.dir_prefix(parent)?);
+        if !self.writing.is_local_dir(&dir_prefix) {
+            return Err(FsError::NotPermitted("a directory of objects goes away when its objects are deleted"));
+        }
+        if self.writing.busy_under(&dir_prefix) {
+            return Err(FsError::Busy);
+        }
+        self.writing.remove_local_dir(&dir_prefix);
+        Ok(())
+    }
+
+    /// `chmod`, `chown`, `touch` and `truncate`: mode, owner and times come from the mount's
+    /// flags and S3, so they are accepted as no-ops on directories (S3 keeps nothing for them) and
+    /// on files this mount wrote (`tar -x` and `touch` set them), and refused on other objects. A
+    /// size can change only by writing: another size is EINVAL, and a file being written whose
+    /// size was refused will not be written.
+    pub fn setattr(&self, ino: Ino, change: AttrChange) -> Result<Attr, FsError> {
+        self.check_writable()?;
+        let entry = self.inodes.get(ino).ok_or(FsError::NotFound)?;
+        let attr = self.attr_of(ino, &entry);
+        if let Some(size) = change.size
+            && size != attr.size
+        {
+            let why = "a size can change only by writing (files are written front to back)";
+            if let Some(writer) = self.writing.of_inode(ino) {
+                writer.refuse(why);
+            }
+            return Err(FsError::InvalidWrite(why.into()));
+        }
+        let made_here = self.writing.written_here(ino) || self.writing.of_inode(ino).is_some();
+        if change.metadata && !made_here && attr.kind == Kind::File {
+            return Err(FsError::NotPermitted("modes, owners and times come from the mount's flags and from S3"));
+        }
+        Ok(attr)
+    }
+
+    /// Whether the mount accepts changes at all.
+    pub fn writable(&self) -> bool {
+        !self.options.writes.read_only
+    }
+}
