@@ -61,6 +61,7 @@ impl MountConfig {
         if !Path::new("/dev/fuse").exists() {
             return Err(error("/dev/fuse does not exist: load the fuse kernel module (modprobe fuse)"));
         }
+        check_fuse_device_access()?;
         let acl = match (args.allow_other, args.allow_root) {
             (true, _) => SessionACL::All,
             (false, true) => SessionACL::RootAndOwner,
@@ -127,6 +128,20 @@ pub fn s3_settings(bucket: String, args: &S3Args) -> Result<S3Settings, ConfigEr
         max_attempts,
         ca_bundle_pem: args.ca_bundle.as_deref().map(read_ca_bundle).transpose()?,
     })
+}
+
+/// A user who may not open /dev/fuse gets a bare "Permission denied" from deep in the mount; say
+/// which file and what to do instead.
+fn check_fuse_device_access() -> Result<(), ConfigError> {
+    // SAFETY: access reads the NUL-terminated path and touches no other memory.
+    if unsafe { libc::access(c"/dev/fuse".as_ptr(), libc::R_OK | libc::W_OK) } == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    Err(error(format!(
+        "cannot open /dev/fuse for reading and writing ({e}): its mode or group keeps this user out \
+         (`ls -l /dev/fuse`; it is usually crw-rw-rw-); fix its permissions as root, or mount as root"
+    )))
 }
 
 /// Limits of the numeric flags: beyond them a value is a typo, or would exhaust the machine.

@@ -46,9 +46,21 @@ pub struct Mount {
 impl Mount {
     /// Mounts `bucket` of an S3 endpoint in the background (fetchfs's default mode).
     pub fn new(endpoint: &str, credentials: &Credentials, bucket: &str, extra: &[&str]) -> Result<Self, String> {
+        Self::with_env(endpoint, credentials, bucket, extra, &[])
+    }
+
+    /// The same, with `env` added to the daemon's environment.
+    pub fn with_env(
+        endpoint: &str,
+        credentials: &Credentials,
+        bucket: &str,
+        extra: &[&str],
+        env: &[(&str, &Path)],
+    ) -> Result<Self, String> {
         let dir = fresh_dir("mnt");
         let log = dir.with_extension("log");
         let out = fetchfs_command(Some(credentials))
+            .envs(env.iter().copied())
             .arg("mount")
             .arg(bucket)
             .arg(&dir)

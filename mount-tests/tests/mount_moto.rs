@@ -56,3 +56,36 @@ fn standard_tools_read_exact_bytes_from_moto() {
     let found = String::from_utf8_lossy(&found.stdout);
     assert_eq!(found.lines().count(), 8, "{found}");
 }
+
+#[test]
+fn a_file_rewritten_after_a_shell_s_early_close_never_replaces_another_client_s_object() {
+    // `{ ...; } > f`: the shell's own close of f comes first and makes the empty object; the bytes
+    // written after replace only that empty object, never what another client put there meanwhile.
+    let moto = mount_tests::moto::shared().expect("moto server");
+    let credentials = Credentials::default();
+    let bucket = format!("guard-{:08x}", fastrand::u32(..));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = s3_client(&moto.endpoint_url, &credentials, Retries::Standard);
+    runtime.block_on(async { client.create_bucket().bucket(&bucket).send().await.expect("create bucket") });
+    let mount = Mount::new(&moto.endpoint_url, &credentials, &bucket, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let mut shell = Command::new("sh")
+        .args(["-c", "{ sleep 3; echo fetchfs-bytes; } > raced.txt"])
+        .current_dir(&mount.dir)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    runtime.block_on(async {
+        while client.head_object().bucket(&bucket).key("raced.txt").send().await.is_err() {
+            assert!(std::time::Instant::now() < deadline, "the shell's early close made the empty object");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let other = aws_sdk_s3::primitives::ByteStream::from_static(b"OTHER-CLIENT-DATA");
+        client.put_object().bucket(&bucket).key("raced.txt").body(other).send().await.expect("another client's put");
+    });
+    let _ = shell.wait();
+    let kept = runtime.block_on(async {
+        let object = client.get_object().bucket(&bucket).key("raced.txt").send().await.expect("get");
+        object.body.collect().await.expect("body").into_bytes()
+    });
+    assert_eq!(kept, Bytes::from_static(b"OTHER-CLIENT-DATA"));
+}

@@ -401,3 +401,36 @@ fn the_demo_says_so_when_its_server_cannot_take_the_port_asked_for() {
     assert!(!is_mounted(&dir));
     let _ = std::fs::remove_dir(&dir);
 }
+
+#[test]
+fn a_user_who_may_not_open_dev_fuse_is_told_which_file_and_what_to_do() {
+    let as_nobody = |program: &Path, args: &[&std::ffi::OsStr]| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(program)
+            .args(args)
+            .output()
+            .expect("run setpriv")
+    };
+    let open_to_all = as_nobody(Path::new("sh"), &["-c".as_ref(), "test -r /dev/fuse && test -w /dev/fuse".as_ref()]);
+    if open_to_all.status.success() {
+        eprintln!("/dev/fuse is open to every user on this machine: nothing to check");
+        return;
+    }
+    let mountpoint = fresh_dir("nobody-mnt");
+    ok(Command::new("chown").arg("65534").arg(&mountpoint).output().expect("chown"), "chown");
+    let out = as_nobody(
+        &fetchfs_binary(),
+        &[
+            "mount".as_ref(),
+            "any-bucket".as_ref(),
+            mountpoint.as_os_str(),
+            "--endpoint-url".as_ref(),
+            "http://127.0.0.1:9".as_ref(),
+        ],
+    );
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("/dev/fuse") && said.contains("Permission denied"), "{said}");
+    let _ = std::fs::remove_dir(&mountpoint);
+}

@@ -218,8 +218,13 @@ mod writes {
         let refused = store.put_object("new.bin", data::content(2, 10), Replace::Never).await;
         assert_eq!(refused, Err(StoreError::PreconditionFailed));
         assert_eq!(read_all(store, "new.bin").await, data::content(1, 1000), "the first one stays");
-        store.put_object("new.bin", data::content(3, 10), Replace::Allowed).await.unwrap();
+        let current = store.put_object("new.bin", data::content(3, 10), Replace::Allowed).await.unwrap();
         assert_eq!(read_all(store, "new.bin").await, data::content(3, 10));
+        // Replacing only the version this client wrote (If-Match).
+        let stale = store.put_object("new.bin", data::content(4, 10), Replace::IfMatch(etag)).await;
+        assert_eq!(stale, Err(StoreError::PreconditionFailed));
+        store.put_object("new.bin", data::content(5, 10), Replace::IfMatch(current)).await.unwrap();
+        assert_eq!(read_all(store, "new.bin").await, data::content(5, 10));
     }
 
     async fn a_multipart_upload_is_its_parts_in_order(store: &impl ObjectStore) {
@@ -265,8 +270,11 @@ mod writes {
     }
 
     async fn a_deleted_object_is_gone(store: &impl ObjectStore) {
-        store.put_object("gone.bin", data::content(9, 10), Replace::Never).await.unwrap();
-        store.delete_object("gone.bin").await.unwrap();
+        let etag = store.put_object("gone.bin", data::content(9, 10), Replace::Never).await.unwrap();
+        let replaced = store.put_object("gone.bin", data::content(10, 10), Replace::Allowed).await.unwrap();
+        let stale = store.delete_object("gone.bin", Some(&etag)).await;
+        assert_eq!(stale, Err(StoreError::PreconditionFailed), "a delete pinned to another version");
+        store.delete_object("gone.bin", Some(&replaced)).await.unwrap();
         assert_eq!(store.head("gone.bin").await.map(|m| m.size), Err(StoreError::NotFound));
     }
 }

@@ -141,15 +141,20 @@ impl<S: ObjectStore> Fs<S> {
 
     async fn finish(&self, writer: &Writer<S>) -> Result<Finished, FsError> {
         let mut upload = writer.upload.lock().await;
+        if let Some(why) = writer.refused() {
+            // What the program saw fail was its write; nothing of the file is kept, not even the
+            // empty object an early close made.
+            if writer.discard() {
+                upload.cancel().await;
+                self.metadata.forget_listing(&writer.prefix);
+                self.metadata.store_missing(&writer.prefix, &writer.name);
+                tracing::warn!(key = upload.key(), "the file was not written: {why}");
+                writer.set_outcome(Some(Ok(())));
+            }
+            return Ok(Finished::default());
+        }
         if let Some(outcome) = writer.outcome() {
             return outcome.map(|()| Finished::default());
-        }
-        if let Some(why) = writer.refused() {
-            // What the program saw fail was its write; nothing of the file is kept.
-            upload.cancel().await;
-            tracing::warn!(key = upload.key(), "the file was not written: {why}");
-            writer.set_outcome(Some(Ok(())));
-            return Ok(Finished::default());
         }
         let outcome = match upload.finish().await {
             Ok(etag) => Ok(self.completed(writer, upload.key().to_owned(), upload.written(), etag)),
@@ -218,7 +223,7 @@ impl<S: ObjectStore> Fs<S> {
             Known::Unknown => self.within_deadline(self.ask_store(&prefix, name)).await?,
         };
         let Entry::File(meta) = entry else { return Err(FsError::IsADirectory) };
-        self.within_deadline(async { Ok(self.store.delete_object(&meta.key).await?) }).await?;
+        self.within_deadline(async { Ok(self.store.delete_object(&meta.key, None).await?) }).await?;
         self.metadata.forget_listing(&prefix);
         self.metadata.store_missing(&prefix, name);
         Ok(())
@@ -283,7 +288,7 @@ impl<S: ObjectStore> Fs<S> {
             && size != attr.size
         {
             let why = "a size can change only by writing (files are written front to back)";
-            if let Some(writer) = self.writing.of_inode(ino) {
+            if let Some(writer) = self.writing.any_of_inode(ino) {
                 writer.refuse(why);
             }
             return Err(FsError::InvalidWrite(why.into()));

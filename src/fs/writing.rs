@@ -3,7 +3,7 @@
 //! directories made with `mkdir`, which exist only here until a file is written under them.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::inode::Ino;
@@ -31,6 +31,8 @@ pub struct Writer<S> {
     /// Why the file will not become an object: a write or size change the mount refuses, after
     /// which it would not hold what the program meant.
     refused: Mutex<Option<&'static str>>,
+    /// A refused file's upload has been given up.
+    discarded: AtomicBool,
 }
 
 impl<S> Writer<S> {
@@ -52,6 +54,7 @@ impl<S> Writer<S> {
             written: AtomicU64::new(0),
             outcome: Mutex::new(None),
             refused: Mutex::new(None),
+            discarded: AtomicBool::new(false),
         }
     }
 
@@ -91,6 +94,11 @@ impl<S> Writer<S> {
     pub fn refused(&self) -> Option<&'static str> {
         *lock(&self.refused)
     }
+
+    /// Whether this call is the first to give up the refused file's upload.
+    pub fn discard(&self) -> bool {
+        !self.discarded.swap(true, Ordering::Relaxed)
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -128,6 +136,11 @@ impl<S> Writing<S> {
     /// but not yet released is an object like any other.
     pub fn of_name(&self, prefix: &str, name: &str) -> Option<Arc<Writer<S>>> {
         lock(&self.by_handle).values().find(|w| w.unfinished() && w.prefix == prefix && w.name == name).cloned()
+    }
+
+    /// The writer of `ino`, finished or not.
+    pub fn any_of_inode(&self, ino: Ino) -> Option<Arc<Writer<S>>> {
+        lock(&self.by_handle).values().find(|w| w.ino() == ino).cloned()
     }
 
     pub fn of_inode(&self, ino: Ino) -> Option<Arc<Writer<S>>> {

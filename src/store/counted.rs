@@ -116,8 +116,8 @@ impl<S: ObjectStore> ObjectStore for Counted<S> {
         result
     }
 
-    async fn delete_object(&self, key: &str) -> Result<(), StoreError> {
-        let result = self.inner.delete_object(key).await;
+    async fn delete_object(&self, key: &str, only: Option<&ETag>) -> Result<(), StoreError> {
+        let result = self.inner.delete_object(key, only).await;
         self.metrics.request("delete", status(&result));
         result
     }

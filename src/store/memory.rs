@@ -312,8 +312,14 @@ impl ObjectStore for MemoryStore {
         Ok(())
     }
 
-    async fn delete_object(&self, key: &str) -> Result<(), StoreError> {
-        self.lock().remove(key);
+    async fn delete_object(&self, key: &str, only: Option<&ETag>) -> Result<(), StoreError> {
+        let mut objects = self.lock();
+        if let Some(expected) = only
+            && objects.get(key).is_none_or(|o| o.etag != *expected)
+        {
+            return Err(StoreError::PreconditionFailed);
+        }
+        objects.remove(key);
         Ok(())
     }
 }

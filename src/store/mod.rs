@@ -127,7 +127,8 @@ pub trait ObjectStore: Send + Sync + 'static {
 
     fn abort_upload(&self, key: &str, upload: &UploadId) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    fn delete_object(&self, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Deletes the object at `key`; with `only`, only if it still has that ETag (`If-Match`).
+    fn delete_object(&self, key: &str, only: Option<&ETag>) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// A response body: chunks as they arrive. After an `Err`, the stream has nothing more to give.

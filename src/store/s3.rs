@@ -421,11 +421,12 @@ impl ObjectStore for S3Store {
         Ok(())
     }
 
-    async fn delete_object(&self, key: &str) -> Result<(), StoreError> {
+    async fn delete_object(&self, key: &str, only: Option<&ETag>) -> Result<(), StoreError> {
         self.client
             .delete_object()
             .bucket(&self.bucket)
             .key(key)
+            .set_if_match(only.map(|etag| etag.as_str().to_owned()))
             .set_request_payer(self.payer())
             .send()
             .await

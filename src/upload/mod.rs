@@ -245,8 +245,15 @@ impl<S: ObjectStore> Upload<S> {
             self.finished = false;
             self.replace = Replace::IfMatch(empty);
         }
+        if self.committed_empty.is_some() && offset != 0 {
+            return Err(WriteError::NotAtEnd { offset, end: 0 });
+        }
         if self.finished {
             return Err(WriteError::Finished);
+        }
+        self.collect_finished_parts();
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
         }
         if offset != self.written {
             return Err(WriteError::NotAtEnd { offset, end: self.written });
@@ -254,10 +261,6 @@ impl<S: ObjectStore> Upload<S> {
         let limit = self.uploader.config.largest_object();
         if self.written + data.len() as u64 > limit {
             return Err(WriteError::TooLarge { limit });
-        }
-        self.collect_finished_parts();
-        if let Some(e) = &self.failed {
-            return Err(e.clone());
         }
         let uploader = Arc::clone(&self.uploader);
         while !data.is_empty() {
@@ -427,12 +430,19 @@ impl<S: ObjectStore> Upload<S> {
         error
     }
 
-    /// Gives up on the file without completing it.
+    /// Gives up on the file: nothing of it stays in S3. An empty object it committed is deleted
+    /// too, if it is still the one there.
     pub async fn cancel(&mut self) {
         if !self.finished {
             self.finished = true;
             self.uploader.metrics.uploads.get_or_create(&UploadLabels { outcome: "aborted" }).inc();
             self.abort(WriteError::Finished).await;
+        }
+        if let Some(empty) = self.committed_empty.take() {
+            let deleting = self.uploader.store.delete_object(&self.key, Some(&empty));
+            if let Err(e) = within(self.uploader.config.deadline, "deleting the empty object", deleting).await {
+                tracing::warn!(key = %self.key, "deleting the empty object this file made: {e}");
+            }
         }
     }
 }

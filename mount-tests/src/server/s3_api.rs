@@ -439,7 +439,9 @@ impl S3 for TestS3 {
 
     async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
         self.count("DeleteObject");
-        self.storage.delete(&req.input.bucket, &req.input.key).map_err(storage_error)?;
+        let input = req.input;
+        self.check_write_conditions(&input.bucket, &input.key, input.if_match.as_ref(), None)?;
+        self.storage.delete(&input.bucket, &input.key).map_err(storage_error)?;
         Ok(S3Response::with_status(DeleteObjectOutput::default(), http::StatusCode::NO_CONTENT))
     }
 

@@ -28,10 +28,13 @@ fn python_mb_per_s(mount: &Mount, key: &str, script: &str, args: &[&str]) -> f64
     bytes / 1e6 / start.elapsed().as_secs_f64()
 }
 
+/// Runs a measurement (MB/s) on a fresh mount and gives its result.
+pub type OnFreshMount<'a> = dyn FnMut(&dyn Fn(&Mount) -> f64) -> f64 + 'a;
+
 /// The rows, each measured on a fresh mount by `fresh`, with `dd` (MB/s of `dd bs=1M` on a fresh
 /// mount in this run) and the raw `ceiling`.
 pub fn rows(
-    fresh: &mut dyn FnMut(&dyn Fn(&Mount) -> f64) -> f64,
+    fresh: &mut OnFreshMount,
     profile: &'static str,
     large_mib: u64,
     dd: f64,
