@@ -60,8 +60,8 @@ pub struct S3Args {
     #[arg(long)]
     pub requester_pays: bool,
     /// PEM file of certificate authorities to trust for HTTPS endpoints, in addition to the
-    /// system's.
-    #[arg(long, env = "AWS_CA_BUNDLE", value_name = "PEM")]
+    /// system's (default: $AWS_CA_BUNDLE, as the AWS CLI reads it).
+    #[arg(long, value_name = "PEM")]
     pub ca_bundle: Option<PathBuf>,
     /// Most attempts of one S3 request (the first and its retries, with exponential backoff and
     /// jitter) before the failure reaches the reader.
@@ -155,8 +155,9 @@ pub struct MountArgs {
     /// Seconds one read may take before it fails with EIO instead of waiting on.
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     pub read_timeout: u64,
-    /// Seconds one request of an upload (a part, a small file's PUT, the completion) may take
-    /// before the write, close or fsync waiting for it fails with EIO and the upload is aborted.
+    /// Seconds one request of an upload (a part, a small file's PUT) may take before the write,
+    /// close or fsync waiting for it fails with EIO and the upload is aborted; the completion of a
+    /// large file gets a second more per 32 MiB.
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     pub write_timeout: u64,
     /// Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9464).

@@ -126,7 +126,15 @@ pub fn s3_settings(bucket: String, args: &S3Args) -> Result<S3Settings, ConfigEr
         no_sign_request: args.no_sign_request,
         requester_pays: args.requester_pays,
         max_attempts,
-        ca_bundle_pem: args.ca_bundle.as_deref().map(read_ca_bundle).transpose()?,
+        // Read here rather than by clap, whose usage line after a mistake would show the variable
+        // as if it had been passed.
+        ca_bundle_pem: args
+            .ca_bundle
+            .clone()
+            .or_else(|| std::env::var_os("AWS_CA_BUNDLE").filter(|v| !v.is_empty()).map(PathBuf::from))
+            .as_deref()
+            .map(read_ca_bundle)
+            .transpose()?,
     })
 }
 
@@ -377,7 +385,7 @@ fn check_mountpoint(path: &Path) -> Result<(), ConfigError> {
 /// Detaches the dead FUSE mount at `path` (its daemon was killed), so a new daemon can mount
 /// there; says whether it worked.
 fn detach_dead_mount(path: &Path) -> bool {
-    crate::fuse::detach_mount(path).is_ok()
+    crate::unmount::detach_mount(path).is_ok()
 }
 
 #[cfg(test)]

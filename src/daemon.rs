@@ -198,6 +198,7 @@ fn serve(config: MountConfig, readiness: &mut Readiness) -> Result<(), String> {
             .map_err(|e| format!("serving metrics at {addr}: {e}"))?;
     }
     let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
+    let settling = Arc::clone(&fs);
     let session = crate::fuse::mount(fs, runtime.handle().clone(), &config, ended_tx)
         .map_err(|e| format!("mounting at {}: {e}", config.mountpoint.display()))?;
     tracing::info!(bucket = %config.s3.bucket, prefix = %config.prefix, mountpoint = %config.mountpoint.display(), "mounted");
@@ -209,11 +210,13 @@ fn serve(config: MountConfig, readiness: &mut Readiness) -> Result<(), String> {
         detach_stdio();
     }
 
-    let ended = runtime.block_on(wait_for_end(&config, ended_rx)).map_err(|e| format!("waiting for signals: {e}"))?;
+    let (ended, stop_began) =
+        runtime.block_on(wait_for_end(&config, ended_rx)).map_err(|e| format!("waiting for signals: {e}"))?;
     if ended {
         if let Err(e) = session.join() {
             tracing::warn!("FUSE session ended with: {e}");
         }
+        settle_on_disk(&runtime, &settling, STOP_GRACE.saturating_sub(stop_began.elapsed()));
     }
     runtime.shutdown_timeout(Duration::from_secs(2));
     Ok(())
@@ -279,6 +282,28 @@ fn startup_line(config: &MountConfig) -> String {
     )
 }
 
+/// A clean unmount (umount, SIGTERM, systemd stop) leaves on disk what was read: blocks queued for
+/// the disk are written and versions read to their end are completed, within what is left of
+/// the stop's grace (a pod restarting after a training run would otherwise fetch it all again).
+fn settle_on_disk<S: ObjectStore>(runtime: &tokio::runtime::Runtime, fs: &Fs<S>, left: Duration) {
+    if !fs.has_disk_cache() {
+        return;
+    }
+    let left = left.max(Duration::from_secs(1));
+    let started = std::time::Instant::now();
+    if runtime.block_on(fs.settle_on_disk(left)) {
+        tracing::info!(
+            "disk cache: what was read is on disk ({:.1} s after the unmount)",
+            started.elapsed().as_secs_f64()
+        );
+    } else {
+        tracing::warn!(
+            "disk cache: blocks read were still going to disk {} s after the unmount; exiting",
+            left.as_secs()
+        );
+    }
+}
+
 /// How long files still open are served after a signal took the mount away. Shorter than the stop
 /// timeouts in packaging/ (systemd's TimeoutStopSec, the DaemonSet's grace period: 30 s), so the
 /// daemon exits by itself before it is killed.
@@ -286,25 +311,29 @@ const STOP_GRACE: Duration = Duration::from_secs(20);
 
 /// Waits for the session to end by an external unmount, or for SIGINT/SIGTERM: then the mount
 /// is detached at once, and the daemon waits for the last open file to close, at most
-/// `STOP_GRACE`, or for a second signal. True when the session has ended.
-async fn wait_for_end(config: &MountConfig, mut ended: tokio::sync::oneshot::Receiver<()>) -> std::io::Result<bool> {
+/// `STOP_GRACE`, or for a second signal. True when the session has ended; and when the stop began.
+async fn wait_for_end(
+    config: &MountConfig,
+    mut ended: tokio::sync::oneshot::Receiver<()>,
+) -> std::io::Result<(bool, std::time::Instant)> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
-        _ = &mut ended => return Ok(true),
+        _ = &mut ended => return Ok((true, std::time::Instant::now())),
     }
+    let stop_began = std::time::Instant::now();
     let mountpoint = config.mountpoint.display();
-    match crate::fuse::detach_mount(&config.mountpoint) {
+    match crate::unmount::detach_mount(&config.mountpoint) {
         Ok(()) => tracing::info!(
             "signal received: {mountpoint} unmounted; serving files still open for up to {} s",
             STOP_GRACE.as_secs()
         ),
         Err(e) => tracing::warn!("signal received, but unmounting {mountpoint} failed: {e}"),
     }
-    Ok(tokio::select! {
+    let ended = tokio::select! {
         _ = &mut ended => true,
         _ = tokio::time::sleep(STOP_GRACE) => {
             tracing::warn!("files were still open {} s after the signal; exiting", STOP_GRACE.as_secs());
@@ -312,7 +341,8 @@ async fn wait_for_end(config: &MountConfig, mut ended: tokio::sync::oneshot::Rec
         }
         _ = term.recv() => false,
         _ = int.recv() => false,
-    })
+    };
+    Ok((ended, stop_began))
 }
 
 /// A background daemon must not hold its caller's terminal or pipes open; its logs go to

@@ -94,6 +94,36 @@ fn ok(out: std::process::Output, what: &str) -> Vec<u8> {
 }
 
 #[test]
+fn an_unmount_right_after_reading_leaves_what_was_read_on_disk() {
+    // A pod restarting after a training run: umount at once, the daemon exits, a new one mounts.
+    const SMALL: usize = 100 * 1024;
+    let server = TestServer::with_files(BUCKET, "small", 200, SMALL);
+    put(&server, "big.bin", 8, 1024 * MIB);
+    let cache = CacheDir::new();
+    {
+        let metrics = MetricsPort::free();
+        let first = mount(&server, &cache, &metrics, &[]);
+        read_and_check(&first.path("big.bin"), 8, 1024 * MIB);
+        ok(first.sh("cat small/* > /dev/null"), "cat");
+        let daemon = first.daemon_pid().expect("the daemon runs");
+        drop(first);
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while Path::new(&format!("/proc/{daemon}")).exists() {
+            assert!(Instant::now() < deadline, "the daemon exits within its grace after the unmount");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    server.knobs().counters().reset();
+    let metrics = MetricsPort::free();
+    let second = mount(&server, &cache, &metrics, &[]);
+    read_and_check(&second.path("big.bin"), 8, 1024 * MIB);
+    ok(second.sh("cat small/* > /dev/null"), "cat");
+    let fetched = server.knobs().counters().snapshot().body_bytes_sent;
+    let read = (1024 * MIB + 200 * SMALL) as u64;
+    assert!(fetched <= read / 20, "the second mount fetched {fetched} of the {read} bytes read");
+}
+
+#[test]
 fn a_second_mount_reads_a_gib_and_a_thousand_files_from_disk_without_a_get() {
     const SMALL: usize = 100 * 1024;
     let server = TestServer::with_files(BUCKET, "small", 1000, SMALL);
@@ -290,4 +320,31 @@ fn a_cache_directory_others_may_write_is_refused() {
         .err()
         .expect("refused");
     assert!(refused.contains("writable by others"), "{refused}");
+}
+
+#[test]
+fn a_cache_another_user_could_swap_is_refused_at_mount() {
+    // (a) --disk-cache is a link in another user's directory, to a private directory of ours: the
+    // user could repoint it at a directory of forged files. (b) A cache inside a directory anyone
+    // may write: the user could move it away and plant another.
+    let server = TestServer::with_bucket(BUCKET);
+    let credentials = server.credentials().cloned().unwrap_or_default();
+    let refused = |cache: &Path| {
+        Mount::new(&server.endpoint_url(), &credentials, BUCKET, &["--disk-cache", cache.to_str().unwrap()])
+            .err()
+            .unwrap_or_else(|| panic!("--disk-cache {} was accepted", cache.display()))
+    };
+    let theirs = fresh_dir("other-users-dir");
+    ok(Command::new("chown").arg("65534").arg(&theirs).output().unwrap(), "chown");
+    let ours = CacheDir::new();
+    std::os::unix::fs::symlink(&ours.0, theirs.join("cache")).unwrap();
+    let said = refused(&theirs.join("cache"));
+    assert!(said.contains(&theirs.display().to_string()) && said.contains("belongs to user 65534"), "{said}");
+
+    let open = fresh_dir("open-parent");
+    std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let said = refused(&open.join("cache"));
+    assert!(said.contains(&open.display().to_string()) && said.contains("others may write to"), "{said}");
+    let _ = std::fs::remove_dir_all(&theirs);
+    let _ = std::fs::remove_dir_all(&open);
 }

@@ -19,6 +19,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::cache::buffers::BufferPool;
 use crate::cache::disk::{DiskCache, VersionFile};
 use crate::cache::{BlockCache, BlockKey, BlockSlot, Lookup};
+use crate::in_flight::InFlight;
 use crate::metrics::Metrics;
 use crate::object_id::ObjectId;
 use crate::store::{ObjectStore, StoreError};
@@ -108,6 +109,8 @@ pub struct Fetcher<S> {
     disk: Option<Arc<DiskCache>>,
     /// Held by the one version being completed on disk at a time.
     completing: tokio::sync::Mutex<()>,
+    /// Versions queued or being completed on disk: what a clean unmount waits for.
+    completions: InFlight,
     metrics: Arc<Metrics>,
 }
 
@@ -131,6 +134,7 @@ impl<S: ObjectStore> Fetcher<S> {
             streams: ActiveStreams::default(),
             disk,
             completing: tokio::sync::Mutex::new(()),
+            completions: InFlight::default(),
             config,
             metrics,
         }
@@ -260,7 +264,9 @@ impl<S: ObjectStore> Fetcher<S> {
             return;
         }
         let this = Arc::clone(self);
+        let counted = self.completions.start();
         tokio::spawn(async move {
+            let _counted = counted;
             let _one_at_a_time = this.completing.lock().await;
             let bs = this.config.block_size;
             let part_blocks = (this.config.part_size / bs).max(1) as usize;
@@ -285,6 +291,19 @@ impl<S: ObjectStore> Fetcher<S> {
                 }
             }
         });
+    }
+
+    /// Waits until what was read is on disk (versions being completed, blocks queued for the
+    /// disk), at most `deadline`: a clean unmount keeps what this mount fetched. Says whether all
+    /// of it got there.
+    pub async fn settle_on_disk(&self, deadline: std::time::Duration) -> bool {
+        let Some(disk) = &self.disk else { return true };
+        let settled = async {
+            while self.completions.count() > 0 || disk.fills_pending() > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(deadline, settled).await.is_ok()
     }
 
     /// The version on disk, if it has block `index`.

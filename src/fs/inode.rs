@@ -84,7 +84,10 @@ impl InodeTable {
     /// it will get if a lookup of the same entry follows (`numbered` records it, so listings and
     /// lookups agree). Another kind, or another version of the object, gets another number.
     pub fn number_for(&self, parent: Ino, name: &str, entry: &Entry, numbered: Option<Ino>) -> Ino {
-        let mut inner = self.lock();
+        Self::number_in(&mut self.lock(), parent, name, entry, numbered)
+    }
+
+    fn number_in(inner: &mut Inner, parent: Ino, name: &str, entry: &Entry, numbered: Option<Ino>) -> Ino {
         if let Some(&ino) = inner.by_name.get(&(parent, name.to_owned()))
             && inner.nodes.get(&ino).is_some_and(|n| n.entry.same_version(entry))
         {
@@ -121,8 +124,9 @@ impl InodeTable {
         entry: Entry,
         numbered: Option<Ino>,
     ) -> (Ino, Option<(Ino, ObjectMeta)>) {
-        let ino = self.number_for(parent, name, &entry, numbered);
+        // One lock for both: a lookup racing a listing must not number one version twice.
         let mut inner = self.lock();
+        let ino = Self::number_in(&mut inner, parent, name, &entry, numbered);
         let before = inner.by_name.insert((parent, name.to_owned()), ino).filter(|&b| b != ino);
         let replaced = before.and_then(|b| match inner.nodes.get(&b) {
             Some(Node { entry: Entry::File(meta), .. }) => Some((b, meta.clone())),
@@ -144,10 +148,11 @@ impl InodeTable {
         }
     }
 
-    /// Whether `ino` is still what its name stands for (not replaced by a newer version).
-    pub fn is_current(&self, ino: Ino) -> bool {
+    /// Whether a newer version took `ino`'s name. An inode the kernel has forgotten is not known
+    /// to be replaced: its version may well be the current one.
+    pub fn is_replaced(&self, ino: Ino) -> bool {
         let inner = self.lock();
-        inner.nodes.get(&ino).is_some_and(|n| inner.by_name.get(&(n.parent, n.name.clone())) == Some(&ino))
+        inner.nodes.get(&ino).is_some_and(|n| inner.by_name.get(&(n.parent, n.name.clone())).is_some_and(|&b| b != ino))
     }
 
     /// The kernel dropped `count` references to `ino`; at none, the number is forgotten here too.
@@ -231,7 +236,7 @@ mod tests {
                 }
             ))
         );
-        assert!(!table.is_current(old) && table.is_current(new), "the old version is known to be replaced");
+        assert!(table.is_replaced(old) && !table.is_replaced(new), "the old version is known to be replaced");
         assert_eq!(table.get(old), Some(file("\"a\"", 10)), "an open file's inode keeps its version");
         assert_eq!(table.get(new), Some(file("\"b\"", 20)));
         assert_eq!(table.number_for(ROOT_INO, "f", &file("\"b\"", 20), None), new, "the name is bound to the new one");
@@ -247,6 +252,15 @@ mod tests {
             new,
             "forgetting the old one keeps the name"
         );
+    }
+
+    #[test]
+    fn a_version_the_kernel_forgot_is_not_taken_for_a_replaced_one() {
+        // Its last release may come after the forget: its disk cache file must stay.
+        let table = InodeTable::new(String::new());
+        let ino = table.looked_up(ROOT_INO, "f", file("\"a\"", 10), None).0;
+        table.forget(ino, 1);
+        assert!(!table.is_replaced(ino));
     }
 
     #[test]

@@ -178,6 +178,11 @@ impl<S: ObjectStore> Fs<S> {
         }
     }
 
+    /// Waits, at most `deadline`, until what was read is on disk (see `Fetcher::settle_on_disk`).
+    pub async fn settle_on_disk(&self, deadline: Duration) -> bool {
+        self.fetcher.settle_on_disk(deadline).await
+    }
+
     pub fn has_disk_cache(&self) -> bool {
         self.fetcher.has_disk_cache()
     }
@@ -514,7 +519,7 @@ impl<S: ObjectStore> Fs<S> {
             return None;
         }
         let read_to_the_end = file.streams.furthest() >= file.size;
-        if !self.inodes.is_current(file.ino) {
+        if self.inodes.is_replaced(file.ino) {
             self.fetcher.forget_version(&file.object, file.size);
         } else if read_to_the_end {
             self.fetcher.complete_on_disk(Arc::clone(&file.object), file.size);

@@ -19,6 +19,7 @@ use aws_smithy_runtime_api::client::retries::RequestAttempts;
 use prometheus_client::metrics::counter::Counter;
 
 use bytes::Bytes;
+use md5::Digest;
 
 use super::{BodyStream, ListPage, ObjectMeta, ObjectStore, Replace, StoreError, UploadId, UploadedPart};
 use crate::object_id::ETag;
@@ -388,11 +389,12 @@ impl ObjectStore for S3Store {
         parts: Vec<UploadedPart>,
         replace: Replace,
     ) -> Result<ETag, StoreError> {
+        let expected = multipart_etag(&parts);
         let parts = parts
             .into_iter()
             .map(|p| CompletedPart::builder().part_number(p.number as i32).e_tag(p.etag).build())
             .collect();
-        let out = self
+        let completed = self
             .client
             .complete_multipart_upload()
             .bucket(&self.bucket)
@@ -404,8 +406,18 @@ impl ObjectStore for S3Store {
             .set_request_payer(self.payer())
             .send()
             .await
-            .map_err(classify)?;
-        Ok(ETag::new(out.e_tag.unwrap_or_default()))
+            .map_err(classify);
+        match completed {
+            Ok(out) => Ok(ETag::new(out.e_tag.unwrap_or_default())),
+            // A retry of a completion whose first attempt went through (its answer was late: the
+            // server assembles a large object before answering) finds the object there, or the
+            // upload gone. The object is ours if it has the ETag these parts make.
+            Err(e @ (StoreError::PreconditionFailed | StoreError::NotFound)) => match &expected {
+                Some(expected) => self.completed_meanwhile(key, expected).await.ok_or(e),
+                None => Err(e),
+            },
+            Err(e) => Err(e),
+        }
     }
 
     async fn abort_upload(&self, key: &str, upload: &UploadId) -> Result<(), StoreError> {
@@ -432,6 +444,41 @@ impl ObjectStore for S3Store {
             .await
             .map_err(classify)?;
         Ok(())
+    }
+}
+
+/// The ETag S3 gives the object these parts make (the MD5 of their MD5s, and their count), when
+/// the parts' ETags are MD5s.
+fn multipart_etag(parts: &[UploadedPart]) -> Option<String> {
+    let mut md5s = Vec::with_capacity(parts.len() * 16);
+    for part in parts {
+        let hex = part.etag.trim_matches('"');
+        if hex.len() != 32 {
+            return None;
+        }
+        for pair in hex.as_bytes().chunks(2) {
+            md5s.push(u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?);
+        }
+    }
+    let digest = md5::Md5::digest(&md5s);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    Some(format!("\"{hex}-{}\"", parts.len()))
+}
+
+impl S3Store {
+    /// The ETag of the object at `key` if it is `expected`, asked a few times: the completion
+    /// that made it may still be finishing on the server.
+    async fn completed_meanwhile(&self, key: &str, expected: &str) -> Option<ETag> {
+        for _ in 0..10 {
+            if let Ok(meta) = self.head(key).await
+                && meta.etag.matches(expected)
+            {
+                tracing::info!(%key, "a retried completion found the object its first attempt made");
+                return Some(meta.etag);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        None
     }
 }
 

@@ -8,13 +8,13 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::in_flight::InFlight;
 use crate::metrics::{Metrics, UploadLabels};
 use crate::object_id::ETag;
 use crate::store::{ObjectStore, Replace, StoreError, UploadId, UploadedPart};
@@ -111,7 +111,7 @@ pub struct Uploader<S> {
     /// The budget in KiB permits (a permit count is a u32; parts may pass 4 GiB).
     memory: Arc<Semaphore>,
     /// Parts on their way up, mount-wide: what gives memory back.
-    sending: Arc<AtomicUsize>,
+    sending: InFlight,
     /// Room for spilled parts read back when the budget is taken.
     over_budget: Arc<Semaphore>,
     /// Where the multipart uploads started here are noted until they end.
@@ -126,7 +126,7 @@ impl<S: ObjectStore> Uploader<S> {
             store,
             config,
             memory,
-            sending: Arc::default(),
+            sending: InFlight::default(),
             over_budget: Arc::new(Semaphore::new(SPILLED_SENDS_OVER_BUDGET)),
             journal,
             metrics,
@@ -161,7 +161,7 @@ impl<S: ObjectStore> Uploader<S> {
         if let Ok(permit) = Arc::clone(&self.memory).try_acquire_many_owned(kib) {
             return Some(permit);
         }
-        if self.sending.load(Ordering::Relaxed) == 0 {
+        if self.sending.count() == 0 {
             return None;
         }
         tokio::time::timeout(SPILL_AFTER, Arc::clone(&self.memory).acquire_many_owned(kib)).await.ok()?.ok()
@@ -178,22 +178,6 @@ impl<S: ObjectStore> Uploader<S> {
     }
 }
 
-/// Counts a part as on its way up for as long as it lives.
-struct Sending(Arc<AtomicUsize>);
-
-impl Sending {
-    fn start(count: &Arc<AtomicUsize>) -> Self {
-        count.fetch_add(1, Ordering::Relaxed);
-        Self(Arc::clone(count))
-    }
-}
-
-impl Drop for Sending {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// Runs one request of an upload within the deadline.
 async fn within<T>(
     deadline: Duration,
@@ -204,6 +188,12 @@ async fn within<T>(
         Ok(result) => result.map_err(WriteError::Failed),
         Err(_) => Err(WriteError::TimedOut { what, secs: deadline.as_secs() }),
     }
+}
+
+/// How long completing an upload of `size` bytes may take: servers assemble the parts then, and
+/// S3 documents that this can take minutes for large objects, so a second more per 32 MiB.
+fn completion_deadline(deadline: Duration, size: u64) -> Duration {
+    deadline + Duration::from_secs(size / (32 * MIB))
 }
 
 /// One file being written.
@@ -344,7 +334,7 @@ impl<S: ObjectStore> Upload<S> {
         let memory = reserved.or(over_budget);
         let (key, number) = (self.key.clone(), self.next_number);
         self.next_number += 1;
-        let sending = Sending::start(&self.uploader.sending);
+        let sending = self.uploader.sending.start();
         self.in_flight.spawn(async move {
             let (_memory, _sending) = (memory, sending);
             within(deadline, "sending a part", store.upload_part(&key, &upload, number, bytes)).await
@@ -398,7 +388,7 @@ impl<S: ObjectStore> Upload<S> {
         let mut parts = std::mem::take(&mut self.done);
         parts.sort_by_key(|p| p.number);
         let completing = store.complete_upload(&self.key, &upload, parts, self.replace.clone());
-        match within(deadline, "completing the upload", completing).await {
+        match within(completion_deadline(deadline, self.written), "completing the upload", completing).await {
             Ok(etag) => {
                 self.ended(&upload);
                 Ok(etag)

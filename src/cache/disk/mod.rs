@@ -4,6 +4,7 @@
 //! a slow, failing or full disk costs only time, never a read. A version whole on disk can be
 //! handed to the kernel to read itself (passthrough).
 
+mod breaker;
 mod directory;
 mod record;
 mod version;
@@ -53,6 +54,8 @@ struct Fill {
     version: Arc<VersionFile>,
     index: u64,
     bytes: Bytes,
+    /// Counts it as pending until it is written or dropped.
+    _pending: crate::in_flight::Counted,
 }
 
 /// Problems worth one log line per mount, not one per block.
@@ -70,7 +73,9 @@ fn warn_once(flag: &AtomicBool, message: std::fmt::Arguments<'_>) {
 }
 
 pub struct DiskCache {
-    files: PathBuf,
+    files: directory::Files,
+    /// The files' directory by name, for messages.
+    shown: PathBuf,
     /// Endpoint and bucket: part of every version's identity, so two mounts of different buckets
     /// sharing the directory never share a file.
     scope: String,
@@ -82,6 +87,10 @@ pub struct DiskCache {
     /// Bytes the cache's files take, from the last scan plus what was written since.
     used: AtomicU64,
     warned: Warned,
+    /// Fills queued or being written.
+    pending: crate::in_flight::InFlight,
+    /// Keeps reads and opens off a disk that stalled.
+    breaker: breaker::Breaker,
     metrics: DiskMetrics,
 }
 
@@ -113,13 +122,14 @@ impl DiskCache {
     ) -> Result<Arc<Self>, String> {
         let files = directory::prepare(&config.dir)?;
         let space =
-            space(&files).map_err(|e| format!("cannot read the free space of {}: {e}", config.dir.display()))?;
-        let used = scan(&files).iter().map(|f| f.bytes).sum::<u64>();
+            space(&files.root).map_err(|e| format!("cannot read the free space of {}: {e}", config.dir.display()))?;
+        let used = scan(&files.root).iter().map(|f| f.bytes).sum::<u64>();
         let cap = config.cap.unwrap_or(DEFAULT_CAP.min((space.free + used) / 2));
         let floor = (space.total / 20).min(MOST_FLOOR);
         let (fills, queue) = std::sync::mpsc::sync_channel((fill_queue / block_size).max(2) as usize);
         let cache = Arc::new(Self {
             files,
+            shown: config.dir.join("v1"),
             scope,
             block_size,
             cap,
@@ -130,6 +140,8 @@ impl DiskCache {
             fills,
             used: AtomicU64::new(used),
             warned: Warned::default(),
+            breaker: breaker::Breaker::default(),
+            pending: crate::in_flight::InFlight::default(),
             metrics,
         });
         cache.metrics.bytes.set(used as i64);
@@ -168,8 +180,13 @@ impl DiskCache {
     /// another daemon added since the last open is picked up. Blocking file I/O. `None` when the
     /// disk cannot be used for it (logged once).
     pub fn open_version(&self, object: &ObjectId, size: u64) -> Option<Arc<VersionFile>> {
+        if !self.breaker.closed() {
+            return None;
+        }
         let key = (object.clone(), size);
-        if let Some(version) = self.lock_open().get(&key).cloned() {
+        // Not under the map's lock: a refresh waits for the fill writer's lock and for the disk.
+        let cached = self.lock_open().get(&key).cloned();
+        if let Some(version) = cached {
             match version.refresh() {
                 Ok(true) => {
                     version.touch();
@@ -181,7 +198,7 @@ impl DiskCache {
         }
         let identity = self.identity(object, size);
         let name = Self::file_name(&identity);
-        match VersionFile::open(&self.files, &name, identity, size, self.block_size) {
+        match VersionFile::open(&self.files.root, &name, identity, size, self.block_size) {
             Ok((version, found)) => {
                 if found == Found::Dropped {
                     self.metrics.files_dropped.inc();
@@ -193,10 +210,15 @@ impl DiskCache {
                 Some(version)
             }
             Err(e) => {
-                warn_once(&self.warned.write, format_args!("opening a cache file in {}: {e}", self.files.display()));
+                warn_once(&self.warned.write, format_args!("opening a cache file in {}: {e}", self.shown.display()));
                 None
             }
         }
+    }
+
+    /// Blocks queued for the disk or being written.
+    pub fn fills_pending(&self) -> usize {
+        self.pending.count()
     }
 
     /// The version if it was opened already and is still in use.
@@ -207,8 +229,12 @@ impl DiskCache {
     /// Reads `range` (within blocks present) from disk into `buffer`, or `None` if the disk failed or was too
     /// slow, so the caller goes to the network.
     pub async fn read(&self, version: &Arc<VersionFile>, range: Range<u64>, buffer: Vec<u8>) -> Option<Vec<u8>> {
+        let (place, waiting) = self.breaker.enter()?;
         let (reading, len) = (Arc::clone(version), range.end - range.start);
-        let read = tokio::task::spawn_blocking(move || reading.read(range, buffer));
+        let read = tokio::task::spawn_blocking(move || {
+            let _place = place;
+            reading.read(range, buffer)
+        });
         match tokio::time::timeout(DISK_READ_DEADLINE, read).await {
             Ok(Ok(Ok(bytes))) => {
                 self.metrics.hits.inc();
@@ -221,10 +247,14 @@ impl DiskCache {
             }
             Ok(Err(_)) => None,
             Err(_) => {
-                warn_once(
-                    &self.warned.read,
-                    format_args!("a read took over {DISK_READ_DEADLINE:?}; the network serves such reads"),
-                );
+                waiting.gave_up();
+                if self.breaker.trip() {
+                    tracing::warn!(
+                        "disk cache: a read took over {DISK_READ_DEADLINE:?}; the disk is left alone for {:?} and the \
+                         network serves",
+                        breaker::PAUSE
+                    );
+                }
                 None
             }
         }
@@ -238,7 +268,7 @@ impl DiskCache {
             return;
         }
         self.metrics.misses.inc();
-        match self.fills.try_send(Fill { version, index, bytes: bytes.clone() }) {
+        match self.fills.try_send(Fill { version, index, bytes: bytes.clone(), _pending: self.pending.start() }) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.metrics.fills_skipped.inc();
@@ -249,7 +279,8 @@ impl DiskCache {
     /// Queues a block for writing, waiting for room rather than dropping it: for work in the
     /// background that no reader waits on.
     pub async fn fill_in_background(&self, version: &Arc<VersionFile>, index: u64, bytes: Bytes) {
-        let (fills, fill) = (self.fills.clone(), Fill { version: Arc::clone(version), index, bytes });
+        let (fills, fill) =
+            (self.fills.clone(), Fill { version: Arc::clone(version), index, bytes, _pending: self.pending.start() });
         if !matches!(tokio::task::spawn_blocking(move || fills.send(fill)).await, Ok(Ok(()))) {
             self.metrics.fills_skipped.inc();
         }
@@ -287,7 +318,7 @@ impl DiskCache {
                     self.metrics.fills_skipped.inc_by(blocks.len() as u64);
                     warn_once(
                         &self.warned.write,
-                        format_args!("writing to {}: {e}; reads go on from S3", self.files.display()),
+                        format_args!("writing to {}: {e}; reads go on from S3", self.shown.display()),
                     );
                 }
             }
@@ -298,7 +329,7 @@ impl DiskCache {
     /// recently used versions to make it so.
     fn make_room(&self, bytes: u64) -> bool {
         let fits =
-            |used: u64| used + bytes <= self.cap && space(&self.files).is_ok_and(|s| s.free >= self.floor + bytes);
+            |used: u64| used + bytes <= self.cap && space(&self.files.root).is_ok_and(|s| s.free >= self.floor + bytes);
         if fits(self.used.load(Ordering::Relaxed)) {
             return true;
         }
@@ -311,7 +342,7 @@ impl DiskCache {
             &self.warned.full,
             format_args!(
                 "no room in {} (cap {} MiB, free-space floor {} MiB); blocks are not cached on disk for now",
-                self.files.display(),
+                self.shown.display(),
                 self.cap >> 20,
                 self.floor >> 20
             ),
@@ -322,12 +353,12 @@ impl DiskCache {
     /// Deletes the least recently used versions until their files take at most `target` bytes and
     /// the filesystem has the floor plus `wanted` free. Returns the bytes still used.
     fn evict_to(&self, target: u64, wanted: u64) -> u64 {
-        let mut found = scan(&self.files);
+        let mut found = scan(&self.files.root);
         found.sort_by_key(|f| f.last_use);
         let mut used: u64 = found.iter().map(|f| f.bytes).sum();
         let mut evicted = HashSet::new();
         for file in found {
-            let short_of_space = space(&self.files).is_ok_and(|s| s.free < self.floor + wanted);
+            let short_of_space = space(&self.files.root).is_ok_and(|s| s.free < self.floor + wanted);
             if used <= target && !short_of_space {
                 break;
             }

@@ -19,6 +19,12 @@ impl Scratch {
         let config = DiskCacheConfig { dir: self.0.clone(), cap };
         DiskCache::open(&config, "http://s3\nbucket".into(), BS, 64 * BS, DiskMetrics::default()).unwrap()
     }
+
+    /// A version's data file by its name, as someone else on the machine would reach it (the
+    /// cache reaches it through its directory's descriptor, gone with the cache).
+    fn data_file(&self, version: &VersionFile) -> PathBuf {
+        self.0.join("v1").join(version.data_path().file_name().expect("a file name"))
+    }
 }
 
 impl Drop for Scratch {
@@ -85,7 +91,7 @@ fn a_file_changed_or_truncated_by_hand_is_dropped() {
     let id = object("k", "\"v1\"");
     let data = content(4 * BS, 2);
     let version = fill(&dir.cache(None), &id, &data);
-    let path = version.data_path().to_owned();
+    let path = dir.data_file(&version);
     drop(version);
     // Written behind fetchfs's back: the modification time moves.
     std::thread::sleep(Duration::from_millis(20));
@@ -112,7 +118,7 @@ fn a_record_without_its_bytes_durable_is_never_trusted() {
     let id = object("k", "\"v1\"");
     let version = fill(&dir.cache(None), &id, &content(2 * BS, 3));
     std::thread::sleep(Duration::from_millis(20));
-    std::fs::OpenOptions::new().write(true).open(version.data_path()).unwrap().write_all_at(&[9; 16], 0).unwrap();
+    std::fs::OpenOptions::new().write(true).open(dir.data_file(&version)).unwrap().write_all_at(&[9; 16], 0).unwrap();
     drop(version);
     assert!(!dir.cache(None).open_version(&id, 2 * BS).unwrap().has(0));
 }
@@ -158,13 +164,13 @@ fn the_least_recently_used_versions_leave_to_keep_the_cap() {
         fill(&cache, &object(&format!("k{n}"), "\"v\""), &content(8 * BS, n as u8));
         std::thread::sleep(Duration::from_millis(5));
     }
-    let used: u64 = scan(&cache.files).iter().map(|f| f.bytes).sum();
+    let used: u64 = scan(&cache.files.root).iter().map(|f| f.bytes).sum();
     assert!(used <= cap, "{used} bytes on disk over a cap of {cap}");
     assert!(cache.metrics.evictions.get() >= 5);
     let names: Vec<String> =
         (0..10).map(|n| DiskCache::file_name(&cache.identity(&object(&format!("k{n}"), "\"v\""), 8 * BS))).collect();
-    assert!(!cache.files.join(format!("{}.data", names[0])).exists(), "the oldest went");
-    assert!(cache.files.join(format!("{}.data", names[9])).exists(), "the newest stayed");
+    assert!(!cache.files.root.join(format!("{}.data", names[0])).exists(), "the oldest went");
+    assert!(cache.files.root.join(format!("{}.data", names[9])).exists(), "the newest stayed");
 }
 
 #[test]
