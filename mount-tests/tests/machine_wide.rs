@@ -50,9 +50,14 @@ fn inodes_the_kernel_forgets_leave_the_daemon() {
 fn a_listing_outlives_the_kernel_forgetting_its_directory() {
     let _serial = MACHINE_WIDE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let server = TestServer::with_files(BUCKET, "kept", 2000, 16);
-    let mount = Mount::of(&server, BUCKET, &["--metadata-ttl", "300"]);
+    let metrics = MetricsPort::free();
+    let mount = Mount::of(&server, BUCKET, &["--metadata-ttl", "300", "--metrics-addr", &metrics.addr()]);
     ok(mount.sh("ls -l kept > /dev/null"), "ls -l");
-    for _ in 0..3 {
+    let held = metrics.value("fetchfs_inodes");
+    // The kernel really forgot the directory and its entries before the requests are counted.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metrics.value("fetchfs_inodes") > 10 {
+        assert!(Instant::now() < deadline, "the kernel still holds inodes (held {held})");
         drop_dentries_and_inodes();
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -598,10 +598,13 @@ mod tests {
     fn prefetch_never_passes_the_end() {
         let mut w = ReadaheadWindow::default();
         let size = 3 * MIB + 17;
+        let mut furthest = 0;
         for i in 0..4 {
             if let Some(r) = w.on_read(i * MIB..((i + 1) * MIB).min(size), size, LIMITS).prefetch {
                 assert!(r.end <= size);
+                furthest = furthest.max(r.end);
             }
         }
+        assert_eq!(furthest, size, "a sequential reader's window reaches the end, and stops there");
     }
 }
