@@ -184,8 +184,15 @@ async fn a_reader_of_column_chunks_fetches_little_more_than_the_kernel_asks_for(
         let got = fetcher.read(&object, size, &stream, r.start, (r.end - r.start) as u32).await.unwrap();
         assert!(got == data.slice(r.start as usize..r.end as usize), "bytes of {r:?}");
     }
-    // Readahead still in flight when the reader stops counts too.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Readahead still in flight when the reader stops counts too: wait until nothing more arrives.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let before = store.counts().bytes_sent;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if store.counts().bytes_sent == before || std::time::Instant::now() > deadline {
+            break;
+        }
+    }
     let asked: u64 = reads.iter().map(|r| r.end - r.start).sum();
     let sent = store.counts().bytes_sent;
     assert!(sent >= asked, "every byte the kernel asked for was fetched");
@@ -220,10 +227,14 @@ async fn a_random_read_of_cached_blocks_makes_no_get() {
     }
     // Readahead has brought blocks beyond the fourth; wait until the next one has arrived.
     let ahead = 4 * MIB + 100;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let slot = loop {
         match fetcher.cache().peek(&BlockKey { object: Arc::clone(&object), index: ahead / MIB }) {
             Some(slot) => break slot,
-            None => tokio::time::sleep(Duration::from_millis(1)).await,
+            None => {
+                assert!(std::time::Instant::now() < deadline, "readahead claimed the block");
+                tokio::time::sleep(Duration::from_millis(1)).await
+            }
         }
     };
     slot.wait().await.expect("readahead brought the block");
@@ -511,7 +522,9 @@ mod with_a_disk_cache {
             let (first, metrics) = fetcher_on(&store, &dir);
             assert!(first.open_on_disk(&object, size as u64).is_none());
             read_sequentially(&first, &object, &data, Duration::ZERO).await;
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
             while metrics.written_bytes.get() < size as u64 {
+                assert!(std::time::Instant::now() < deadline, "{} bytes written", metrics.written_bytes.get());
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             drop(first);

@@ -185,7 +185,7 @@ fn main() {
             let dd =
                 on_fresh_mount(&server, &extra, &mut peak_rss, |mount| dd_mb_per_s(mount, "large.bin", large, "1M"));
             let mut fresh = |measure: &dyn Fn(&Mount) -> f64| on_fresh_mount(&server, &extra, &mut peak_rss, measure);
-            streams::rows(&mut fresh, name, args.large_mib, dd, ceiling, &mut rows);
+            streams::rows(&mut fresh, name, args.large_mib, dd, ceiling, server.knobs().counters(), &mut rows);
         }
 
         if wanted(Section::Jumping) {
