@@ -20,20 +20,17 @@ fn options(ttl: Duration, negative_ttl: Duration) -> FsOptions {
     }
 }
 
+/// A filesystem on `store`, without a disk cache, with the default fetch and upload settings.
+fn fs_on(store: &Arc<MemoryStore>, options: FsOptions) -> Fs<MemoryStore> {
+    Fs::new(Arc::clone(store), options, FetchConfig::default(), UploadConfig::default(), None, None, Arc::default())
+}
+
 fn fs_with(files: usize, size: usize, ttl: Duration) -> (Arc<MemoryStore>, Fs<MemoryStore>) {
     let store = Arc::new(MemoryStore::new());
     for i in 0..files {
         store.put(&format!("d/f{i:05}"), Bytes::from(vec![i as u8; size]));
     }
-    let fs = Fs::new(
-        Arc::clone(&store),
-        options(ttl, ttl),
-        FetchConfig::default(),
-        UploadConfig::default(),
-        None,
-        None,
-        Arc::default(),
-    );
+    let fs = fs_on(&store, options(ttl, ttl));
     (store, fs)
 }
 
@@ -170,15 +167,7 @@ async fn a_read_past_its_deadline_fails_instead_of_hanging() {
     let store = Arc::new(MemoryStore::new());
     store.put("slow", Bytes::from_static(b"eventually"));
     let options = FsOptions { read_timeout: Duration::from_millis(200), ..options(MINUTE, MINUTE) };
-    let fs = Fs::new(
-        Arc::clone(&store),
-        options,
-        FetchConfig::default(),
-        UploadConfig::default(),
-        None,
-        None,
-        Arc::default(),
-    );
+    let fs = fs_on(&store, options);
     let ino = fs.lookup(ROOT_INO, "slow").await.unwrap().ino;
     let handle = fs.open(ino, false, false, None).unwrap().handle;
     store.set_get_delay(Duration::from_secs(5));
@@ -195,15 +184,7 @@ async fn a_read_past_its_deadline_fails_instead_of_hanging() {
 async fn a_lookup_on_a_stalled_network_fails_within_the_deadline() {
     let store = Arc::new(MemoryStore::new());
     let options = FsOptions { read_timeout: Duration::from_millis(200), ..options(MINUTE, MINUTE) };
-    let fs = Fs::new(
-        Arc::clone(&store),
-        options,
-        FetchConfig::default(),
-        UploadConfig::default(),
-        None,
-        None,
-        Arc::default(),
-    );
+    let fs = fs_on(&store, options);
     store.set_metadata_delay(Duration::from_secs(5));
     let started = std::time::Instant::now();
     assert_eq!(fs.lookup(ROOT_INO, "anything").await, Err(FsError::TimedOut(0)));
@@ -215,15 +196,7 @@ async fn a_lookup_on_a_stalled_network_fails_within_the_deadline() {
 async fn gets_reading_with_reopens(reopen_every: u64) -> u64 {
     let store = Arc::new(MemoryStore::new());
     store.put("big", Bytes::from(vec![7u8; 64 << 20]));
-    let fs = Fs::new(
-        Arc::clone(&store),
-        options(MINUTE, MINUTE),
-        FetchConfig::default(),
-        UploadConfig::default(),
-        None,
-        None,
-        Arc::default(),
-    );
+    let fs = fs_on(&store, options(MINUTE, MINUTE));
     let ino = fs.lookup(ROOT_INO, "big").await.unwrap().ino;
     let mut handle = fs.open(ino, false, false, None).unwrap().handle;
     for i in 0..64u64 {

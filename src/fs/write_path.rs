@@ -28,9 +28,8 @@ impl<S: ObjectStore> Fs<S> {
         if self.options.writes.read_only { Err(FsError::ReadOnly) } else { Ok(()) }
     }
 
-    /// Creates `name` in `parent` and opens it for writing; the object appears once complete.
-    /// `opener` is the process creating it.
-    pub async fn create(&self, parent: Ino, name: &str, opener: Option<u32>) -> Result<(Attr, u64), FsError> {
+    /// The key prefix of `parent`, if `name` may be made there.
+    fn prefix_for_new(&self, parent: Ino, name: &str) -> Result<String, FsError> {
         self.check_writable()?;
         let prefix = self.dir_prefix(parent)?;
         if names::is_too_long(name) {
@@ -39,6 +38,13 @@ impl<S: ObjectStore> Fs<S> {
         if !names::is_valid_name(name) {
             return Err(FsError::NotPermitted("the name cannot be a key (empty, '.' or '..')"));
         }
+        Ok(prefix)
+    }
+
+    /// Creates `name` in `parent` and opens it for writing; the object appears once complete.
+    /// `opener` is the process creating it.
+    pub async fn create(&self, parent: Ino, name: &str, opener: Option<u32>) -> Result<(Attr, u64), FsError> {
+        let prefix = self.prefix_for_new(parent, name)?;
         if self.writing.of_name(&prefix, name).is_some() {
             return Err(FsError::Busy);
         }
@@ -232,14 +238,7 @@ impl<S: ObjectStore> Fs<S> {
     /// Makes a directory that exists here until a file is written under it (S3 has no
     /// directories, only key prefixes).
     pub async fn mkdir(&self, parent: Ino, name: &str) -> Result<Attr, FsError> {
-        self.check_writable()?;
-        let prefix = self.dir_prefix(parent)?;
-        if names::is_too_long(name) {
-            return Err(FsError::NameTooLong);
-        }
-        if !names::is_valid_name(name) {
-            return Err(FsError::NotPermitted("the name cannot be a key (empty, '.' or '..')"));
-        }
+        let prefix = self.prefix_for_new(parent, name)?;
         let exists = match self.metadata.known(&prefix, name) {
             Known::Present(_, _) => true,
             Known::Missing => false,

@@ -20,6 +20,14 @@ fn small_parts() -> UploadConfig {
     UploadConfig { first_part_size: 64 * 1024, concurrency: 3, budget: 512 * 1024, ..UploadConfig::default() }
 }
 
+/// Writes `data` in 64 KiB writes until one fails (a failure may show at a write or only at the end).
+async fn write_until_refused(upload: &mut Upload<MemoryStore>, data: &[u8]) -> Result<(), WriteError> {
+    for (i, chunk) in data.chunks(65_536).enumerate() {
+        upload.write(i as u64 * 65_536, chunk).await?;
+    }
+    Ok(())
+}
+
 async fn stored(store: &MemoryStore, key: &str) -> Bytes {
     use futures::StreamExt;
     let meta = store.head(key).await.expect("the object exists");
@@ -91,13 +99,7 @@ async fn a_failed_part_aborts_the_upload_and_no_object_appears() {
     let data = content(500_000);
     let mut upload = uploader(&store, small_parts()).start("broken".into(), Replace::Never);
     // Writes may fail as soon as the failure is known, or only at the end.
-    let mut wrote = Ok(());
-    for (i, chunk) in data.chunks(65_536).enumerate() {
-        wrote = upload.write(i as u64 * 65_536, chunk).await;
-        if wrote.is_err() {
-            break;
-        }
-    }
+    let wrote = write_until_refused(&mut upload, &data).await;
     let finished = upload.finish().await;
     assert!(wrote.is_err() || finished.is_err(), "the failure is reported");
     assert!(matches!(finished, Err(WriteError::Failed(_))), "{finished:?}");
@@ -220,13 +222,7 @@ async fn a_stalled_server_fails_the_upload_within_the_deadline() {
     let mut upload = uploader(&store, config).start("stalled".into(), Replace::Never);
     let started = std::time::Instant::now();
     let data = content(300_000);
-    let mut wrote = Ok(());
-    for (i, chunk) in data.chunks(65_536).enumerate() {
-        wrote = upload.write(i as u64 * 65_536, chunk).await;
-        if wrote.is_err() {
-            break;
-        }
-    }
+    let wrote = write_until_refused(&mut upload, &data).await;
     let finished = upload.finish().await;
     let failed = [wrote.err(), finished.err()].into_iter().flatten().next();
     assert!(matches!(failed, Some(WriteError::TimedOut { .. })), "{failed:?}");
