@@ -434,3 +434,16 @@ fn a_user_who_may_not_open_dev_fuse_is_told_which_file_and_what_to_do() {
     assert!(said.contains("/dev/fuse") && said.contains("Permission denied"), "{said}");
     let _ = std::fs::remove_dir(&mountpoint);
 }
+
+#[test]
+fn a_mistake_s_usage_line_shows_only_what_was_typed() {
+    // AWS_CA_BUNDLE in the environment is read by fetchfs, not shown as if passed on the line.
+    let out = Command::new(fetchfs_binary())
+        .args(["mount", "--no-such-flag", "bucket", "/mnt"])
+        .env("AWS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+        .output()
+        .expect("run fetchfs");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && said.contains("--no-such-flag"), "{said}");
+    assert!(!said.contains("--ca-bundle"), "{said}");
+}
