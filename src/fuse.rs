@@ -535,7 +535,9 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
     }
 
     fn flush(&self, req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        let (fs, notifier, process) = (Arc::clone(&self.fs), Arc::clone(&self.notifier), process_of(req.pid()));
+        // Only a file being written cares who closes it: reads' closes skip the lookup in /proc.
+        let process = if self.fs.is_writer(fh.0) { process_of(req.pid()) } else { None };
+        let (fs, notifier) = (Arc::clone(&self.fs), Arc::clone(&self.notifier));
         self.runtime.spawn(async move {
             match fs.flush(fh.0, process).await {
                 Ok(finished) => {

@@ -125,6 +125,11 @@ impl<S: ObjectStore> Fs<S> {
         Ok(data.len() as u32)
     }
 
+    /// Whether `handle` is a file opened for writing.
+    pub fn is_writer(&self, handle: u64) -> bool {
+        self.writing.get(handle).is_some()
+    }
+
     /// A `close` of one of the file's descriptors by `process`. The opener's completes the file
     /// and reports how that went; another's (a child that inherited the descriptor) leaves it to
     /// the opener, or to the last release. A file closed by its opener before anything was written
