@@ -403,3 +403,37 @@ fn a_file_evicted_while_open_in_passthrough_stays_readable() {
     held.read_exact_at(&mut all, 0).expect("the open descriptor still reads");
     assert!(all == data::content(1, 40 * MIB), "exact bytes from the evicted file");
 }
+
+#[test]
+fn the_cache_leaves_a_twentieth_of_its_filesystem_free() {
+    let server = TestServer::with_bucket(BUCKET);
+    put(&server, "f.bin", 6, 64 * MIB);
+    let cache = CacheDir::new();
+    ok(
+        Command::new("mount").args(["-t", "tmpfs", "-o", "size=40m,mode=0700", "tmpfs", cache.arg()]).output().unwrap(),
+        "mount tmpfs",
+    );
+    struct Unmount<'a>(&'a str);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _tmpfs = Unmount(cache.arg());
+    let metrics = MetricsPort::free();
+    {
+        // A cap above the filesystem's size: only the floor keeps it from filling.
+        let mounted = mount(&server, &cache, &metrics, &["--disk-cache-size", "64"]);
+        read_and_check(&mounted.path("f.bin"), 6, 64 * MIB);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while metrics.value("fetchfs_disk_cache_written_bytes_total") < 30 * MIB as u64 {
+            assert!(Instant::now() < deadline, "the cache filled what it may");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let out = ok(Command::new("stat").args(["-f", "-c", "%a %b"]).arg(cache.arg()).output().unwrap(), "stat -f");
+    let out = String::from_utf8_lossy(&out);
+    let (free, total) = out.trim().split_once(' ').expect("two numbers");
+    let (free, total): (u64, u64) = (free.parse().unwrap(), total.parse().unwrap());
+    assert!(free * 20 >= total, "{free} of {total} blocks free");
+}
