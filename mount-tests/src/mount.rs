@@ -108,6 +108,18 @@ impl Mount {
             .unwrap_or(0)
     }
 
+    /// Unmounts and waits (up to 40 s) for the daemon to exit, so that what it holds (a disk
+    /// cache's directory, on a filesystem the test unmounts next) is let go.
+    pub fn unmount_and_wait(self) {
+        let daemon = self.daemon_pid();
+        drop(self);
+        let Some(pid) = daemon else { return };
+        let deadline = std::time::Instant::now() + Duration::from_secs(40);
+        while Path::new(&format!("/proc/{pid}")).exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Runs a shell command line with the mount as its working directory.
     pub fn sh(&self, script: &str) -> Output {
         Command::new("sh").arg("-c").arg(script).current_dir(&self.dir).output().expect("run sh")

@@ -106,12 +106,8 @@ fn an_unmount_right_after_reading_leaves_what_was_read_on_disk() {
         read_and_check(&first.path("big.bin"), 8, 1024 * MIB);
         ok(first.sh("cat small/* > /dev/null"), "cat");
         let daemon = first.daemon_pid().expect("the daemon runs");
-        drop(first);
-        let deadline = Instant::now() + Duration::from_secs(40);
-        while Path::new(&format!("/proc/{daemon}")).exists() {
-            assert!(Instant::now() < deadline, "the daemon exits within its grace after the unmount");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        first.unmount_and_wait();
+        assert!(!Path::new(&format!("/proc/{daemon}")).exists(), "the daemon exits within its grace after the unmount");
     }
     server.knobs().counters().reset();
     let metrics = MetricsPort::free();
@@ -329,6 +325,8 @@ fn a_full_disk_never_fails_a_read() {
         read_and_check(&full.path("f.bin"), 5, 64 * MIB);
         read_and_check(&full.path("f.bin"), 5, 64 * MIB);
         assert!(metrics.value("fetchfs_disk_cache_fills_skipped_total") > 0, "fills were skipped, reads went on");
+        // Before the tmpfs goes: the daemon holds the cache's directory until it exits.
+        full.unmount_and_wait();
     }
 }
 
@@ -430,10 +428,46 @@ fn the_cache_leaves_a_twentieth_of_its_filesystem_free() {
             assert!(Instant::now() < deadline, "the cache filled what it may");
             std::thread::sleep(Duration::from_millis(50));
         }
+        mounted.unmount_and_wait();
     }
     let out = ok(Command::new("stat").args(["-f", "-c", "%a %b"]).arg(cache.arg()).output().unwrap(), "stat -f");
     let out = String::from_utf8_lossy(&out);
     let (free, total) = out.trim().split_once(' ').expect("two numbers");
     let (free, total): (u64, u64) = (free.parse().unwrap(), total.parse().unwrap());
     assert!(free * 20 >= total, "{free} of {total} blocks free");
+}
+
+#[test]
+fn a_file_opened_on_a_frozen_disk_is_read_from_the_network() {
+    // fsfreeze blocks every write to the cache's filesystem, creating files included: an open
+    // must not wait for the disk, and reads go on.
+    let server = TestServer::with_bucket(BUCKET);
+    put(&server, "f.bin", 4, 8 * MIB);
+    let image = fresh_dir("frozen-disk").join("disk.img");
+    ok(Command::new("truncate").args(["-s", "64M"]).arg(&image).output().unwrap(), "truncate");
+    ok(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image).output().unwrap(), "mkfs.ext4");
+    let cache = CacheDir::new();
+    ok(Command::new("mount").args(["-o", "loop"]).arg(&image).arg(cache.arg()).output().unwrap(), "mount -o loop");
+    struct Unfreeze<'a>(&'a str);
+    impl Drop for Unfreeze<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("fsfreeze").args(["-u", self.0]).status();
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _disk = Unfreeze(cache.arg());
+    let metrics = MetricsPort::free();
+    let mounted = mount(&server, &cache, &metrics, &[]);
+    ok(Command::new("fsfreeze").args(["-f", cache.arg()]).output().unwrap(), "fsfreeze -f");
+    let (done, finished) = std::sync::mpsc::channel();
+    let path = mounted.path("f.bin");
+    std::thread::spawn(move || {
+        read_and_check(&path, 4, 8 * MIB);
+        let _ = done.send(());
+    });
+    let read = finished.recv_timeout(Duration::from_secs(20));
+    let _ = Command::new("fsfreeze").args(["-u", cache.arg()]).status();
+    assert!(read.is_ok(), "the read finished while the disk was frozen");
+    mounted.unmount_and_wait();
+    let _ = std::fs::remove_dir_all(image.parent().unwrap());
 }

@@ -238,7 +238,7 @@ impl<S: ObjectStore> Fetcher<S> {
     /// The version's copy on disk, opened and checked against its record (blocking file I/O), and
     /// when it is whole, a read-only descriptor of it for the kernel to read from itself.
     pub fn open_on_disk(&self, object: &ObjectId, size: u64) -> Option<std::fs::File> {
-        let version = self.disk.as_ref()?.open_version(object, size)?;
+        let version = self.disk.as_ref()?.open_version_in_time(object, size)?;
         if !version.is_complete() {
             return None;
         }
@@ -573,7 +573,7 @@ impl<S: ObjectStore> Fetcher<S> {
                 // the network is written there. A version whole on disk needs nothing fetched.
                 let (disk, opening) = (Arc::clone(disk), Arc::clone(&object));
                 let whole = tokio::task::spawn_blocking(move || {
-                    disk.open_version(&opening, size).is_some_and(|v| v.is_complete())
+                    disk.open_version_in_time(&opening, size).is_some_and(|v| v.is_complete())
                 });
                 if whole.await.unwrap_or(false) {
                     return;

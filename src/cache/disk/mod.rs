@@ -6,6 +6,7 @@
 
 mod breaker;
 mod directory;
+mod opener;
 mod record;
 mod version;
 
@@ -15,7 +16,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -89,6 +90,8 @@ pub struct DiskCache {
     warned: Warned,
     /// Fills queued or being written.
     pending: crate::in_flight::InFlight,
+    /// Opens versions within a deadline, for callers that must not wait on a stalled disk.
+    opener: OnceLock<opener::Opener>,
     /// Keeps reads and opens off a disk that stalled.
     breaker: breaker::Breaker,
     metrics: DiskMetrics,
@@ -141,10 +144,14 @@ impl DiskCache {
             used: AtomicU64::new(used),
             warned: Warned::default(),
             breaker: breaker::Breaker::default(),
+            opener: OnceLock::new(),
             pending: crate::in_flight::InFlight::default(),
             metrics,
         });
         cache.metrics.bytes.set(used as i64);
+        let opener = opener::Opener::start(Arc::downgrade(&cache))
+            .map_err(|e| format!("cannot start the disk cache's openers: {e}"))?;
+        let _ = cache.opener.set(opener);
         let writer = Arc::downgrade(&cache);
         std::thread::Builder::new()
             .name("fetchfs-disk-fill".into())
@@ -219,6 +226,29 @@ impl DiskCache {
     /// Blocks queued for the disk or being written.
     pub fn fills_pending(&self) -> usize {
         self.pending.count()
+    }
+
+    /// `open_version` within the disk's deadline, on the cache's own threads: an open on the
+    /// kernel's thread goes on without the disk rather than hang on a stalled one (the disk is
+    /// then left alone for a while, as after a stalled read).
+    pub fn open_version_in_time(&self, object: &ObjectId, size: u64) -> Option<Arc<VersionFile>> {
+        if !self.breaker.closed() {
+            return None;
+        }
+        let answer = self.opener.get()?.ask(object, size)?;
+        match answer.recv_timeout(DISK_READ_DEADLINE) {
+            Ok(version) => version,
+            Err(_) => {
+                if self.breaker.trip() {
+                    tracing::warn!(
+                        "disk cache: opening a file took over {DISK_READ_DEADLINE:?}; the disk is left alone for {:?} and \
+                         the network serves",
+                        breaker::PAUSE
+                    );
+                }
+                None
+            }
+        }
     }
 
     /// The version if it was opened already and is still in use.
