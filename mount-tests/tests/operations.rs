@@ -130,6 +130,7 @@ fn mount_t_fuse_fetchfs_and_an_fstab_line_mount_and_umount_unmounts() {
     let script = format!(
         "mount -t fuse.fetchfs {BUCKET} {d} -o ro,_netdev,nofail,allow_other,endpoint_url={endpoint},force_path_style,file_mode=0600\n\
          stat -c %a {d}/f1\n\
+         if touch {d}/new 2>&1 | grep -q 'Read-only file system'; then echo read-only; else echo writable; fi\n\
          cat {d}/f1 > {d}.bytes\n\
          umount {d}\n\
          if grep -q ' {d} ' /proc/self/mountinfo; then echo still mounted; exit 1; fi\n\
@@ -142,7 +143,8 @@ fn mount_t_fuse_fetchfs_and_an_fstab_line_mount_and_umount_unmounts() {
     let out = ok(in_namespace_with_package(&script, &server), "mount through the helper");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.first(), Some(&"600"), "file_mode from -o reached fetchfs: {out}");
-    assert_eq!(&lines[1..4], ["f0", "f1", "f2"], "the fstab line mounted the bucket: {out}");
+    assert_eq!(lines.get(1), Some(&"read-only"), "-o ro became --read-only (EROFS): {out}");
+    assert_eq!(&lines[2..5], ["f0", "f1", "f2"], "the fstab line mounted the bucket: {out}");
     assert_eq!(lines.last(), Some(&"done"));
     let bytes = std::fs::read(format!("{d}.bytes")).expect("bytes read through the helper's mount");
     assert_eq!(bytes, data::content(1, 1000).to_vec());
