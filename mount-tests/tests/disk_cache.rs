@@ -43,6 +43,24 @@ impl Drop for CacheDir {
     }
 }
 
+/// A tmpfs of a given size mounted on a cache directory, unmounted when dropped.
+struct Tmpfs<'a>(&'a str);
+
+impl<'a> Tmpfs<'a> {
+    fn mount(cache: &'a CacheDir, size: &str) -> Self {
+        let options = format!("size={size},mode=0700");
+        let out = Command::new("mount").args(["-t", "tmpfs", "-o", &options, "tmpfs", cache.arg()]).output().unwrap();
+        ok(out, "mount tmpfs");
+        Self(cache.arg())
+    }
+}
+
+impl Drop for Tmpfs<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0).status();
+    }
+}
+
 fn put(server: &TestServer, key: &str, seed: u64, size: usize) {
     server.storage().put(BUCKET, key, StoredObject::new(data::content(seed, size), None)).expect("put");
 }
@@ -299,17 +317,7 @@ fn a_full_disk_never_fails_a_read() {
     let server = TestServer::with_bucket(BUCKET);
     put(&server, "f.bin", 5, 64 * MIB);
     let cache = CacheDir::new();
-    ok(
-        Command::new("mount").args(["-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", cache.arg()]).output().unwrap(),
-        "mount tmpfs",
-    );
-    struct Unmount<'a>(&'a str);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(self.0).status();
-        }
-    }
-    let _tmpfs = Unmount(cache.arg());
+    let _tmpfs = Tmpfs::mount(&cache, "16m");
     // Nearly full before the mount starts.
     ok(
         Command::new("dd")
@@ -407,17 +415,7 @@ fn the_cache_leaves_a_twentieth_of_its_filesystem_free() {
     let server = TestServer::with_bucket(BUCKET);
     put(&server, "f.bin", 6, 64 * MIB);
     let cache = CacheDir::new();
-    ok(
-        Command::new("mount").args(["-t", "tmpfs", "-o", "size=40m,mode=0700", "tmpfs", cache.arg()]).output().unwrap(),
-        "mount tmpfs",
-    );
-    struct Unmount<'a>(&'a str);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(self.0).status();
-        }
-    }
-    let _tmpfs = Unmount(cache.arg());
+    let _tmpfs = Tmpfs::mount(&cache, "40m");
     let metrics = MetricsPort::free();
     {
         // A cap above the filesystem's size: only the floor keeps it from filling.
