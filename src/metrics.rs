@@ -64,6 +64,7 @@ pub struct DiskMetrics {
     pub evictions: Counter,
     pub files_dropped: Counter,
     pub passthrough_opens: Counter,
+    pub stalls: Counter,
     pub bytes: Gauge,
 }
 
@@ -89,6 +90,11 @@ impl DiskMetrics {
             "passthrough_opens",
             "Opens answered with FUSE passthrough: the kernel reads the cache file itself",
             self.passthrough_opens.clone(),
+        );
+        disk.register(
+            "stalls",
+            "Reads and opens on the disk cache that passed their deadline (the network served them)",
+            self.stalls.clone(),
         );
         disk.register("bytes", "Bytes the disk cache's files take on disk (at the last scan)", self.bytes.clone());
     }

@@ -423,7 +423,13 @@ fn the_cache_leaves_a_twentieth_of_its_filesystem_free() {
         read_and_check(&mounted.path("f.bin"), 6, 64 * MIB);
         let deadline = Instant::now() + Duration::from_secs(30);
         while metrics.value("fetchfs_disk_cache_written_bytes_total") < 30 * MIB as u64 {
-            assert!(Instant::now() < deadline, "the cache filled what it may");
+            assert!(
+                Instant::now() < deadline,
+                "the cache filled what it may: {} bytes written, {} blocks skipped, {} stalls",
+                metrics.value("fetchfs_disk_cache_written_bytes_total"),
+                metrics.value("fetchfs_disk_cache_fills_skipped_total"),
+                metrics.value("fetchfs_disk_cache_stalls_total"),
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         mounted.unmount_and_wait();

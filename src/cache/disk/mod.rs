@@ -185,11 +185,9 @@ impl DiskCache {
 
     /// The version on disk, opened (or created empty) and checked against its record; what
     /// another daemon added since the last open is picked up. Blocking file I/O. `None` when the
-    /// disk cannot be used for it (logged once).
+    /// disk cannot be used for it (logged once). Not asked of the breaker: an open that was
+    /// asked for before the disk was left alone finishes, and a late one still takes fills.
     pub fn open_version(&self, object: &ObjectId, size: u64) -> Option<Arc<VersionFile>> {
-        if !self.breaker.closed() {
-            return None;
-        }
         let key = (object.clone(), size);
         // Not under the map's lock: a refresh waits for the fill writer's lock and for the disk.
         let cached = self.lock_open().get(&key).cloned();
@@ -239,6 +237,7 @@ impl DiskCache {
         match answer.recv_timeout(DISK_READ_DEADLINE) {
             Ok(version) => version,
             Err(_) => {
+                self.metrics.stalls.inc();
                 if self.breaker.trip() {
                     tracing::warn!(
                         "disk cache: opening a file took over {DISK_READ_DEADLINE:?}; the disk is left alone for {:?} and \
@@ -278,6 +277,7 @@ impl DiskCache {
             Ok(Err(_)) => None,
             Err(_) => {
                 waiting.gave_up();
+                self.metrics.stalls.inc();
                 if self.breaker.trip() {
                     tracing::warn!(
                         "disk cache: a read took over {DISK_READ_DEADLINE:?}; the disk is left alone for {:?} and the \
