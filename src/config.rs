@@ -10,7 +10,7 @@ use fuser::{MountOption, SessionACL};
 use crate::cache::disk::DiskCacheConfig;
 use crate::cli::{MountArgs, S3Args};
 use crate::fetch::FetchConfig;
-use crate::fs::{FsOptions, WriteMode};
+use crate::fs::{FsOptions, User, WriteMode};
 use crate::store::s3::S3Settings;
 use crate::upload::UploadConfig;
 
@@ -79,6 +79,9 @@ impl MountConfig {
             negative_metadata_ttl,
             read_timeout: Duration::from_secs(read_timeout),
             writes,
+            mountpoint: std::fs::canonicalize(&args.mountpoint).unwrap_or_else(|_| args.mountpoint.clone()),
+            owner: User { uid: euid, gid: egid },
+            shared: args.allow_other,
         };
         let disk_cache = disk_cache_config(args.disk_cache, args.disk_cache_size)?;
         let s3 = s3_settings(bucket, &args.s3)?;
@@ -100,17 +103,15 @@ impl MountConfig {
     }
 
     pub fn mount_options(&self) -> Vec<MountOption> {
-        let mut options = vec![
+        // Not the kernel's `ro` on a read-only mount: the daemon answers every change with EROFS
+        // itself, and the control files (`.fetchfs/prefetch`) stay writable.
+        vec![
             MountOption::FSName(format!("fetchfs:{}", self.s3.bucket)),
             MountOption::Subtype("fetchfs".into()),
             MountOption::NoDev,
             MountOption::NoSuid,
             MountOption::DefaultPermissions,
-        ];
-        if self.fs.writes.read_only {
-            options.push(MountOption::RO);
-        }
-        options
+        ]
     }
 }
 

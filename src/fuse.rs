@@ -19,7 +19,7 @@ use tokio::runtime::Handle;
 
 use crate::config::MountConfig;
 use crate::errno::FsError;
-use crate::fs::{Attr, AttrChange, Finished, Fs, Kind, Listing};
+use crate::fs::{Attr, AttrChange, Finished, Fs, Kind, Listing, User};
 use crate::store::ObjectStore;
 
 /// Largest read the kernel is asked to send at once.
@@ -210,6 +210,13 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
                 &format_args!("inode {}", ino.0),
                 &FsError::TextBusy,
             ));
+        }
+        if let Some(control) = self.fs.open_control(ino.0, User { uid: req.uid(), gid: req.gid() }) {
+            return match control {
+                // Its reads show the state now, and its writes are lines: no page cache.
+                Ok(handle) => reply.opened(FileHandle(handle), FopenFlags::FOPEN_DIRECT_IO),
+                Err(e) => reply.error(failed(&self.fs, "open", &format_args!("inode {}", ino.0), &e)),
+            };
         }
         // Opening may start fetching the files that come next, on the runtime.
         let _runtime = self.runtime.enter();

@@ -28,6 +28,13 @@ pub struct UploadLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    /// `queued`, `fetched`, `hit`, `missed`, `skipped`, `wasted`, `bad`, `failed` or `dropped`
+    /// (files); `fetched` or `wasted` (bytes).
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrnoLabels {
     pub errno: &'static str,
 }
@@ -51,6 +58,9 @@ pub struct Metrics {
     pub inodes: Gauge,
     pub listed_entries: Gauge,
     pub disk: DiskMetrics,
+    /// What the prefetch queue (`.fetchfs/prefetch`) did with the files it was given.
+    pub queue_files: Family<QueueLabels, Counter>,
+    pub queue_bytes: Family<QueueLabels, Counter>,
 }
 
 /// What the disk cache did (all zero without `--disk-cache`).
@@ -157,6 +167,18 @@ impl Default for Metrics {
         registry.register("listed_entries", "Entries of the directory listings kept", listed_entries.clone());
         let disk = DiskMetrics::default();
         disk.register(&mut registry);
+        let queue_files = Family::<QueueLabels, Counter>::default();
+        registry.register(
+            "prefetch_queue_files",
+            "Files given to .fetchfs/prefetch, by what became of them",
+            queue_files.clone(),
+        );
+        let queue_bytes = Family::<QueueLabels, Counter>::default();
+        registry.register(
+            "prefetch_queue_bytes",
+            "Bytes the prefetch queue fetched ahead, and those never read",
+            queue_bytes.clone(),
+        );
         Self {
             registry,
             bytes_fetched,
@@ -176,6 +198,8 @@ impl Default for Metrics {
             inodes,
             listed_entries,
             disk,
+            queue_files,
+            queue_bytes,
         }
     }
 }

@@ -88,6 +88,9 @@ const DISK_FILL_SHARE: u64 = 8;
 /// MB/s in nine runs, against 1019-1110 in four runs that left the cache its whole share).
 const SPAN_SHARE: u64 = 64;
 
+/// GETs at once for one file filled on disk: several files go at once, each a few parts at a time.
+const RUNS_PER_FILE: usize = 4;
+
 /// Fewest GETs a readahead range is split into, while parts are smaller than the part size.
 const PARALLEL_SPLIT: u64 = 4;
 
@@ -142,6 +145,11 @@ impl<S: ObjectStore> Fetcher<S> {
 
     pub fn has_disk_cache(&self) -> bool {
         self.disk.is_some()
+    }
+
+    /// The disk cache's cap, when there is one.
+    pub fn disk_cap(&self) -> Option<u64> {
+        self.disk.as_ref().map(|d| d.cap())
     }
 
     pub fn cache(&self) -> &BlockCache {
@@ -259,8 +267,7 @@ impl<S: ObjectStore> Fetcher<S> {
     pub fn complete_on_disk(self: &Arc<Self>, object: Arc<ObjectId>, size: u64) {
         let Some(disk) = self.disk.clone() else { return };
         let Some(version) = disk.opened(&object, size) else { return };
-        let missing = version.missing();
-        if missing.is_empty() {
+        if version.is_complete() {
             return;
         }
         let this = Arc::clone(self);
@@ -268,29 +275,101 @@ impl<S: ObjectStore> Fetcher<S> {
         tokio::spawn(async move {
             let _counted = counted;
             let _one_at_a_time = this.completing.lock().await;
-            let bs = this.config.block_size;
-            let part_blocks = (this.config.part_size / bs).max(1) as usize;
-            let mut runs: Vec<Vec<u64>> = Vec::new();
-            for index in missing {
-                match runs.last_mut() {
-                    Some(run) if run.len() < part_blocks && run.last() == Some(&(index - 1)) => run.push(index),
-                    _ => runs.push(vec![index]),
-                }
-            }
-            for run in runs {
-                let (first, last) = (run[0], run[run.len() - 1]);
-                let range = first * bs..((last + 1) * bs).min(size);
-                let Ok(permit) = this.prefetch_permits.acquire().await else { return };
-                let fetched = this.read_direct(&object, range.clone()).await;
-                drop(permit);
-                let Ok(bytes) = fetched else { return };
-                for index in run {
-                    let start = (index * bs - range.start) as usize;
-                    let end = (((index + 1) * bs).min(size) - range.start) as usize;
-                    disk.fill_in_background(&version, index, bytes.slice(start..end)).await;
-                }
-            }
+            let _ = this.fill_missing_on_disk(&disk, &version, &object, size).await;
         });
+    }
+
+    /// Fetches the blocks of `version` it lacks, in runs of up to a part, each with a readahead
+    /// connection permit, and queues them for the disk, waiting for room; returns the bytes
+    /// fetched.
+    async fn fill_missing_on_disk(
+        &self,
+        disk: &DiskCache,
+        version: &Arc<VersionFile>,
+        object: &Arc<ObjectId>,
+        size: u64,
+    ) -> Result<u64, StoreError> {
+        let bs = self.config.block_size;
+        let part_blocks = (self.config.part_size / bs).max(1) as usize;
+        let mut runs: Vec<Vec<u64>> = Vec::new();
+        for index in version.missing() {
+            match runs.last_mut() {
+                Some(run) if run.len() < part_blocks && run.last() == Some(&(index - 1)) => run.push(index),
+                _ => runs.push(vec![index]),
+            }
+        }
+        let fetch_run = |run: Vec<u64>| async move {
+            let (first, last) = (run[0], run[run.len() - 1]);
+            let range = first * bs..((last + 1) * bs).min(size);
+            let permit = self.prefetch_permits.acquire().await.map_err(|_| StoreError::Other("shutting down".into()))?;
+            let bytes = self.read_direct(object, range.clone()).await?;
+            for index in run {
+                let start = (index * bs - range.start) as usize;
+                let end = (((index + 1) * bs).min(size) - range.start) as usize;
+                disk.fill_in_background(version, index, bytes.slice(start..end)).await;
+            }
+            // Held until the bytes are queued: a disk slower than the network holds back GETs
+            // rather than parts piling up in memory.
+            drop(permit);
+            Ok::<u64, StoreError>(range.end - range.start)
+        };
+        use futures::{StreamExt, TryStreamExt};
+        futures::stream::iter(runs).map(fetch_run).buffer_unordered(RUNS_PER_FILE).try_fold(0, |sum, n| async move { Ok(sum + n) }).await
+    }
+
+    /// Fetches a file a job said it will read (see `fs::prefetch_queue`), before it is opened:
+    /// with a disk cache, all of it to disk (then an open hands it to the kernel whole); without,
+    /// its first `limit` bytes into memory, as blocks fetched ahead. Returns the bytes fetched
+    /// from the network.
+    pub async fn fetch_queued(self: &Arc<Self>, object: Arc<ObjectId>, size: u64, limit: u64) -> Result<u64, StoreError> {
+        if let Some(disk) = &self.disk {
+            let (opening, id) = (Arc::clone(disk), Arc::clone(&object));
+            let version = tokio::task::spawn_blocking(move || opening.open_version_in_time(&id, size)).await;
+            if let Ok(Some(version)) = version {
+                let fetched = self.fill_missing_on_disk(disk, &version, &object, size).await?;
+                // Whole once the writer has taken what was queued: an open after the fetch is
+                // then passed through, with no GET.
+                let deadline = Instant::now() + std::time::Duration::from_secs(10);
+                while !version.is_complete() && Instant::now() < deadline && !version.is_gone() {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                return Ok(fetched);
+            }
+        }
+        self.fetch_into_memory(&object, size, limit).await
+    }
+
+    /// Fetches the first `limit` bytes of a version into the block cache, a part per GET, each
+    /// with a readahead connection permit, and waits for them.
+    async fn fetch_into_memory(self: &Arc<Self>, object: &Arc<ObjectId>, size: u64, limit: u64) -> Result<u64, StoreError> {
+        let end = size.min(limit.max(1));
+        if end == 0 {
+            return Ok(0);
+        }
+        let bs = self.config.block_size;
+        let part_blocks = (self.config.part_size / bs).max(1);
+        let last = (end - 1) / bs;
+        let mut slots = Vec::new();
+        let mut fetched = 0;
+        let mut first = 0;
+        while first <= last {
+            let run_end = (first + part_blocks - 1).min(last);
+            let permit = Arc::clone(&self.prefetch_permits)
+                .acquire_owned()
+                .await
+                .map_err(|_| StoreError::Other("shutting down".into()))?;
+            let permit = Arc::new(permit);
+            slots.extend(self.claim(object, first..=run_end, part_blocks as usize, |run| {
+                run.iter().for_each(|(_, slot)| slot.mark_ahead());
+                fetched += run.iter().map(|(key, _)| ((key.index + 1) * bs).min(size) - key.index * bs).sum::<u64>();
+                self.start_fetch(run, size, Some(Arc::clone(&permit)));
+            }));
+            first = run_end + 1;
+        }
+        for (_, slot) in slots {
+            slot.wait().await?;
+        }
+        Ok(fetched)
     }
 
     /// Waits until what was read is on disk (versions being completed, blocks queued for the

@@ -13,6 +13,11 @@ use crate::store::ObjectMeta;
 
 pub type Ino = u64;
 pub const ROOT_INO: Ino = 1;
+/// The control directory `.fetchfs` and its file `prefetch` (see `control`): numbers of their own,
+/// outside the table.
+pub const CONTROL_DIR_INO: Ino = 2;
+pub const PREFETCH_INO: Ino = 3;
+const FIRST_TABLE_INO: Ino = 4;
 
 /// What an inode stands for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,7 +68,7 @@ impl InodeTable {
         let root =
             Node { entry: Entry::Directory { prefix: root_prefix }, parent: ROOT_INO, name: String::new(), lookups: 1 };
         nodes.insert(ROOT_INO, root);
-        Self { inner: Mutex::new(Inner { nodes, by_name: HashMap::new(), next: ROOT_INO + 1 }) }
+        Self { inner: Mutex::new(Inner { nodes, by_name: HashMap::new(), next: FIRST_TABLE_INO }) }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {

@@ -2,22 +2,25 @@
 //! attributes from listings and HEADs, open handles pinned to one object version, reads as ranged
 //! GETs. Answers are plain values and `FsError`s; `fuse` turns them into replies.
 
+pub mod control;
 mod inode;
 mod listing;
 pub mod names;
 mod next_file;
+mod prefetch_queue;
 mod timed_out;
 mod write_path;
 mod writing;
 
-pub use inode::{Entry, Ino, ROOT_INO};
+pub use inode::{CONTROL_DIR_INO, Entry, Ino, PREFETCH_INO, ROOT_INO};
 pub use listing::Listing;
 pub use write_path::Finished;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -30,9 +33,11 @@ use crate::object_id::ObjectId;
 use crate::store::{ObjectMeta, ObjectStore, StoreError};
 use crate::upload::dangling::Journal;
 use crate::upload::{UploadConfig, Uploader};
+use control::ControlFiles;
 use inode::InodeTable;
 use listing::{Known, MAX_LISTED_ENTRIES, MetadataCache};
 use next_file::NextFiles;
+use prefetch_queue::PrefetchQueue;
 use timed_out::TimedOutReads;
 use writing::{Writer, Writing};
 
@@ -52,6 +57,19 @@ pub struct FsOptions {
     /// How long one read may take.
     pub read_timeout: Duration,
     pub writes: WriteMode,
+    /// Where the mount is, for absolute paths written to control files.
+    pub mountpoint: PathBuf,
+    /// Who mounted it: the owner of its control files.
+    pub owner: User,
+    /// Other users may use the mount (`--allow-other`): they may write control files too.
+    pub shared: bool,
+}
+
+/// A user, as the kernel names the caller of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// What the mount lets programs change.
@@ -141,6 +159,10 @@ pub struct Fs<S> {
     writing: Writing<S>,
     next_handle: AtomicU64,
     mounted_at: SystemTime,
+    control: ControlFiles,
+    prefetch: PrefetchQueue,
+    /// Itself, for tasks that outlive a request (the prefetch queue's).
+    me: Weak<Self>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -157,8 +179,8 @@ impl<S: ObjectStore> Fs<S> {
         disk: Option<Arc<DiskCache>>,
         journal: Option<Arc<Journal>>,
         metrics: Arc<Metrics>,
-    ) -> Self {
-        Self {
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
             uploader: Uploader::new(Arc::clone(&store), upload, Arc::clone(&metrics), journal),
             writing: Writing::default(),
             fetcher: Arc::new(Fetcher::new(Arc::clone(&store), fetch, disk, Arc::clone(&metrics))),
@@ -175,7 +197,10 @@ impl<S: ObjectStore> Fs<S> {
             )),
             next_handle: AtomicU64::new(1),
             mounted_at: SystemTime::now(),
-        }
+            control: ControlFiles::default(),
+            prefetch: PrefetchQueue::default(),
+            me: me.clone(),
+        })
     }
 
     /// Waits, at most `deadline`, until what was read is on disk (see `Fetcher::settle_on_disk`).
@@ -206,6 +231,7 @@ impl<S: ObjectStore> Fs<S> {
         self.metrics.inodes.set(self.inodes.len() as i64);
         self.metrics.listed_entries.set(self.metadata.listed_entries() as i64);
         self.metrics.cache_bytes.set(self.fetcher.cache().used() as i64);
+        self.prefetch.export(&self.metrics);
     }
 
     fn attr_of(&self, ino: Ino, entry: &Entry) -> Attr {
@@ -233,6 +259,9 @@ impl<S: ObjectStore> Fs<S> {
     }
 
     fn dir_prefix(&self, ino: Ino) -> Result<String, FsError> {
+        if ino == CONTROL_DIR_INO {
+            return Err(FsError::NotPermitted("the .fetchfs directory holds only the mount's control files"));
+        }
         match self.inodes.get(ino) {
             Some(Entry::Directory { prefix }) => Ok(prefix),
             Some(Entry::File(_)) => Err(FsError::NotADirectory),
@@ -241,6 +270,9 @@ impl<S: ObjectStore> Fs<S> {
     }
 
     pub fn getattr(&self, ino: Ino) -> Result<Attr, FsError> {
+        if let Some(attr) = self.control_attr(ino) {
+            return Ok(attr);
+        }
         let entry = self.inodes.get(ino).ok_or(FsError::NotFound)?;
         Ok(self.attr_of(ino, &entry))
     }
@@ -249,6 +281,9 @@ impl<S: ObjectStore> Fs<S> {
     /// S3 whether it is a file and whether it is a directory, at once. Each success is one more
     /// reference the kernel holds, until `forget`.
     pub async fn lookup(&self, parent: Ino, name: &str) -> Result<Attr, FsError> {
+        if let Some(control) = self.control_lookup(parent, name) {
+            return control;
+        }
         let prefix = self.dir_prefix(parent)?;
         if names::is_too_long(name) {
             return Err(FsError::NameTooLong);
@@ -321,6 +356,9 @@ impl<S: ObjectStore> Fs<S> {
     /// An entry of a listing handed to the kernel with its attributes (READDIRPLUS): the kernel
     /// counts it as a lookup, and so does the inode table.
     pub fn listed_entry(&self, parent: Ino, name: &str, ino: Ino, entry: &Entry) -> Attr {
+        if let Some(attr) = self.control_attr(ino) {
+            return attr;
+        }
         let ino = self.bind(parent, name, entry, Some(ino));
         self.attr_of(ino, entry)
     }
@@ -336,6 +374,9 @@ impl<S: ObjectStore> Fs<S> {
     /// Every entry of a directory, sorted, from a fresh listing if there is one, else from all the
     /// listing pages S3 gives; later lookups and opens are answered from it.
     pub async fn readdir(&self, ino: Ino) -> Result<Arc<Listing>, FsError> {
+        if ino == CONTROL_DIR_INO {
+            return Ok(Arc::new(self.control_listing()));
+        }
         let prefix = self.dir_prefix(ino)?;
         let listing = self.listing(ino, &prefix).await?;
         // Files being written and directories made here are listed too.
@@ -392,6 +433,10 @@ impl<S: ObjectStore> Fs<S> {
                     tracing::debug!(prefix = %sub, "skipping a prefix that cannot be a directory name");
                     continue;
                 }
+                if ino == ROOT_INO && name == control::CONTROL_DIR {
+                    self.control.warn_hidden(&prefix);
+                    continue;
+                }
                 // A name that is both a file and a directory shows the directory.
                 found.insert(name.to_owned(), Entry::Directory { prefix: sub.clone() });
             }
@@ -427,7 +472,10 @@ impl<S: ObjectStore> Fs<S> {
         if write {
             return self.open_for_replacing(ino, meta, truncate, opener);
         }
-        self.prefetch_next_files(ino);
+        // The job's own order, when it gave one, beats a guess from the listing's.
+        if !self.prefetch.opened(&meta.key) {
+            self.prefetch_next_files(ino);
+        }
         let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
         let ObjectMeta { key, size, etag, .. } = meta;
         let object = Arc::new(ObjectId { key, etag });
@@ -467,6 +515,9 @@ impl<S: ObjectStore> Fs<S> {
     /// on. If that version is gone, the read fails with `ESTALE` and what is known of the name is
     /// dropped, so the next lookup finds the current version (under a new inode).
     pub async fn read(&self, handle: u64, offset: u64, len: u32) -> Result<Bytes, FsError> {
+        if let Some(text) = self.read_control(handle, offset, len) {
+            return Ok(text);
+        }
         let (ino, object, size, streams) = {
             let files = lock(&self.open_files);
             let file = files.get(&handle).ok_or(FsError::BadHandle)?;
@@ -508,6 +559,9 @@ impl<S: ObjectStore> Fs<S> {
     /// Forgets a handle. A file being written whose upload is not complete yet is returned, for
     /// the caller to complete with `finish_released` off the kernel's thread.
     pub fn release(&self, handle: u64) -> Option<UnfinishedUpload<S>> {
+        if self.close_control(handle, true) {
+            return None;
+        }
         if let Some(writer) = self.writing.remove(handle) {
             return writer.outcome().is_none().then_some(UnfinishedUpload(writer));
         }

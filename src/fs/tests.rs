@@ -17,15 +17,18 @@ fn options(ttl: Duration, negative_ttl: Duration) -> FsOptions {
         negative_metadata_ttl: negative_ttl,
         read_timeout: Duration::from_secs(5),
         writes: WriteMode::default(),
+        mountpoint: PathBuf::from("/mnt/bucket"),
+        owner: User { uid: 0, gid: 0 },
+        shared: false,
     }
 }
 
 /// A filesystem on `store`, without a disk cache, with the default fetch and upload settings.
-fn fs_on(store: &Arc<MemoryStore>, options: FsOptions) -> Fs<MemoryStore> {
+fn fs_on(store: &Arc<MemoryStore>, options: FsOptions) -> Arc<Fs<MemoryStore>> {
     Fs::new(Arc::clone(store), options, FetchConfig::default(), UploadConfig::default(), None, None, Arc::default())
 }
 
-fn fs_with(files: usize, size: usize, ttl: Duration) -> (Arc<MemoryStore>, Fs<MemoryStore>) {
+fn fs_with(files: usize, size: usize, ttl: Duration) -> (Arc<MemoryStore>, Arc<Fs<MemoryStore>>) {
     let store = Arc::new(MemoryStore::new());
     for i in 0..files {
         store.put(&format!("d/f{i:05}"), Bytes::from(vec![i as u8; size]));
@@ -224,7 +227,7 @@ async fn a_stream_continued_by_a_new_open_keeps_its_readahead() {
 mod writing {
     use super::*;
 
-    fn writable(mode: WriteMode) -> (Arc<MemoryStore>, Fs<MemoryStore>) {
+    fn writable(mode: WriteMode) -> (Arc<MemoryStore>, Arc<Fs<MemoryStore>>) {
         let store = Arc::new(MemoryStore::new());
         store.put("d/existing", Bytes::from_static(b"old"));
         let options = FsOptions { writes: mode, ..options(MINUTE, MINUTE) };
@@ -478,5 +481,158 @@ mod writing {
         assert_eq!(closed.map_err(|e| e.errno()), Err(libc::EIO));
         assert_eq!(object(&store, "broken").await, None);
         assert_eq!(store.uploads_in_progress(), 0);
+    }
+}
+
+/// The prefetch queue through `.fetchfs/prefetch`, against the in-memory store.
+mod prefetch_queue {
+    use super::*;
+
+    const ROOT: User = User { uid: 0, gid: 0 };
+
+    async fn control(fs: &Fs<MemoryStore>, caller: User) -> u64 {
+        let dir = fs.lookup(ROOT_INO, ".fetchfs").await.unwrap();
+        assert_eq!((dir.ino, dir.kind), (CONTROL_DIR_INO, Kind::Directory));
+        let file = fs.lookup(dir.ino, "prefetch").await.unwrap();
+        fs.open_control(file.ino, caller).unwrap().unwrap()
+    }
+
+    async fn write(fs: &Fs<MemoryStore>, handle: u64, text: &str) {
+        assert_eq!(fs.write(handle, 0, text.as_bytes()).await, Ok(text.len() as u32), "never an error to the writer");
+    }
+
+    async fn state(fs: &Fs<MemoryStore>, handle: u64) -> HashMap<String, u64> {
+        let text = fs.read(handle, 0, 4096).await.unwrap();
+        String::from_utf8(text.to_vec())
+            .unwrap()
+            .lines()
+            .map(|line| {
+                let (name, value) = line.split_once(' ').unwrap();
+                (name.to_owned(), value.parse().unwrap())
+            })
+            .collect()
+    }
+
+    /// Waits until the queue has nothing left to fetch or waits for reads.
+    async fn settled(fs: &Fs<MemoryStore>, handle: u64) -> HashMap<String, u64> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = state(fs, handle).await;
+            if (now["pending"] == 0 || now["waiting_for_reads"] == 1) && now["in_flight"] == 0 {
+                return now;
+            }
+            assert!(std::time::Instant::now() < deadline, "the queue settles: {now:?}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn read_whole(fs: &Fs<MemoryStore>, dir: Ino, name: &str) -> Bytes {
+        let ino = fs.lookup(dir, name).await.unwrap().ino;
+        let handle = fs.open(ino, false, false, None).unwrap().handle;
+        let data = fs.read(handle, 0, 1 << 20).await.unwrap();
+        fs.release(handle);
+        data
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queued_files_are_fetched_in_order_before_they_are_opened() {
+        let (store, fs) = fs_with(200, 100 * 1024, MINUTE);
+        let handle = control(&fs, ROOT).await;
+        let order: Vec<usize> = vec![150, 7, 93, 40, 181, 120];
+        // Relative and absolute paths, a line cut between two writes.
+        write(&fs, handle, "d/f00150\n/mnt/bucket/d/f00007\n./d/f000").await;
+        write(&fs, handle, "93\nd/f00040\nd/f00181\nd/f00120").await;
+        fs.release(handle);
+        let handle = control(&fs, ROOT).await;
+        let now = settled(&fs, handle).await;
+        assert_eq!((now["queued"], now["fetched"], now["bad"]), (6, 6, 0), "{now:?}");
+        let counts = store.counts();
+        assert_eq!((counts.gets, counts.lists), (6, 1), "one GET per file, one listing for the directory");
+        let dir = fs.lookup(ROOT_INO, "d").await.unwrap().ino;
+        let found = store.counts();
+        for i in &order {
+            assert_eq!(read_whole(&fs, dir, &format!("f{i:05}")).await, Bytes::from(vec![*i as u8; 100 * 1024]));
+        }
+        assert_eq!(store.counts(), found, "the job's lookups and reads cost no request");
+        let now = state(&fs, handle).await;
+        assert_eq!((now["hit"], now["missed"], now["wasted"]), (6, 0, 0), "{now:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bad_lines_are_counted_and_never_fetched() {
+        let (store, fs) = fs_with(3, 10, MINUTE);
+        store.put(".fetchfs/hidden", Bytes::from_static(b"a key under the control directory"));
+        let handle = control(&fs, ROOT).await;
+        write(&fs, handle, "/elsewhere/f\nd/missing\nd\n../d/f00000\n.fetchfs/prefetch\n.fetchfs/hidden\nd/f00001\n")
+            .await;
+        let now = settled(&fs, handle).await;
+        assert_eq!((now["bad"], now["fetched"]), (6, 1), "{now:?}");
+        assert_eq!(store.counts().gets, 1);
+        let root = fs.readdir(ROOT_INO).await.unwrap();
+        assert!(root.position(".fetchfs").is_none(), "the control directory is not listed, nor the keys under it");
+        assert_eq!(fs.lookup(CONTROL_DIR_INO, "hidden").await, Err(FsError::NotFound));
+        assert!(matches!(fs.create(CONTROL_DIR_INO, "new", None).await, Err(FsError::NotPermitted(_))));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_empty_line_clears_the_queue() {
+        let (store, fs) = fs_with(4, 10, MINUTE);
+        let handle = control(&fs, ROOT).await;
+        // One write: the clear comes before the pump takes the first two.
+        write(&fs, handle, "d/f00000\nd/f00001\n\nd/f00003\n").await;
+        let now = settled(&fs, handle).await;
+        assert_eq!((now["queued"], now["pending"], now["fetched"]), (3, 0, 1), "{now:?}");
+        assert_eq!(store.counts().gets, 1, "only the file queued after the clear");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn other_users_queue_only_what_the_modes_let_them_read() {
+        let store = Arc::new(MemoryStore::new());
+        store.put("d/secret", Bytes::from_static(b"only for its owner"));
+        let shared =
+            FsOptions { file_mode: 0o600, dir_mode: 0o700, uid: 1000, gid: 1000, shared: true, ..options(MINUTE, MINUTE) };
+        let fs = fs_on(&store, shared);
+        assert_eq!(fs.getattr(PREFETCH_INO).unwrap().perm, 0o666, "with --allow-other anyone may write it");
+        let stranger = control(&fs, User { uid: 2000, gid: 2000 }).await;
+        write(&fs, stranger, "d/secret\nd/absent\n").await;
+        let now = settled(&fs, stranger).await;
+        assert_eq!((now["bad"], now["queued"]), (2, 0), "refused alike, existing or not: {now:?}");
+        assert_eq!((store.counts().gets, store.counts().lists), (0, 0), "nothing asked of S3 for them");
+        let owner = control(&fs, User { uid: 1000, gid: 1000 }).await;
+        write(&fs, owner, "d/secret\n").await;
+        assert_eq!(settled(&fs, owner).await["fetched"], 1);
+
+        let private = fs_on(&store, options(MINUTE, MINUTE));
+        assert_eq!(private.getattr(PREFETCH_INO).unwrap().perm, 0o600, "only the mount's owner");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_long_queue_fetches_only_its_window() {
+        let store = Arc::new(MemoryStore::new());
+        for i in 0..2000 {
+            store.put(&format!("d/f{i:05}"), Bytes::from(vec![1u8; 256 * 1024]));
+        }
+        let fetch = FetchConfig { cache_bytes: 64 << 20, ..FetchConfig::default() };
+        let fs = Fs::new(Arc::clone(&store), options(MINUTE, MINUTE), fetch, UploadConfig::default(), None, None, Arc::default());
+        let handle = control(&fs, ROOT).await;
+        let mut lines = String::new();
+        for i in 0..100_000 {
+            lines.push_str(&format!("d/f{:05}\n", i % 2000));
+        }
+        write(&fs, handle, &lines).await;
+        let now = settled(&fs, handle).await;
+        assert_eq!(now["queued"], 100_000);
+        let window = now["window_limit_bytes"];
+        let gets = store.counts().gets;
+        assert!(gets >= 4, "the window was filled: {gets}");
+        assert!(gets * 256 * 1024 <= window + 256 * 1024, "{gets} GETs for a window of {window} bytes");
+        assert_eq!(now["waiting_for_reads"], 1);
+        // Reading the first files in turn moves the window on.
+        let dir = fs.lookup(ROOT_INO, "d").await.unwrap().ino;
+        for i in 0..4 {
+            read_whole(&fs, dir, &format!("f{i:05}")).await;
+        }
+        let _ = settled(&fs, handle).await;
+        assert!(store.counts().gets > gets, "opens made room");
     }
 }

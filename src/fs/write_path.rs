@@ -101,6 +101,9 @@ impl<S: ObjectStore> Fs<S> {
     /// Appends `data` at `offset`, which must be where the file ends. A write elsewhere is refused
     /// (EINVAL), and the file will not become an object: it would not hold what was written.
     pub async fn write(&self, handle: u64, offset: u64, data: &[u8]) -> Result<u32, FsError> {
+        if let Some(written) = self.write_control(handle, data) {
+            return Ok(written);
+        }
         let writer = self.writing.get(handle).ok_or(FsError::BadHandle)?;
         if let Some(why) = writer.refused() {
             return Err(FsError::InvalidWrite(format!("the file will not be written: {why}")));
@@ -136,6 +139,9 @@ impl<S: ObjectStore> Fs<S> {
     /// (`touch`; a shell's redirection for a builtin) becomes an empty object at once, and a write
     /// at offset 0 through a descriptor still open then replaces it.
     pub async fn flush(&self, handle: u64, process: Option<u32>) -> Result<Finished, FsError> {
+        if self.close_control(handle, false) {
+            return Ok(Finished::default());
+        }
         match self.writing.get(handle) {
             Some(writer) if writer.opener.is_none() || writer.opener == process => self.finish(&writer).await,
             _ => Ok(Finished::default()),
@@ -144,6 +150,9 @@ impl<S: ObjectStore> Fs<S> {
 
     /// Completes a file being written (and reports how that went); nothing for files read.
     pub async fn fsync(&self, handle: u64) -> Result<Finished, FsError> {
+        if self.close_control(handle, false) {
+            return Ok(Finished::default());
+        }
         match self.writing.get(handle) {
             Some(writer) => self.finish(&writer).await,
             None => Ok(Finished::default()),
@@ -285,6 +294,10 @@ impl<S: ObjectStore> Fs<S> {
     /// size can change only by writing: another size is EINVAL, and a file being written whose
     /// size was refused will not be written.
     pub fn setattr(&self, ino: Ino, change: AttrChange) -> Result<Attr, FsError> {
+        // A control file is written to, never truncated: `>` onto it opens it with O_TRUNC.
+        if let Some(attr) = self.control_attr(ino) {
+            return Ok(attr);
+        }
         self.check_writable()?;
         let entry = self.inodes.get(ino).ok_or(FsError::NotFound)?;
         let attr = self.attr_of(ino, &entry);
