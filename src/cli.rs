@@ -32,6 +32,10 @@ pub enum Command {
     /// Measure, on this network, the download techniques fetchfs chooses between, and recommend
     /// --part-size and --max-connections.
     Bench(Box<BenchArgs>),
+    /// Fetch files of a mount before they are read, in the order given (through the mount's
+    /// `.fetchfs/prefetch`): with --disk-cache they go to disk, else into memory, as far as the
+    /// cache holds.
+    Prefetch(PrefetchArgs),
     /// Print a manual page (roff) on standard output, for packaging: fetchfs(8), or with `mount`,
     /// fetchfs-mount(8).
     #[command(hide = true)]
@@ -172,6 +176,19 @@ pub struct MountArgs {
     /// Append logs to this file (default: standard error, which a background daemon closes).
     #[arg(long)]
     pub log_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct PrefetchArgs {
+    /// Files and directories (whole, recursively, in name order) in one fetchfs mount.
+    #[arg(required_unless_present = "from")]
+    pub paths: Vec<PathBuf>,
+    /// Also the files listed in FILE, one path a line (`-`: standard input), in that order.
+    #[arg(long, value_name = "FILE")]
+    pub from: Option<PathBuf>,
+    /// Show progress (files, bytes, rate) and return once the files are fetched.
+    #[arg(long)]
+    pub wait: bool,
 }
 
 #[derive(Args, Debug)]

@@ -6,7 +6,8 @@
 //! `cache` (the block LRU, the disk tier) and `store` (the `ObjectStore` seam and its S3
 //! implementation); `fs` routes files opened for writing to `upload`, which talks to the store;
 //! `metrics` counts what each layer does. `cli`/`config` turn arguments into a checked `MountConfig`; `daemon` runs the
-//! mount in the foreground or background.
+//! mount in the foreground or background; `prefetch_command` is the client of a mount's
+//! `.fetchfs/prefetch`.
 
 pub mod bench;
 pub mod cache;
@@ -20,6 +21,7 @@ pub mod fuse;
 pub mod in_flight;
 pub mod metrics;
 pub mod object_id;
+pub mod prefetch_command;
 pub mod store;
 pub mod unmount;
 pub mod upload;

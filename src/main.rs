@@ -20,6 +20,7 @@ fn main() {
     let result = match cli.command {
         Command::Mount(args) => MountConfig::from_args(*args).map_err(|e| e.to_string()).and_then(fetchfs::daemon::run),
         Command::Bench(args) => fetchfs::bench::run(*args),
+        Command::Prefetch(args) => fetchfs::prefetch_command::run(&args),
         Command::Manpage { subcommand } => manpage(subcommand.as_deref()),
     };
     if let Err(message) = result {
