@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod disk_cache;
+mod prefetch_queue;
 mod streams;
 mod writes;
 
@@ -72,6 +73,8 @@ enum Section {
     Writes,
     /// Readers making several streams of one file: mmap copies, threads, backwards.
     Streams,
+    /// The prefetch queue (`.fetchfs/prefetch`, `fetchfs prefetch`) on the small files.
+    Queue,
 }
 
 struct Row {
@@ -297,6 +300,9 @@ fn main() {
         }
         if wanted(Section::SmallFiles) && !args.no_small_files {
             small_file_rows(&server, &extra, &mut peak_rss, name, &mut rows);
+        }
+        if wanted(Section::Queue) && !args.no_small_files {
+            prefetch_queue::rows(&server, &extra, &mut peak_rss, name, &mut rows);
         }
         rows.push(peak_rss_row(name, peak_rss));
     }
