@@ -88,6 +88,10 @@ const DISK_FILL_SHARE: u64 = 8;
 /// MB/s in nine runs, against 1019-1110 in four runs that left the cache its whole share).
 const SPAN_SHARE: u64 = 64;
 
+/// Versions opened on disk at once for prefetches (a burst of next files, the prefetch queue):
+/// not through the disk's deadline, since a long queue of them is not a stalled disk.
+const BACKGROUND_OPENS: usize = 4;
+
 /// GETs at once for one file filled on disk: several files go at once, each a few parts at a time.
 const RUNS_PER_FILE: usize = 4;
 
@@ -114,6 +118,9 @@ pub struct Fetcher<S> {
     completing: tokio::sync::Mutex<()>,
     /// Versions queued or being completed on disk: what a clean unmount waits for.
     completions: InFlight,
+    /// Opens of versions on disk for work in the background, at once: a stalled disk holds
+    /// these threads of the blocking pool, no more.
+    background_opens: Arc<Semaphore>,
     metrics: Arc<Metrics>,
 }
 
@@ -138,6 +145,7 @@ impl<S: ObjectStore> Fetcher<S> {
             disk,
             completing: tokio::sync::Mutex::new(()),
             completions: InFlight::default(),
+            background_opens: Arc::new(Semaphore::new(BACKGROUND_OPENS)),
             config,
             metrics,
         }
@@ -323,9 +331,7 @@ impl<S: ObjectStore> Fetcher<S> {
     /// from the network.
     pub async fn fetch_queued(self: &Arc<Self>, object: Arc<ObjectId>, size: u64, limit: u64) -> Result<u64, StoreError> {
         if let Some(disk) = &self.disk {
-            let (opening, id) = (Arc::clone(disk), Arc::clone(&object));
-            let version = tokio::task::spawn_blocking(move || opening.open_version_in_time(&id, size)).await;
-            if let Ok(Some(version)) = version {
+            if let Some(version) = self.open_in_background(disk, &object, size).await {
                 let fetched = self.fill_missing_on_disk(disk, &version, &object, size).await?;
                 // Whole once the writer has taken what was queued: an open after the fetch is
                 // then passed through, with no GET.
@@ -337,6 +343,18 @@ impl<S: ObjectStore> Fetcher<S> {
             }
         }
         self.fetch_into_memory(&object, size, limit).await
+    }
+
+    /// The version on disk, opened for work in the background (see `BACKGROUND_OPENS`).
+    async fn open_in_background(
+        &self,
+        disk: &Arc<DiskCache>,
+        object: &Arc<ObjectId>,
+        size: u64,
+    ) -> Option<Arc<VersionFile>> {
+        let _permit = Arc::clone(&self.background_opens).acquire_owned().await.ok()?;
+        let (disk, object) = (Arc::clone(disk), Arc::clone(object));
+        tokio::task::spawn_blocking(move || disk.open_version_unhurried(&object, size)).await.ok().flatten()
     }
 
     /// Fetches the first `limit` bytes of a version into the block cache, a part per GET, each
@@ -650,11 +668,8 @@ impl<S: ObjectStore> Fetcher<S> {
             if let Some(disk) = &this.disk {
                 // Opened now so that its blocks on disk are read from there, and what comes from
                 // the network is written there. A version whole on disk needs nothing fetched.
-                let (disk, opening) = (Arc::clone(disk), Arc::clone(&object));
-                let whole = tokio::task::spawn_blocking(move || {
-                    disk.open_version_in_time(&opening, size).is_some_and(|v| v.is_complete())
-                });
-                if whole.await.unwrap_or(false) {
+                let version = this.open_in_background(disk, &object, size).await;
+                if version.is_some_and(|v| v.is_complete()) {
                     return;
                 }
             }

@@ -18,8 +18,14 @@ const RECENT_OPENS: usize = 32;
 /// were opened recently (workers interleave their opens, a little out of order). The more of them
 /// were, the further ahead files are fetched.
 const LOOK_BACK: usize = 8;
-/// Files fetched ahead of an open whose every predecessor in `LOOK_BACK` was opened.
+/// Files fetched ahead of an open whose every predecessor in `LOOK_BACK` was opened, at first.
 pub const FILES_AHEAD: usize = 16;
+/// Each run of this many opens in a row that follow the pattern doubles the reach, up to
+/// `MOST_DOUBLINGS` times: a `cat dir/*` on s3-like went from 1200 to 1700 files/s with 128 files
+/// ahead, where a fixed 128 fetched many files for nothing on shuffled opens that looked ordered
+/// by chance for an open or two.
+const OPENS_PER_DOUBLING: usize = 8;
+const MOST_DOUBLINGS: usize = 3;
 /// Directories whose pattern is tracked at once.
 const DIRECTORIES: usize = 256;
 
@@ -28,6 +34,8 @@ struct DirectoryOpens {
     recent: VecDeque<usize>,
     /// Positions already asked for, so each file is fetched ahead once.
     asked: BTreeSet<usize>,
+    /// Opens in a row that followed the pattern.
+    streak: usize,
 }
 
 pub struct NextFiles {
@@ -68,9 +76,12 @@ impl NextFiles {
         let keep_from = position.saturating_sub(4 * RECENT_OPENS);
         opens.asked = opens.asked.split_off(&keep_from);
         if predecessors.len() < 2 {
+            opens.streak = 0;
             return Vec::new();
         }
-        let reach = FILES_AHEAD * predecessors.len() / LOOK_BACK;
+        opens.streak += 1;
+        let doublings = (opens.streak / OPENS_PER_DOUBLING).min(MOST_DOUBLINGS);
+        let reach = (FILES_AHEAD * predecessors.len() / LOOK_BACK) << doublings;
         let mut ahead = Vec::new();
         let mut spent = 0;
         for next in (position + 1..listed).take(reach) {
@@ -115,7 +126,9 @@ mod tests {
         assert_eq!(next.on_open(1, 3, 1000, files, u64::MAX), vec![7, 8, 9]);
         let later = open_all(&next, 4..20);
         assert!(later.windows(2).all(|w| w[0] < w[1]), "each file once, in order");
-        assert_eq!(later.last(), Some(&(19 + FILES_AHEAD)), "at full reach once eight predecessors were opened");
+        assert_eq!(later.last(), Some(&(19 + (FILES_AHEAD << 2))), "18 opens in a row: doubled twice");
+        let longer = open_all(&next, 20..100);
+        assert_eq!(longer.last(), Some(&(99 + (FILES_AHEAD << MOST_DOUBLINGS))), "at most doubled three times");
     }
 
     #[test]

@@ -38,6 +38,9 @@ const OPEN_VERSIONS: usize = 512;
 const FILL_BATCH: usize = 16;
 /// A disk read slower than this is left to the network.
 const DISK_READ_DEADLINE: Duration = Duration::from_millis(500);
+/// How long a version found whole and unchanged is taken as it is by the next open, without
+/// looking at its file again.
+const RECENTLY_CHECKED: Duration = Duration::from_secs(1);
 /// Eviction brings use down to this share of the cap, so it does not run at every fill.
 const EVICT_TO_PERCENT: u64 = 90;
 /// Leftovers of a writer that died (temporary records, data files never recorded) older than this
@@ -233,6 +236,12 @@ impl DiskCache {
         if !self.breaker.closed() {
             return None;
         }
+        // Whole, and checked a moment ago (a next-file prefetch opened it just before the job
+        // does): taken as it is, without a trip to the disk's threads.
+        let recent = self.lock_open().get(&(object.clone(), size)).cloned();
+        if let Some(version) = recent.filter(|v| v.whole_and_checked_within(RECENTLY_CHECKED)) {
+            return Some(version);
+        }
         let answer = self.opener.get()?.ask(object, size)?;
         match answer.recv_timeout(DISK_READ_DEADLINE) {
             Ok(version) => version,
@@ -248,6 +257,15 @@ impl DiskCache {
                 None
             }
         }
+    }
+
+    /// `open_version` for work in the background (a prefetch), which may wait for the disk: no
+    /// deadline, but nothing while the disk is left alone. The caller bounds how many run at once.
+    pub fn open_version_unhurried(&self, object: &ObjectId, size: u64) -> Option<Arc<VersionFile>> {
+        if !self.breaker.closed() {
+            return None;
+        }
+        self.open_version(object, size)
     }
 
     /// The version if it was opened already and is still in use.

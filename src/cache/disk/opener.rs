@@ -9,7 +9,7 @@ use super::{DiskCache, VersionFile};
 use crate::object_id::ObjectId;
 
 /// Threads opening versions; a stalled disk holds at most these.
-const THREADS: usize = 2;
+const THREADS: usize = 4;
 
 type Answer = SyncSender<Option<Arc<VersionFile>>>;
 

@@ -10,6 +10,7 @@ use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -68,6 +69,8 @@ struct State {
     stamp: FileStamp,
     /// Deleted or replaced on disk (by eviction, or found changed): no more fills go to it.
     gone: bool,
+    /// When the data file was last found unchanged.
+    checked: Option<Instant>,
 }
 
 pub struct VersionFile {
@@ -126,13 +129,14 @@ impl VersionFile {
                 _ => Found::Dropped,
             };
             let state = match record {
-                Some(r) if valid => State { present: r.present, stamp, gone: false },
+                // Found matching its record just now.
+                Some(r) if valid => State { present: r.present, stamp, gone: false, checked: Some(Instant::now()) },
                 _ => {
                     // Start again from an empty sparse file of the object's size.
                     data.set_len(0)?;
                     data.set_len(size)?;
                     let stamp = FileStamp::of(&data.metadata()?);
-                    State { present: BlockSet::empty(size.div_ceil(block_size)), stamp, gone: false }
+                    State { present: BlockSet::empty(size.div_ceil(block_size)), stamp, gone: false, checked: None }
                 }
             };
             let file = Self {
@@ -206,6 +210,13 @@ impl VersionFile {
         !state.gone && state.present.contains(index)
     }
 
+    /// Whole on disk, and found unchanged within `within` (a next-file prefetch opened it just
+    /// before its open).
+    pub fn whole_and_checked_within(&self, within: Duration) -> bool {
+        let state = self.lock_state();
+        !state.gone && state.present.is_complete() && state.checked.is_some_and(|at| at.elapsed() < within)
+    }
+
     pub fn is_complete(&self) -> bool {
         let state = self.lock_state();
         !state.gone && state.present.is_complete()
@@ -224,7 +235,22 @@ impl VersionFile {
     /// Re-reads the record (another daemon may have added blocks) and checks the data file still
     /// matches it. False when it does not: the file is no longer used, and opening it again
     /// drops and restarts it.
+    /// A version whole on disk whose data file is unchanged needs no record read: nothing can be
+    /// added to it, and any change to its file changes the stamp (an open of a file whole on disk
+    /// is mostly this check; a `cat` of 1000 small files from the cache paid a record read each).
     pub fn refresh(&self) -> io::Result<bool> {
+        {
+            let state = self.lock_state();
+            if !state.gone && state.present.is_complete() {
+                let stamp = state.stamp;
+                drop(state);
+                let now = FileStamp::of(&self.data.metadata()?);
+                if now == stamp && Self::still_named(&self.data, &self.data_path)? {
+                    self.lock_state().checked = Some(Instant::now());
+                    return Ok(true);
+                }
+            }
+        }
         let _held = self.hold(false)?;
         let stamp = FileStamp::of(&self.data.metadata()?);
         let still_named = Self::still_named(&self.data, &self.data_path)?;
@@ -250,14 +276,10 @@ impl VersionFile {
         Ok(buffer)
     }
 
-    /// A descriptor of the data file for reading only, for the kernel to read from itself.
+    /// A descriptor of the data file, for the kernel to read from itself: passthrough opens its
+    /// own backing file from it, with the flags of the file opened through the mount (read-only).
     pub fn reader(&self) -> io::Result<File> {
-        OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(&self.data_path).and_then(
-            |file| {
-                let (opened, ours) = (file.metadata()?, self.data.metadata()?);
-                if opened.ino() == ours.ino() { Ok(file) } else { Err(io::Error::other("the cache file was replaced")) }
-            },
-        )
+        self.data.try_clone()
     }
 
     /// Writes whole blocks, makes them durable, then records them. Returns the bytes written;
@@ -301,7 +323,7 @@ impl VersionFile {
             return Err(e);
         }
         let mut state = self.lock_state();
-        let next = State { present, stamp, gone: false };
+        let next = State { present, stamp, gone: false, checked: Some(Instant::now()) };
         self.write_record(&next, true)?;
         *state = next;
         drop(state);
