@@ -236,10 +236,10 @@ impl DiskCache {
         if !self.breaker.closed() {
             return None;
         }
-        // Whole, and checked a moment ago (a next-file prefetch opened it just before the job
+        // Opened or checked a moment ago (a next-file prefetch opened it just before the job
         // does): taken as it is, without a trip to the disk's threads.
         let recent = self.lock_open().get(&(object.clone(), size)).cloned();
-        if let Some(version) = recent.filter(|v| v.whole_and_checked_within(RECENTLY_CHECKED)) {
+        if let Some(version) = recent.filter(|v| v.checked_within(RECENTLY_CHECKED)) {
             return Some(version);
         }
         let answer = self.opener.get()?.ask(object, size)?;

@@ -136,7 +136,12 @@ impl VersionFile {
                     data.set_len(0)?;
                     data.set_len(size)?;
                     let stamp = FileStamp::of(&data.metadata()?);
-                    State { present: BlockSet::empty(size.div_ceil(block_size)), stamp, gone: false, checked: None }
+                    State {
+                        present: BlockSet::empty(size.div_ceil(block_size)),
+                        stamp,
+                        gone: false,
+                        checked: Some(Instant::now()),
+                    }
                 }
             };
             let file = Self {
@@ -210,11 +215,11 @@ impl VersionFile {
         !state.gone && state.present.contains(index)
     }
 
-    /// Whole on disk, and found unchanged within `within` (a next-file prefetch opened it just
+    /// Opened, created or found unchanged within `within` (a next-file prefetch opened it just
     /// before its open).
-    pub fn whole_and_checked_within(&self, within: Duration) -> bool {
+    pub fn checked_within(&self, within: Duration) -> bool {
         let state = self.lock_state();
-        !state.gone && state.present.is_complete() && state.checked.is_some_and(|at| at.elapsed() < within)
+        !state.gone && state.checked.is_some_and(|at| at.elapsed() < within)
     }
 
     pub fn is_complete(&self) -> bool {
@@ -259,6 +264,7 @@ impl VersionFile {
             Some(r) if still_named && r.identity == self.identity && r.stamp == stamp => {
                 state.present = r.present;
                 state.stamp = stamp;
+                state.checked = Some(Instant::now());
                 Ok(!state.gone)
             }
             _ => {

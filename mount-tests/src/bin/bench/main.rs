@@ -368,7 +368,17 @@ fn small_file_rows(server: &TestServer, extra: &[&str], peak_rss: &mut u64, name
     });
     rows.push(Row {
         profile: name,
-        measure: format!("serial cat of {SMALL_FILES} x 100 KiB files"),
+        measure: format!("serial cat of {SMALL_FILES} x 100 KiB files (a shell loop, a cat per file)"),
+        value: files_per_s(SMALL_FILES, took),
+        ratio: None,
+    });
+    eprintln!("[{name}] ls + cat small/* (one process) ...");
+    let took = on_fresh_mount(server, extra, peak_rss, |mount| {
+        timed(|| run(Command::new("sh").arg("-c").arg("ls small > /dev/null && cat small/* > /dev/null").current_dir(&mount.dir)))
+    });
+    rows.push(Row {
+        profile: name,
+        measure: format!("ls + cat small/* of {SMALL_FILES} x 100 KiB files (one cat)"),
         value: files_per_s(SMALL_FILES, took),
         ratio: None,
     });
