@@ -38,8 +38,8 @@ fn ls_of_ten_thousand_files_costs_ten_list_pages_and_cat_after_it_no_head() {
     assert_eq!(after_cat.requests_of("HeadObject"), 0, "{after_cat:?}");
     assert_eq!(after_cat.requests_of("ListObjectsV2"), 0, "{after_cat:?}");
     // At most one GET per file read, plus the files after the thousandth that were fetched ahead
-    // (next-file prefetch reaches at most 16 files past the last one opened).
-    assert!(after_cat.requests_of("GetObject") <= 1000 + 16, "{after_cat:?}");
+    // (next-file prefetch reaches at most 128 files past the last one opened, after a long run).
+    assert!(after_cat.requests_of("GetObject") <= 1000 + 128, "{after_cat:?}");
 }
 
 #[test]
