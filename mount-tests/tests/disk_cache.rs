@@ -475,3 +475,43 @@ fn a_file_opened_on_a_frozen_disk_is_read_from_the_network() {
     mounted.unmount_and_wait();
     let _ = std::fs::remove_dir_all(image.parent().unwrap());
 }
+
+#[test]
+fn a_disk_whose_writes_fail_for_want_of_space_never_fails_a_read() {
+    // The cache's ext4 says it has room, but its loop device's image lives on a tmpfs too small
+    // for it: writes of fills fail underneath (ENOSPC, EIO at writeback), past every space check.
+    let server = TestServer::with_bucket(BUCKET);
+    put(&server, "f.bin", 9, 64 * MIB);
+    let backing = CacheDir::new();
+    let _tmpfs = Tmpfs::mount(&backing, "24m");
+    let image = backing.0.join("disk.img");
+    ok(Command::new("truncate").args(["-s", "64M"]).arg(&image).output().unwrap(), "truncate");
+    ok(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image).output().unwrap(), "mkfs.ext4");
+    let cache = CacheDir::new();
+    ok(Command::new("mount").args(["-o", "loop"]).arg(&image).arg(cache.arg()).output().unwrap(), "mount -o loop");
+    struct Unmount<'a>(&'a str);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _disk = Unmount(cache.arg());
+    std::fs::set_permissions(&cache.0, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    // A second mount reads what the first left on disk: only blocks recorded as written.
+    for pass in 0..2 {
+        let metrics = MetricsPort::free();
+        let mounted = mount(&server, &cache, &metrics, &[]);
+        read_and_check(&mounted.path("f.bin"), 9, 64 * MIB);
+        read_and_check(&mounted.path("f.bin"), 9, 64 * MIB);
+        if pass == 0 {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while metrics.value("fetchfs_disk_cache_fills_skipped_total") == 0 {
+                assert!(Instant::now() < deadline, "fills failed and were skipped");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let said = std::fs::read_to_string(&mounted.log).unwrap_or_default();
+            assert!(said.contains("reads go on from S3"), "the log says the disk failed and reads went on: {said}");
+        }
+        mounted.unmount_and_wait();
+    }
+}
