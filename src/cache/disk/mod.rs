@@ -351,10 +351,21 @@ impl DiskCache {
             while let Some(next) = batch.next_if(|f| Arc::ptr_eq(&f.version, &first.version)) {
                 blocks.push((next.index, next.bytes));
             }
-            let bytes: u64 = blocks.iter().map(|(_, b)| b.len() as u64).sum();
-            if !self.make_room(bytes) {
-                self.metrics.fills_skipped.inc_by(blocks.len() as u64);
-                continue;
+            let room = |blocks: &[(u64, Bytes)]| {
+                let bytes: u64 = blocks.iter().map(|(_, b)| b.len() as u64).sum();
+                self.make_room(bytes, first.version.data_path())
+            };
+            if !room(&blocks) {
+                // As many of them as fit: a version larger than the room keeps its first blocks.
+                let mut fit = 0;
+                while fit < blocks.len() && room(&blocks[..=fit]) {
+                    fit += 1;
+                }
+                self.metrics.fills_skipped.inc_by((blocks.len() - fit) as u64);
+                blocks.truncate(fit);
+                if blocks.is_empty() {
+                    continue;
+                }
             }
             match first.version.write_blocks(&blocks) {
                 Ok(written) => {
@@ -373,16 +384,16 @@ impl DiskCache {
         }
     }
 
-    /// Whether `bytes` more fit under the cap and above the free-space floor, evicting the least
-    /// recently used versions to make it so.
-    fn make_room(&self, bytes: u64) -> bool {
+    /// Whether `bytes` more of the version at `filling` fit under the cap and above the free-space
+    /// floor, evicting the least recently used other versions to make it so.
+    fn make_room(&self, bytes: u64, filling: &Path) -> bool {
         let fits =
             |used: u64| used + bytes <= self.cap && space(&self.files.root).is_ok_and(|s| s.free >= self.floor + bytes);
         if fits(self.used.load(Ordering::Relaxed)) {
             return true;
         }
         let target = (self.cap / 100 * EVICT_TO_PERCENT).saturating_sub(bytes);
-        let used = self.evict_to(target, bytes);
+        let used = self.evict_to(target, bytes, filling);
         if fits(used) {
             return true;
         }
@@ -399,13 +410,15 @@ impl DiskCache {
     }
 
     /// Deletes the least recently used versions until their files take at most `target` bytes and
-    /// the filesystem has the floor plus `wanted` free. Returns the bytes still used.
-    fn evict_to(&self, target: u64, wanted: u64) -> u64 {
+    /// the filesystem has the floor plus `wanted` free; never `filling`, the version the room is
+    /// for (a file larger than the room would evict itself block after block). Returns the bytes
+    /// still used.
+    fn evict_to(&self, target: u64, wanted: u64, filling: &Path) -> u64 {
         let mut found = scan(&self.files.root);
         found.sort_by_key(|f| f.last_use);
         let mut used: u64 = found.iter().map(|f| f.bytes).sum();
         let mut evicted = HashSet::new();
-        for file in found {
+        for file in found.into_iter().filter(|f| f.data.file_name() != filling.file_name()) {
             let short_of_space = space(&self.files.root).is_ok_and(|s| s.free < self.floor + wanted);
             if used <= target && !short_of_space {
                 break;

@@ -174,6 +174,29 @@ fn the_least_recently_used_versions_leave_to_keep_the_cap() {
 }
 
 #[test]
+fn a_version_larger_than_the_cap_keeps_what_fits_instead_of_evicting_itself() {
+    let dir = Scratch::new("larger");
+    let cap = 8 * BS;
+    let cache = dir.cache(Some(cap));
+    let id = object("big", "\"v\"");
+    let data = content(20 * BS, 3);
+    let version = cache.open_version(&id, data.len() as u64).unwrap();
+    for index in 0..20 {
+        cache.offer(&id, data.len() as u64, index, &block(&data, index));
+    }
+    let started = Instant::now();
+    while cache.metrics.written_bytes.get() + cache.metrics.fills_skipped.get() * BS < 20 * BS {
+        assert!(started.elapsed() < Duration::from_secs(10), "every block written or skipped");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(!version.is_gone(), "the version being filled was not evicted for its own blocks");
+    assert_eq!(cache.metrics.evictions.get(), 0);
+    let kept: Vec<u64> = (0..20).filter(|&index| version.has(index)).collect();
+    // The record's own bytes count against the cap too.
+    assert!(kept.len() >= 6 && kept == (0..kept.len() as u64).collect::<Vec<_>>(), "the first blocks stay: {kept:?}");
+}
+
+#[test]
 fn a_newer_version_known_deletes_the_old_file() {
     let dir = Scratch::new("forget");
     let cache = dir.cache(None);
