@@ -41,7 +41,7 @@ pub enum FsError {
     #[error("not supported: {0}")]
     Unsupported(&'static str),
     /// rename: what `mv` answers by copying and deleting.
-    #[error("renaming is not supported")]
+    #[error("a directory is renamed by copying its files (mv does)")]
     CrossDevice,
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -477,18 +477,28 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
     fn rename(
         &self,
         _req: &Request,
-        _parent: INodeNo,
+        parent: INodeNo,
         name: &OsStr,
-        _newparent: INodeNo,
-        _newname: &OsStr,
-        _flags: RenameFlags,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        if !self.fs.writable() {
-            return reply.error(Errno::EROFS);
-        }
-        // As across filesystems: `mv` then copies and deletes (the delete needs --allow-delete).
-        reply.error(failed(&self.fs, "rename", &name.to_string_lossy(), &FsError::CrossDevice));
+        let (Some(name), Some(new_name)) = (name_str(name).map(str::to_owned), name_str(newname).map(str::to_owned))
+        else {
+            return reply.error(Errno::ENOENT);
+        };
+        let flags = crate::fs::RenameFlags {
+            no_replace: flags.contains(RenameFlags::RENAME_NOREPLACE),
+            exchange: flags.contains(RenameFlags::RENAME_EXCHANGE),
+        };
+        let fs = Arc::clone(&self.fs);
+        self.runtime.spawn(async move {
+            match fs.rename(parent.0, &name, newparent.0, &new_name, flags).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(failed(&fs, "rename", &name, &e)),
+            }
+        });
     }
 
     fn link(&self, _req: &Request, _ino: INodeNo, _newparent: INodeNo, _newname: &OsStr, reply: ReplyEntry) {

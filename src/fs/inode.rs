@@ -145,6 +145,20 @@ impl InodeTable {
         (ino, replaced)
     }
 
+    /// `ino` was renamed to `name` in `parent` and stands for `entry` now (the kernel moves its
+    /// inode to the new name); the old name is free.
+    pub fn moved(&self, ino: Ino, parent: Ino, name: &str, entry: Entry) {
+        let mut inner = self.lock();
+        let Some(node) = inner.nodes.get_mut(&ino) else { return };
+        let old = (node.parent, std::mem::replace(&mut node.name, name.to_owned()));
+        node.parent = parent;
+        node.entry = entry;
+        if inner.by_name.get(&old) == Some(&ino) {
+            inner.by_name.remove(&old);
+        }
+        inner.by_name.insert((parent, name.to_owned()), ino);
+    }
+
     /// What a file written through this mount stands for once its object exists (before that, it
     /// had no version).
     pub fn set_entry(&self, ino: Ino, entry: Entry) {

@@ -8,12 +8,14 @@ mod listing;
 pub mod names;
 mod next_file;
 mod prefetch_queue;
+mod rename;
 mod timed_out;
 mod write_path;
 mod writing;
 
 pub use inode::{CONTROL_DIR_INO, Entry, Ino, PREFETCH_INO, ROOT_INO};
 pub use listing::Listing;
+pub use rename::RenameFlags;
 pub use write_path::Finished;
 
 use std::collections::{BTreeMap, HashMap};

@@ -636,3 +636,83 @@ mod prefetch_queue {
         assert!(store.counts().gets > gets, "opens made room");
     }
 }
+
+/// Renames through the filesystem logic, against the in-memory store.
+mod renaming {
+    use super::*;
+
+    fn mounted(mode: WriteMode) -> (Arc<MemoryStore>, Arc<Fs<MemoryStore>>) {
+        let store = Arc::new(MemoryStore::new());
+        store.put("d/theirs", Bytes::from_static(b"an object this mount did not write"));
+        store.put("d/taken", Bytes::from_static(b"in the way"));
+        (Arc::clone(&store), fs_on(&store, FsOptions { writes: mode, ..options(MINUTE, MINUTE) }))
+    }
+
+    async fn write_file(fs: &Fs<MemoryStore>, dir: Ino, name: &str, bytes: &[u8]) -> Ino {
+        let (attr, handle) = fs.create(dir, name, None).await.unwrap();
+        fs.write(handle, 0, bytes).await.unwrap();
+        fs.flush(handle, None).await.unwrap();
+        fs.release(handle);
+        attr.ino
+    }
+
+    async fn bytes_of(store: &MemoryStore, key: &str) -> Option<Bytes> {
+        use futures::StreamExt;
+        let meta = store.head(key).await.ok()?;
+        let mut body = store.get_range(key, 0..meta.size, &meta.etag).await.ok()?;
+        let mut out = Vec::new();
+        while let Some(chunk) = body.next().await {
+            out.extend_from_slice(&chunk.ok()?);
+        }
+        Some(Bytes::from(out))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_file_written_here_is_renamed_on_a_default_mount() {
+        let (store, fs) = mounted(WriteMode::default());
+        let dir = fs.lookup(ROOT_INO, "d").await.unwrap().ino;
+        let ino = write_file(&fs, dir, "ckpt.tmp", b"weights").await;
+        fs.rename(dir, "ckpt.tmp", dir, "ckpt", RenameFlags::default()).await.unwrap();
+        assert_eq!(bytes_of(&store, "d/ckpt").await, Some(Bytes::from_static(b"weights")));
+        assert_eq!(bytes_of(&store, "d/ckpt.tmp").await, None, "the old name is gone");
+        assert_eq!(store.counts().copies, 1, "copied on the server");
+        assert_eq!(fs.lookup(dir, "ckpt.tmp").await, Err(FsError::NotFound));
+        let found = fs.lookup(dir, "ckpt").await.unwrap();
+        assert_eq!((found.ino, found.size), (ino, 7), "the same inode under its new name");
+        let handle = fs.open(found.ino, false, false, None).unwrap().handle;
+        assert_eq!(fs.read(handle, 0, 100).await.unwrap(), Bytes::from_static(b"weights"));
+        // Renamed again, into another directory made here.
+        let sub = fs.mkdir(dir, "step-1").await.unwrap().ino;
+        fs.rename(dir, "ckpt", sub, "ckpt", RenameFlags::default()).await.unwrap();
+        assert_eq!(bytes_of(&store, "d/step-1/ckpt").await, Some(Bytes::from_static(b"weights")));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn what_a_rename_may_do_follows_the_mounts_flags() {
+        let (store, fs) = mounted(WriteMode::default());
+        let dir = fs.lookup(ROOT_INO, "d").await.unwrap().ino;
+        let none = RenameFlags::default();
+        assert!(matches!(fs.rename(dir, "theirs", dir, "mine", none).await, Err(FsError::NotPermitted(_))));
+        write_file(&fs, dir, "new", b"x").await;
+        assert!(
+            matches!(fs.rename(dir, "new", dir, "taken", none).await, Err(FsError::NotPermitted(_))),
+            "replacing needs --allow-overwrite"
+        );
+        let exchange = RenameFlags { exchange: true, ..none };
+        assert!(matches!(fs.rename(dir, "new", dir, "taken", exchange).await, Err(FsError::InvalidWrite(_))));
+        assert_eq!(fs.rename(ROOT_INO, "d", ROOT_INO, "e", none).await, Err(FsError::CrossDevice));
+        assert_eq!(fs.rename(dir, "absent", dir, "x", none).await, Err(FsError::NotFound));
+        assert_eq!(bytes_of(&store, "d/theirs").await.map(|b| b.len()), Some(34), "nothing moved");
+        assert_eq!(store.counts().copies, 0, "a refused rename copies nothing");
+
+        let (store, fs) = mounted(WriteMode { allow_delete: true, allow_overwrite: true, read_only: false });
+        let dir = fs.lookup(ROOT_INO, "d").await.unwrap().ino;
+        let no_replace = RenameFlags { no_replace: true, ..none };
+        assert_eq!(fs.rename(dir, "theirs", dir, "taken", no_replace).await, Err(FsError::Exists));
+        fs.rename(dir, "theirs", dir, "taken", none).await.unwrap();
+        assert_eq!(bytes_of(&store, "d/taken").await.map(|b| b.len()), Some(34), "replaced");
+
+        let (_, fs) = mounted(WriteMode { read_only: true, ..WriteMode::default() });
+        assert_eq!(fs.rename(ROOT_INO, "d", ROOT_INO, "e", none).await, Err(FsError::ReadOnly));
+    }
+}

@@ -29,7 +29,7 @@ impl<S: ObjectStore> Fs<S> {
     }
 
     /// The key prefix of `parent`, if `name` may be made there.
-    fn prefix_for_new(&self, parent: Ino, name: &str) -> Result<String, FsError> {
+    pub(super) fn prefix_for_new(&self, parent: Ino, name: &str) -> Result<String, FsError> {
         self.check_writable()?;
         let prefix = self.dir_prefix(parent)?;
         if names::is_too_long(name) {

@@ -116,6 +116,12 @@ impl<S: ObjectStore> ObjectStore for Counted<S> {
         result
     }
 
+    async fn copy_object(&self, from: &str, etag: &ETag, to: &str) -> Result<ETag, StoreError> {
+        let result = self.inner.copy_object(from, etag, to).await;
+        self.metrics.request("copy", status(&result));
+        result
+    }
+
     async fn delete_object(&self, key: &str, only: Option<&ETag>) -> Result<(), StoreError> {
         let result = self.inner.delete_object(key, only).await;
         self.metrics.request("delete", status(&result));

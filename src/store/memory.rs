@@ -44,6 +44,7 @@ pub struct MemoryStore {
     parts: AtomicU64,
     completes: AtomicU64,
     aborts: AtomicU64,
+    copies: AtomicU64,
     failing_parts: AtomicU64,
     part_delay_us: AtomicU64,
 }
@@ -62,6 +63,7 @@ pub struct CallCounts {
     pub parts: u64,
     pub completes: u64,
     pub aborts: u64,
+    pub copies: u64,
 }
 
 impl MemoryStore {
@@ -96,6 +98,7 @@ impl MemoryStore {
             parts: self.parts.load(Ordering::Relaxed),
             completes: self.completes.load(Ordering::Relaxed),
             aborts: self.aborts.load(Ordering::Relaxed),
+            copies: self.copies.load(Ordering::Relaxed),
         }
     }
 
@@ -310,6 +313,16 @@ impl ObjectStore for MemoryStore {
         self.aborts.fetch_add(1, Ordering::Relaxed);
         self.lock_uploads().remove(&upload.0);
         Ok(())
+    }
+
+    async fn copy_object(&self, from: &str, etag: &ETag, to: &str) -> Result<ETag, StoreError> {
+        let data = match self.lock().get(from) {
+            Some(object) if object.etag == *etag => object.data.clone(),
+            Some(_) => return Err(StoreError::PreconditionFailed),
+            None => return Err(StoreError::NotFound),
+        };
+        self.copies.fetch_add(1, Ordering::Relaxed);
+        self.store(to, data, Replace::Allowed)
     }
 
     async fn delete_object(&self, key: &str, only: Option<&ETag>) -> Result<(), StoreError> {

@@ -129,6 +129,10 @@ pub trait ObjectStore: Send + Sync + 'static {
 
     /// Deletes the object at `key`; with `only`, only if it still has that ETag (`If-Match`).
     fn delete_object(&self, key: &str, only: Option<&ETag>) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Copies the object at `from`, only if it still has `etag`, to `to` on the server (objects
+    /// up to 5 GiB); returns the copy's ETag.
+    fn copy_object(&self, from: &str, etag: &ETag, to: &str) -> impl Future<Output = Result<ETag, StoreError>> + Send;
 }
 
 /// A response body: chunks as they arrive. After an `Err`, the stream has nothing more to give.

@@ -433,6 +433,24 @@ impl ObjectStore for S3Store {
         Ok(())
     }
 
+    async fn copy_object(&self, from: &str, etag: &ETag, to: &str) -> Result<ETag, StoreError> {
+        // The source is `bucket/key`, URL-encoded (a key may hold any character).
+        let source = format!("{}/{}", self.bucket, percent_encoding::utf8_percent_encode(from, COPY_SOURCE));
+        let out = self
+            .client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(to)
+            .copy_source(source)
+            .copy_source_if_match(etag.as_str())
+            .set_request_payer(self.payer())
+            .send()
+            .await
+            .map_err(classify)?;
+        let etag = out.copy_object_result.and_then(|r| r.e_tag).unwrap_or_default();
+        Ok(ETag::new(etag))
+    }
+
     async fn delete_object(&self, key: &str, only: Option<&ETag>) -> Result<(), StoreError> {
         self.client
             .delete_object()
@@ -446,6 +464,10 @@ impl ObjectStore for S3Store {
         Ok(())
     }
 }
+
+/// What a copy source's key escapes: everything but unreserved characters and `/`.
+const COPY_SOURCE: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b'/');
 
 /// The ETag S3 gives the object these parts make (the MD5 of their MD5s, and their count), when
 /// the parts' ETags are MD5s.

@@ -1,0 +1,110 @@
+//! Renaming a file: S3 has no rename, so the object is copied on the server (pinned to the
+//! source's ETag) and the source deleted after. Not atomic: between the two both names exist, and
+//! a failure after the copy leaves both (logged), never neither.
+//!
+//! Who may: a file this mount wrote, into a name that does not exist, needs no flag (the
+//! write-then-rename of checkpoint libraries works on a default mount); any other object needs
+//! `--allow-delete`, and replacing an existing name `--allow-overwrite`. Directories are `EXDEV`
+//! (`mv` then copies them).
+
+use super::inode::Entry;
+use super::listing::Known;
+use super::{Fs, Ino};
+use crate::errno::FsError;
+use crate::object_id::ObjectId;
+use crate::store::{ObjectMeta, ObjectStore, StoreError};
+
+/// What `rename(2)`'s flags ask.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RenameFlags {
+    /// `RENAME_NOREPLACE`: fail with `EEXIST` if the new name exists.
+    pub no_replace: bool,
+    /// `RENAME_EXCHANGE`: swap two names, which S3 cannot do.
+    pub exchange: bool,
+}
+
+impl<S: ObjectStore> Fs<S> {
+    /// What `name` in the directory `prefix` is, from what is known or from S3.
+    async fn entry_named(&self, prefix: &str, name: &str) -> Result<Option<Entry>, FsError> {
+        match self.metadata.known(prefix, name) {
+            Known::Present(_, entry) => Ok(Some(entry)),
+            Known::Missing => Ok(None),
+            Known::Unknown => match self.within_deadline(self.ask_store(prefix, name)).await {
+                Ok(entry) => Ok(Some(entry)),
+                Err(FsError::NotFound) => Ok(None),
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    /// Renames the file `name` in `parent` to `new_name` in `new_parent`.
+    pub async fn rename(
+        &self,
+        parent: Ino,
+        name: &str,
+        new_parent: Ino,
+        new_name: &str,
+        flags: RenameFlags,
+    ) -> Result<(), FsError> {
+        if self.options.writes.read_only {
+            return Err(FsError::ReadOnly);
+        }
+        if flags.exchange {
+            return Err(FsError::InvalidWrite("S3 cannot swap two names (RENAME_EXCHANGE)".into()));
+        }
+        let prefix = self.dir_prefix(parent)?;
+        let new_prefix = self.prefix_for_new(new_parent, new_name)?;
+        if self.writing.of_name(&prefix, name).is_some() || self.writing.of_name(&new_prefix, new_name).is_some() {
+            return Err(FsError::Busy);
+        }
+        let meta = match self.entry_named(&prefix, name).await? {
+            Some(Entry::File(meta)) => meta,
+            Some(Entry::Directory { .. }) => return Err(FsError::CrossDevice),
+            None => return Err(FsError::NotFound),
+        };
+        let ino = self.inodes.number_for(parent, name, &Entry::File(meta.clone()), None);
+        let made_here = self.writing.written_here(ino);
+        if !made_here && !self.options.writes.allow_delete {
+            return Err(FsError::NotPermitted(
+                "renaming an object this mount did not write deletes it: that needs --allow-delete",
+            ));
+        }
+        let new_key = format!("{new_prefix}{new_name}");
+        if new_key == meta.key {
+            return Ok(());
+        }
+        match self.entry_named(&new_prefix, new_name).await? {
+            None => {}
+            Some(Entry::Directory { .. }) => return Err(FsError::IsADirectory),
+            Some(Entry::File(_)) if flags.no_replace => return Err(FsError::Exists),
+            Some(Entry::File(_)) if !self.options.writes.allow_overwrite => {
+                return Err(FsError::NotPermitted("renaming onto an existing object needs --allow-overwrite"));
+            }
+            Some(Entry::File(_)) => {}
+        }
+        let copied = self.within_deadline(async { Ok(self.store.copy_object(&meta.key, &meta.etag, &new_key).await?) });
+        let etag = match copied.await {
+            Ok(etag) => etag,
+            Err(FsError::Store(StoreError::PreconditionFailed | StoreError::NotFound)) => {
+                self.metadata.forget_listing(&prefix);
+                return Err(FsError::Stale);
+            }
+            Err(e) => return Err(e),
+        };
+        let deleted = self.within_deadline(async { Ok(self.store.delete_object(&meta.key, Some(&meta.etag)).await?) });
+        if let Err(e) = deleted.await {
+            tracing::warn!(from = %meta.key, to = %new_key, "rename: copied, but deleting the old name failed ({e}): both exist");
+            self.metadata.forget_listing(&prefix);
+            self.metadata.forget_listing(&new_prefix);
+            return Err(e);
+        }
+        self.fetcher.forget_version(&ObjectId { key: meta.key.clone(), etag: meta.etag.clone() }, meta.size);
+        let moved = Entry::File(ObjectMeta { key: new_key, etag, ..meta });
+        // The kernel looked the name up before renaming it, and moves that inode to the new name.
+        self.inodes.moved(ino, new_parent, new_name, moved.clone());
+        self.metadata.forget_listing(&prefix);
+        self.metadata.store_missing(&prefix, name);
+        self.metadata.add_entry(&new_prefix, new_name, ino, moved);
+        Ok(())
+    }
+}
