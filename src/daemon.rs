@@ -182,15 +182,8 @@ fn serve(config: MountConfig, readiness: &mut Readiness) -> Result<(), String> {
     };
     let store = Arc::new(Counted::new(store, Arc::clone(&metrics)));
     let journal = if config.fs.writes.read_only { None } else { uploads_journal(&config, &store, runtime.handle()) };
-    let fs = Fs::new(
-        store,
-        config.fs.clone(),
-        config.fetch,
-        config.upload.clone(),
-        disk,
-        journal,
-        Arc::clone(&metrics),
-    );
+    let fs =
+        Fs::new(store, config.fs.clone(), config.fetch, config.upload.clone(), disk, journal, Arc::clone(&metrics));
     if let Some(addr) = config.metrics_addr {
         let fs = Arc::clone(&fs);
         runtime

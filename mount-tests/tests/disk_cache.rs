@@ -61,6 +61,27 @@ impl Drop for Tmpfs<'_> {
     }
 }
 
+/// A 64 MiB ext4 image at `image`, loop-mounted on a cache directory; unfrozen (if a test froze
+/// it) and unmounted when dropped.
+struct LoopExt4<'a>(&'a str);
+
+impl<'a> LoopExt4<'a> {
+    fn mount(image: &Path, cache: &'a CacheDir) -> Self {
+        ok(Command::new("truncate").args(["-s", "64M"]).arg(image).output().unwrap(), "truncate");
+        ok(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(image).output().unwrap(), "mkfs.ext4");
+        let mounted = Command::new("mount").args(["-o", "loop"]).arg(image).arg(cache.arg()).output().unwrap();
+        ok(mounted, "mount -o loop");
+        Self(cache.arg())
+    }
+}
+
+impl Drop for LoopExt4<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("fsfreeze").args(["-u", self.0]).stderr(std::process::Stdio::null()).status();
+        let _ = Command::new("umount").arg(self.0).status();
+    }
+}
+
 fn put(server: &TestServer, key: &str, seed: u64, size: usize) {
     server.storage().put(BUCKET, key, StoredObject::new(data::content(seed, size), None)).expect("put");
 }
@@ -448,18 +469,8 @@ fn a_file_opened_on_a_frozen_disk_is_read_from_the_network() {
     let server = TestServer::with_bucket(BUCKET);
     put(&server, "f.bin", 4, 8 * MIB);
     let image = fresh_dir("frozen-disk").join("disk.img");
-    ok(Command::new("truncate").args(["-s", "64M"]).arg(&image).output().unwrap(), "truncate");
-    ok(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image).output().unwrap(), "mkfs.ext4");
     let cache = CacheDir::new();
-    ok(Command::new("mount").args(["-o", "loop"]).arg(&image).arg(cache.arg()).output().unwrap(), "mount -o loop");
-    struct Unfreeze<'a>(&'a str);
-    impl Drop for Unfreeze<'_> {
-        fn drop(&mut self) {
-            let _ = Command::new("fsfreeze").args(["-u", self.0]).status();
-            let _ = Command::new("umount").arg(self.0).status();
-        }
-    }
-    let _disk = Unfreeze(cache.arg());
+    let _disk = LoopExt4::mount(&image, &cache);
     let metrics = MetricsPort::free();
     let mounted = mount(&server, &cache, &metrics, &[]);
     ok(Command::new("fsfreeze").args(["-f", cache.arg()]).output().unwrap(), "fsfreeze -f");
@@ -484,18 +495,8 @@ fn a_disk_whose_writes_fail_for_want_of_space_never_fails_a_read() {
     put(&server, "f.bin", 9, 64 * MIB);
     let backing = CacheDir::new();
     let _tmpfs = Tmpfs::mount(&backing, "24m");
-    let image = backing.0.join("disk.img");
-    ok(Command::new("truncate").args(["-s", "64M"]).arg(&image).output().unwrap(), "truncate");
-    ok(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image).output().unwrap(), "mkfs.ext4");
     let cache = CacheDir::new();
-    ok(Command::new("mount").args(["-o", "loop"]).arg(&image).arg(cache.arg()).output().unwrap(), "mount -o loop");
-    struct Unmount<'a>(&'a str);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(self.0).status();
-        }
-    }
-    let _disk = Unmount(cache.arg());
+    let _disk = LoopExt4::mount(&backing.0.join("disk.img"), &cache);
     std::fs::set_permissions(&cache.0, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
     // A second mount reads what the first left on disk: only blocks recorded as written.
     for pass in 0..2 {

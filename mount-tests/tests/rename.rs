@@ -32,10 +32,8 @@ fn a_checkpoint_written_under_a_temporary_name_is_renamed_on_a_default_mount() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "True");
     assert_eq!(stored(&server, "data/.metadata"), Some(b"step 100".repeat(1000)));
     assert_eq!(stored(&server, "data/.metadata.tmp"), None, "the temporary name is gone");
-    let names: Vec<String> = std::fs::read_dir(mount.path("data"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let names: Vec<String> =
+        std::fs::read_dir(mount.path("data")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert!(names.contains(&".metadata".to_owned()) && !names.contains(&".metadata.tmp".to_owned()), "{names:?}");
 }
 

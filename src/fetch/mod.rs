@@ -309,7 +309,8 @@ impl<S: ObjectStore> Fetcher<S> {
         let fetch_run = |run: Vec<u64>| async move {
             let (first, last) = (run[0], run[run.len() - 1]);
             let range = first * bs..((last + 1) * bs).min(size);
-            let permit = self.prefetch_permits.acquire().await.map_err(|_| StoreError::Other("shutting down".into()))?;
+            let permit =
+                self.prefetch_permits.acquire().await.map_err(|_| StoreError::Other("shutting down".into()))?;
             let bytes = self.read_direct(object, range.clone()).await?;
             for index in run {
                 let start = (index * bs - range.start) as usize;
@@ -322,14 +323,23 @@ impl<S: ObjectStore> Fetcher<S> {
             Ok::<u64, StoreError>(range.end - range.start)
         };
         use futures::{StreamExt, TryStreamExt};
-        futures::stream::iter(runs).map(fetch_run).buffer_unordered(RUNS_PER_FILE).try_fold(0, |sum, n| async move { Ok(sum + n) }).await
+        futures::stream::iter(runs)
+            .map(fetch_run)
+            .buffer_unordered(RUNS_PER_FILE)
+            .try_fold(0, |sum, n| async move { Ok(sum + n) })
+            .await
     }
 
     /// Fetches a file a job said it will read (see `fs::prefetch_queue`), before it is opened:
     /// with a disk cache, all of it to disk (then an open hands it to the kernel whole); without,
     /// its first `limit` bytes into memory, as blocks fetched ahead. Returns the bytes fetched
     /// from the network.
-    pub async fn fetch_queued(self: &Arc<Self>, object: Arc<ObjectId>, size: u64, limit: u64) -> Result<u64, StoreError> {
+    pub async fn fetch_queued(
+        self: &Arc<Self>,
+        object: Arc<ObjectId>,
+        size: u64,
+        limit: u64,
+    ) -> Result<u64, StoreError> {
         if let Some(disk) = &self.disk {
             if let Some(version) = self.open_in_background(disk, &object, size).await {
                 let fetched = self.fill_missing_on_disk(disk, &version, &object, size).await?;
@@ -359,7 +369,12 @@ impl<S: ObjectStore> Fetcher<S> {
 
     /// Fetches the first `limit` bytes of a version into the block cache, a part per GET, each
     /// with a readahead connection permit, and waits for them.
-    async fn fetch_into_memory(self: &Arc<Self>, object: &Arc<ObjectId>, size: u64, limit: u64) -> Result<u64, StoreError> {
+    async fn fetch_into_memory(
+        self: &Arc<Self>,
+        object: &Arc<ObjectId>,
+        size: u64,
+        limit: u64,
+    ) -> Result<u64, StoreError> {
         let end = size.min(limit.max(1));
         if end == 0 {
             return Ok(0);

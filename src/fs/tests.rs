@@ -39,6 +39,18 @@ fn fs_with(files: usize, size: usize, ttl: Duration) -> (Arc<MemoryStore>, Arc<F
 
 const MINUTE: Duration = Duration::from_secs(60);
 
+/// The bytes of the object at `key`, if there is one.
+async fn object(store: &MemoryStore, key: &str) -> Option<Bytes> {
+    use futures::StreamExt;
+    let meta = store.head(key).await.ok()?;
+    let mut body = store.get_range(key, 0..meta.size, &meta.etag).await.ok()?;
+    let mut out = Vec::new();
+    while let Some(chunk) = body.next().await {
+        out.extend_from_slice(&chunk.ok()?);
+    }
+    Some(Bytes::from(out))
+}
+
 #[tokio::test]
 async fn after_a_listing_lookups_and_opens_cost_no_request() {
     let (store, fs) = fs_with(300, 10, MINUTE);
@@ -235,17 +247,6 @@ mod writing {
             UploadConfig { first_part_size: 64 * 1024, concurrency: 2, budget: 1 << 20, ..UploadConfig::default() };
         let fs = Fs::new(Arc::clone(&store), options, FetchConfig::default(), upload, None, None, Arc::default());
         (store, fs)
-    }
-
-    async fn object(store: &MemoryStore, key: &str) -> Option<Bytes> {
-        use futures::StreamExt;
-        let meta = store.head(key).await.ok()?;
-        let mut body = store.get_range(key, 0..meta.size, &meta.etag).await.ok()?;
-        let mut out = Vec::new();
-        while let Some(chunk) = body.next().await {
-            out.extend_from_slice(&chunk.ok()?);
-        }
-        Some(Bytes::from(out))
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -589,8 +590,14 @@ mod prefetch_queue {
     async fn other_users_queue_only_what_the_modes_let_them_read() {
         let store = Arc::new(MemoryStore::new());
         store.put("d/secret", Bytes::from_static(b"only for its owner"));
-        let shared =
-            FsOptions { file_mode: 0o600, dir_mode: 0o700, uid: 1000, gid: 1000, shared: true, ..options(MINUTE, MINUTE) };
+        let shared = FsOptions {
+            file_mode: 0o600,
+            dir_mode: 0o700,
+            uid: 1000,
+            gid: 1000,
+            shared: true,
+            ..options(MINUTE, MINUTE)
+        };
         let fs = fs_on(&store, shared);
         assert_eq!(fs.getattr(PREFETCH_INO).unwrap().perm, 0o666, "with --allow-other anyone may write it");
         let stranger = control(&fs, User { uid: 2000, gid: 2000 }).await;
@@ -613,7 +620,15 @@ mod prefetch_queue {
             store.put(&format!("d/f{i:05}"), Bytes::from(vec![1u8; 256 * 1024]));
         }
         let fetch = FetchConfig { cache_bytes: 64 << 20, ..FetchConfig::default() };
-        let fs = Fs::new(Arc::clone(&store), options(MINUTE, MINUTE), fetch, UploadConfig::default(), None, None, Arc::default());
+        let fs = Fs::new(
+            Arc::clone(&store),
+            options(MINUTE, MINUTE),
+            fetch,
+            UploadConfig::default(),
+            None,
+            None,
+            Arc::default(),
+        );
         let handle = control(&fs, ROOT).await;
         let mut lines = String::new();
         for i in 0..100_000 {
@@ -656,25 +671,14 @@ mod renaming {
         attr.ino
     }
 
-    async fn bytes_of(store: &MemoryStore, key: &str) -> Option<Bytes> {
-        use futures::StreamExt;
-        let meta = store.head(key).await.ok()?;
-        let mut body = store.get_range(key, 0..meta.size, &meta.etag).await.ok()?;
-        let mut out = Vec::new();
-        while let Some(chunk) = body.next().await {
-            out.extend_from_slice(&chunk.ok()?);
-        }
-        Some(Bytes::from(out))
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_file_written_here_is_renamed_on_a_default_mount() {
         let (store, fs) = mounted(WriteMode::default());
         let dir = fs.lookup(ROOT_INO, "d").await.unwrap().ino;
         let ino = write_file(&fs, dir, "ckpt.tmp", b"weights").await;
         fs.rename(dir, "ckpt.tmp", dir, "ckpt", RenameFlags::default()).await.unwrap();
-        assert_eq!(bytes_of(&store, "d/ckpt").await, Some(Bytes::from_static(b"weights")));
-        assert_eq!(bytes_of(&store, "d/ckpt.tmp").await, None, "the old name is gone");
+        assert_eq!(object(&store, "d/ckpt").await, Some(Bytes::from_static(b"weights")));
+        assert_eq!(object(&store, "d/ckpt.tmp").await, None, "the old name is gone");
         assert_eq!(store.counts().copies, 1, "copied on the server");
         assert_eq!(fs.lookup(dir, "ckpt.tmp").await, Err(FsError::NotFound));
         let found = fs.lookup(dir, "ckpt").await.unwrap();
@@ -684,7 +688,7 @@ mod renaming {
         // Renamed again, into another directory made here.
         let sub = fs.mkdir(dir, "step-1").await.unwrap().ino;
         fs.rename(dir, "ckpt", sub, "ckpt", RenameFlags::default()).await.unwrap();
-        assert_eq!(bytes_of(&store, "d/step-1/ckpt").await, Some(Bytes::from_static(b"weights")));
+        assert_eq!(object(&store, "d/step-1/ckpt").await, Some(Bytes::from_static(b"weights")));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -702,7 +706,7 @@ mod renaming {
         assert!(matches!(fs.rename(dir, "new", dir, "taken", exchange).await, Err(FsError::InvalidWrite(_))));
         assert_eq!(fs.rename(ROOT_INO, "d", ROOT_INO, "e", none).await, Err(FsError::CrossDevice));
         assert_eq!(fs.rename(dir, "absent", dir, "x", none).await, Err(FsError::NotFound));
-        assert_eq!(bytes_of(&store, "d/theirs").await.map(|b| b.len()), Some(34), "nothing moved");
+        assert_eq!(object(&store, "d/theirs").await.map(|b| b.len()), Some(34), "nothing moved");
         assert_eq!(store.counts().copies, 0, "a refused rename copies nothing");
 
         let (store, fs) = mounted(WriteMode { allow_delete: true, allow_overwrite: true, read_only: false });
@@ -710,7 +714,7 @@ mod renaming {
         let no_replace = RenameFlags { no_replace: true, ..none };
         assert_eq!(fs.rename(dir, "theirs", dir, "taken", no_replace).await, Err(FsError::Exists));
         fs.rename(dir, "theirs", dir, "taken", none).await.unwrap();
-        assert_eq!(bytes_of(&store, "d/taken").await.map(|b| b.len()), Some(34), "replaced");
+        assert_eq!(object(&store, "d/taken").await.map(|b| b.len()), Some(34), "replaced");
 
         let (_, fs) = mounted(WriteMode { read_only: true, ..WriteMode::default() });
         assert_eq!(fs.rename(ROOT_INO, "d", ROOT_INO, "e", none).await, Err(FsError::ReadOnly));

@@ -158,9 +158,8 @@ impl<S: ObjectStore> Fs<S> {
             return;
         }
         let o = &self.options;
-        let may_read = caller.is_none_or(|c| {
-            allows(o.dir_mode, o.uid, o.gid, c, 1) && allows(o.file_mode, o.uid, o.gid, c, 4)
-        });
+        let may_read =
+            caller.is_none_or(|c| allows(o.dir_mode, o.uid, o.gid, c, 1) && allows(o.file_mode, o.uid, o.gid, c, 4));
         let keys = lines.into_iter().map(|line| match line {
             Line::InMount(path) if may_read && !self.is_control_path(&path) => {
                 Line::InMount(format!("{}{path}", o.root_prefix))

@@ -12,10 +12,10 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use tokio::sync::Notify;
 
+use super::Fs;
 use super::control::lines::Line;
 use super::inode::{Entry, Ino, ROOT_INO};
 use super::listing::Known;
-use super::Fs;
 use crate::metrics::{Metrics, QueueLabels};
 use crate::object_id::ObjectId;
 use crate::store::{ObjectMeta, ObjectStore};
@@ -162,7 +162,8 @@ impl PrefetchQueue {
         for (outcome, n) in files {
             metrics.queue_files.get_or_create(&QueueLabels { outcome }).inc_by(n);
         }
-        let bytes = [("fetched", now.fetched_bytes - before.fetched_bytes), ("wasted", now.wasted_bytes - before.wasted_bytes)];
+        let bytes =
+            [("fetched", now.fetched_bytes - before.fetched_bytes), ("wasted", now.wasted_bytes - before.wasted_bytes)];
         for (outcome, n) in bytes {
             metrics.queue_bytes.get_or_create(&QueueLabels { outcome }).inc_by(n);
         }

@@ -51,10 +51,16 @@ pub struct Counts {
 enum State {
     Waiting,
     /// Being resolved or fetched; its bytes are counted in the window.
-    Fetching { bytes: u64 },
-    Fetched { bytes: u64 },
+    Fetching {
+        bytes: u64,
+    },
+    Fetched {
+        bytes: u64,
+    },
     /// Opened, passed or cleared while its fetch was running; the fetch's end settles it.
-    Leaving { opened: bool },
+    Leaving {
+        opened: bool,
+    },
     Settled,
 }
 

@@ -374,7 +374,12 @@ fn small_file_rows(server: &TestServer, extra: &[&str], peak_rss: &mut u64, name
     });
     eprintln!("[{name}] ls + cat small/* (one process) ...");
     let took = on_fresh_mount(server, extra, peak_rss, |mount| {
-        timed(|| run(Command::new("sh").arg("-c").arg("ls small > /dev/null && cat small/* > /dev/null").current_dir(&mount.dir)))
+        timed(|| {
+            run(Command::new("sh")
+                .arg("-c")
+                .arg("ls small > /dev/null && cat small/* > /dev/null")
+                .current_dir(&mount.dir))
+        })
     });
     rows.push(Row {
         profile: name,

@@ -89,7 +89,9 @@ pub fn rows(server: &TestServer, extra: &[&str], peak_rss: &mut u64, name: &'sta
     let _ = std::fs::remove_dir_all(&cache);
     rows.push(Row {
         profile: name,
-        measure: format!("fetchfs prefetch --wait of {SMALL_FILES} x 100 KiB to the disk cache / then 8 workers, shuffled"),
+        measure: format!(
+            "fetchfs prefetch --wait of {SMALL_FILES} x 100 KiB to the disk cache / then 8 workers, shuffled"
+        ),
         value: format!(
             "{:.0} files/s / {:.0} files/s, {loader_gets} GETs",
             files_per_s(SMALL_FILES, prefetch),
