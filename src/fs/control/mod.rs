@@ -7,7 +7,7 @@ pub mod lines;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 
@@ -33,6 +33,8 @@ struct ControlHandle {
 #[derive(Default)]
 pub struct ControlFiles {
     handles: Mutex<HashMap<u64, ControlHandle>>,
+    /// Control files open now: while none is, reads and writes of data files skip the lock.
+    open: AtomicUsize,
     warned_hidden: AtomicBool,
 }
 
@@ -102,6 +104,7 @@ impl<S: ObjectStore> Fs<S> {
                 let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
                 let opened = ControlHandle { caller: Some(caller), ..ControlHandle::default() };
                 lock(&self.control.handles).insert(handle, opened);
+                self.control.open.fetch_add(1, Ordering::Relaxed);
                 Some(Ok(handle))
             }
             CONTROL_DIR_INO => Some(Err(FsError::IsADirectory)),
@@ -111,6 +114,9 @@ impl<S: ObjectStore> Fs<S> {
 
     /// A read of a control file: the queue's state, taken when the descriptor reads from 0.
     pub(super) fn read_control(&self, handle: u64, offset: u64, len: u32) -> Option<Bytes> {
+        if self.control.open.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
         let mut handles = lock(&self.control.handles);
         let opened = handles.get_mut(&handle)?;
         if offset == 0 || opened.shown.is_none() {
@@ -124,6 +130,9 @@ impl<S: ObjectStore> Fs<S> {
 
     /// A write to a control file: whole lines go to the queue, the rest waits for the next write.
     pub(super) fn write_control(&self, handle: u64, data: &[u8]) -> Option<u32> {
+        if self.control.open.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
         let mut lines = Vec::new();
         let caller = {
             let mut handles = lock(&self.control.handles);
@@ -138,14 +147,17 @@ impl<S: ObjectStore> Fs<S> {
     /// A close of a control file: a last line without its newline counts. Forgets the handle
     /// when `released`.
     pub(super) fn close_control(&self, handle: u64, released: bool) -> bool {
+        if self.control.open.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
         let mut lines = Vec::new();
         let caller = {
             let mut handles = lock(&self.control.handles);
             let Some(opened) = handles.get_mut(&handle) else { return false };
             opened.lines.finish(|line| lines.push(lines::parse(line, &self.options.mountpoint)));
             let caller = opened.caller;
-            if released {
-                handles.remove(&handle);
+            if released && handles.remove(&handle).is_some() {
+                self.control.open.fetch_sub(1, Ordering::Relaxed);
             }
             caller
         };
