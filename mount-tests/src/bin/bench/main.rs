@@ -357,36 +357,23 @@ for name in names[k::n]:
 
 fn small_file_rows(server: &TestServer, extra: &[&str], peak_rss: &mut u64, name: &'static str, rows: &mut Vec<Row>) {
     let files_per_s = |count: u64, took: Duration| format!("{:.0} files/s", count as f64 / took.as_secs_f64());
-    eprintln!("[{name}] serial cat of {SMALL_FILES} small files ...");
-    let took = on_fresh_mount(server, extra, peak_rss, |mount| {
-        timed(|| {
-            run(Command::new("sh")
-                .arg("-c")
-                .arg("for f in small/*; do cat \"$f\"; done > /dev/null")
-                .current_dir(&mount.dir))
-        })
-    });
-    rows.push(Row {
-        profile: name,
-        measure: format!("serial cat of {SMALL_FILES} x 100 KiB files (a shell loop, a cat per file)"),
-        value: files_per_s(SMALL_FILES, took),
-        ratio: None,
-    });
-    eprintln!("[{name}] ls + cat small/* (one process) ...");
-    let took = on_fresh_mount(server, extra, peak_rss, |mount| {
-        timed(|| {
-            run(Command::new("sh")
-                .arg("-c")
-                .arg("ls small > /dev/null && cat small/* > /dev/null")
-                .current_dir(&mount.dir))
-        })
-    });
-    rows.push(Row {
-        profile: name,
-        measure: format!("ls + cat small/* of {SMALL_FILES} x 100 KiB files (one cat)"),
-        value: files_per_s(SMALL_FILES, took),
-        ratio: None,
-    });
+    let shell_rows = [
+        (
+            "for f in small/*; do cat \"$f\"; done > /dev/null",
+            format!("serial cat of {SMALL_FILES} x 100 KiB files (a shell loop, a cat per file)"),
+        ),
+        (
+            "ls small > /dev/null && cat small/* > /dev/null",
+            format!("ls + cat small/* of {SMALL_FILES} x 100 KiB files (one cat)"),
+        ),
+    ];
+    for (script, measure) in shell_rows {
+        eprintln!("[{name}] {measure} ...");
+        let took = on_fresh_mount(server, extra, peak_rss, |mount| {
+            timed(|| run(Command::new("sh").arg("-c").arg(script).current_dir(&mount.dir)))
+        });
+        rows.push(Row { profile: name, measure, value: files_per_s(SMALL_FILES, took), ratio: None });
+    }
     for order in ["sorted", "shuffled"] {
         eprintln!("[{name}] 8 data-loader workers, {order} ...");
         let took = on_fresh_mount(server, extra, peak_rss, |mount| {
