@@ -516,3 +516,143 @@ fn a_disk_whose_writes_fail_for_want_of_space_never_fails_a_read() {
         mounted.unmount_and_wait();
     }
 }
+
+/// A mount made by an unprivileged user (nobody), who may not register passthrough backing files.
+/// /dev/fuse here is root's alone (0600), and changing it would touch the whole machine; so the
+/// daemon runs in a mount namespace of its own where a 0666 node of the same device stands over
+/// /dev/fuse, and mounts through the setuid `fusermount3` as any user would. Its mount is seen
+/// only inside that namespace, where the reads go too.
+struct UnprivilegedMount {
+    daemon: u32,
+    dir: PathBuf,
+    log: PathBuf,
+}
+
+const NOBODY: &str = "65534";
+
+/// A node of the FUSE device anyone may open, in a root-owned temp directory; removed at the end.
+struct FuseNode(PathBuf);
+
+impl FuseNode {
+    fn new() -> Self {
+        let node = fresh_dir("fuse-node").join("fuse");
+        ok(Command::new("mknod").arg(&node).args(["c", "10", "229"]).output().unwrap(), "mknod");
+        std::fs::set_permissions(&node, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+        Self(node)
+    }
+}
+
+impl Drop for FuseNode {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Runs `command` as nobody.
+fn as_nobody(command: &mut Command) -> &mut Command {
+    command.args(["setpriv", "--reuid", NOBODY, "--regid", NOBODY, "--clear-groups"])
+}
+
+impl UnprivilegedMount {
+    /// `home` is nobody's: the mount point, the log and the cache all live in it.
+    fn new(server: &TestServer, device: &FuseNode, home: &Path, cache: &Path, metrics: &MetricsPort) -> Self {
+        let dir = home.join("mnt");
+        let log = home.join("fetchfs.log");
+        let credentials = server.credentials().cloned().unwrap_or_default();
+        let mut command = Command::new("unshare");
+        command.args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            r#"mount --bind "$0" /dev/fuse && exec "$@""#,
+        ]);
+        command.arg(&device.0);
+        as_nobody(&mut command)
+            .arg(mount_tests::mount::fetchfs_binary())
+            .arg("mount")
+            .arg(BUCKET)
+            .arg(&dir)
+            .args(["--endpoint-url", &server.endpoint_url(), "--force-path-style", "--debug", "--log-file"])
+            .arg(&log)
+            .args(["--disk-cache", cache.to_str().unwrap(), "--metrics-addr", &metrics.addr()])
+            .env("HOME", home)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_ACCESS_KEY_ID", &credentials.access_key)
+            .env("AWS_SECRET_ACCESS_KEY", &credentials.secret_key)
+            .stdin(std::process::Stdio::null());
+        ok(command.output().unwrap(), "an unprivileged fetchfs mount");
+        let daemon = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .find_map(|entry| {
+                let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+                let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+                let dir = dir.to_str()?.as_bytes();
+                cmdline.split(|&b| b == 0).any(|a| a == dir).then_some(pid)
+            })
+            .expect("the daemon runs");
+        Self { daemon, dir, log }
+    }
+
+    /// The bytes of `relative`, read by `cat` as nobody inside the daemon's namespace.
+    fn cat(&self, relative: &str) -> Vec<u8> {
+        let mut command = Command::new("nsenter");
+        command.args(["--target", &self.daemon.to_string(), "--mount"]);
+        ok(as_nobody(&mut command).arg("cat").arg(self.dir.join(relative)).output().unwrap(), "cat")
+    }
+
+    /// SIGTERM, as systemd stops a mount, and wait for the daemon to leave.
+    fn stop(&self) {
+        // SAFETY: kill sends a signal and touches no memory.
+        unsafe { libc::kill(self.daemon as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while Path::new(&format!("/proc/{}", self.daemon)).exists() {
+            assert!(Instant::now() < deadline, "the daemon left after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for UnprivilegedMount {
+    fn drop(&mut self) {
+        if Path::new(&format!("/proc/{}", self.daemon)).exists() {
+            // SAFETY: as in stop.
+            unsafe { libc::kill(self.daemon as i32, libc::SIGKILL) };
+        }
+    }
+}
+
+#[test]
+fn without_passthrough_the_daemon_serves_the_disk_cache_itself() {
+    let server = TestServer::with_bucket(BUCKET);
+    put(&server, "a.bin", 9, 12 * MIB);
+    let home = fresh_dir("unprivileged");
+    std::fs::create_dir(home.join("mnt")).unwrap();
+    let cache = home.join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    std::fs::set_permissions(&cache, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    ok(Command::new("chown").args(["-R", &format!("{NOBODY}:{NOBODY}")]).arg(&home).output().unwrap(), "chown");
+
+    let device = FuseNode::new();
+    let metrics = MetricsPort::free();
+    let first = UnprivilegedMount::new(&server, &device, &home, &cache, &metrics);
+    assert!(first.cat("a.bin") == data::content(9, 12 * MIB), "exact bytes from S3");
+    wait_written(&metrics, 12 * MIB);
+    first.stop();
+
+    let metrics = MetricsPort::free();
+    let second = UnprivilegedMount::new(&server, &device, &home, &cache, &metrics);
+    let before = gets(&server);
+    assert!(second.cat("a.bin") == data::content(9, 12 * MIB), "exact bytes from the disk cache");
+    assert_eq!(gets(&server), before, "no GET: the daemon read the disk cache");
+    assert_eq!(metrics.value("fetchfs_disk_cache_passthrough_opens_total"), 0);
+    assert!(metrics.value("fetchfs_disk_cache_read_bytes_total") >= 12 * MIB as u64, "the daemon read the disk");
+    let log = std::fs::read_to_string(&second.log).unwrap();
+    assert!(log.contains("served by the daemon (FUSE passthrough needs root)"), "{log}");
+    second.stop();
+    let _ = std::fs::remove_dir_all(&home);
+}
