@@ -109,9 +109,11 @@ impl From<crate::upload::WriteError> for FsError {
             WriteError::Failed(StoreError::PreconditionFailed) => FsError::UploadFailed(
                 "another client created an object at this name meanwhile; it was not replaced".into(),
             ),
-            WriteError::Finished | WriteError::Failed(_) | WriteError::TimedOut { .. } | WriteError::Spill(_) => {
-                FsError::UploadFailed(e.to_string())
-            }
+            WriteError::Finished
+            | WriteError::Changed
+            | WriteError::Failed(_)
+            | WriteError::TimedOut { .. }
+            | WriteError::Spill(_) => FsError::UploadFailed(e.to_string()),
         }
     }
 }

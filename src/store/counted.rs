@@ -116,6 +116,20 @@ impl<S: ObjectStore> ObjectStore for Counted<S> {
         result
     }
 
+    async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload: &UploadId,
+        number: u32,
+        from: &str,
+        etag: &ETag,
+        range: Range<u64>,
+    ) -> Result<UploadedPart, StoreError> {
+        let result = self.inner.upload_part_copy(key, upload, number, from, etag, range).await;
+        self.metrics.request("upload_part_copy", status(&result));
+        result
+    }
+
     async fn copy_object(&self, from: &str, etag: &ETag, to: &str) -> Result<ETag, StoreError> {
         let result = self.inner.copy_object(from, etag, to).await;
         self.metrics.request("copy", status(&result));

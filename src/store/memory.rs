@@ -45,6 +45,7 @@ pub struct MemoryStore {
     completes: AtomicU64,
     aborts: AtomicU64,
     copies: AtomicU64,
+    part_copies: AtomicU64,
     failing_parts: AtomicU64,
     part_delay_us: AtomicU64,
 }
@@ -64,6 +65,7 @@ pub struct CallCounts {
     pub completes: u64,
     pub aborts: u64,
     pub copies: u64,
+    pub part_copies: u64,
 }
 
 impl MemoryStore {
@@ -99,7 +101,23 @@ impl MemoryStore {
             completes: self.completes.load(Ordering::Relaxed),
             aborts: self.aborts.load(Ordering::Relaxed),
             copies: self.copies.load(Ordering::Relaxed),
+            part_copies: self.part_copies.load(Ordering::Relaxed),
         }
+    }
+
+    /// Keeps `body` as part `number` of `upload`.
+    fn store_part(&self, key: &str, upload: &UploadId, number: u32, body: Bytes) -> Result<UploadedPart, StoreError> {
+        if !(1..=10_000).contains(&number) {
+            return Err(StoreError::Other(format!("part number {number} out of range")));
+        }
+        let mut uploads = self.lock_uploads();
+        let (upload_key, parts) = uploads.get_mut(&upload.0).ok_or(StoreError::Other("no such upload".into()))?;
+        if upload_key != key {
+            return Err(StoreError::Other("the upload is of another key".into()));
+        }
+        let etag = format!("\"part-{number}-{}\"", body.len());
+        parts.insert(number, body);
+        Ok(UploadedPart { number, etag })
     }
 
     /// Multipart uploads started and neither completed nor aborted.
@@ -274,17 +292,31 @@ impl ObjectStore for MemoryStore {
         if self.failing_parts.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok() {
             return Err(StoreError::Other("injected server error".into()));
         }
-        if !(1..=10_000).contains(&number) {
-            return Err(StoreError::Other(format!("part number {number} out of range")));
-        }
-        let mut uploads = self.lock_uploads();
-        let (upload_key, parts) = uploads.get_mut(&upload.0).ok_or(StoreError::Other("no such upload".into()))?;
-        if upload_key != key {
-            return Err(StoreError::Other("the upload is of another key".into()));
-        }
-        let etag = format!("\"part-{number}-{}\"", body.len());
-        parts.insert(number, body);
-        Ok(UploadedPart { number, etag })
+        self.store_part(key, upload, number, body)
+    }
+
+    async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload: &UploadId,
+        number: u32,
+        from: &str,
+        etag: &ETag,
+        range: Range<u64>,
+    ) -> Result<UploadedPart, StoreError> {
+        let body = match self.lock().get(from) {
+            Some(object) if object.etag == *etag => {
+                let len = object.data.len() as u64;
+                if range.start >= range.end || range.end > len {
+                    return Err(StoreError::Other(format!("range {range:?} is not within the {len} bytes of {from}")));
+                }
+                object.data.slice(range.start as usize..range.end as usize)
+            }
+            Some(_) => return Err(StoreError::PreconditionFailed),
+            None => return Err(StoreError::NotFound),
+        };
+        self.part_copies.fetch_add(1, Ordering::Relaxed);
+        self.store_part(key, upload, number, body)
     }
 
     async fn complete_upload(

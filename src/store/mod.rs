@@ -116,6 +116,18 @@ pub trait ObjectStore: Send + Sync + 'static {
         body: Bytes,
     ) -> impl Future<Output = Result<UploadedPart, StoreError>> + Send;
 
+    /// Uploads part `number` as a server-side copy of `range` of the object at `from`, only if
+    /// it still has `etag` (UploadPartCopy; a part copies at most 5 GiB).
+    fn upload_part_copy(
+        &self,
+        key: &str,
+        upload: &UploadId,
+        number: u32,
+        from: &str,
+        etag: &ETag,
+        range: Range<u64>,
+    ) -> impl Future<Output = Result<UploadedPart, StoreError>> + Send;
+
     /// Makes the object of the parts, in number order.
     fn complete_upload(
         &self,

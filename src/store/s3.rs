@@ -382,6 +382,34 @@ impl ObjectStore for S3Store {
         Ok(UploadedPart { number, etag })
     }
 
+    async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload: &UploadId,
+        number: u32,
+        from: &str,
+        etag: &ETag,
+        range: Range<u64>,
+    ) -> Result<UploadedPart, StoreError> {
+        let out = self
+            .client
+            .upload_part_copy()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(&upload.0)
+            .part_number(number as i32)
+            .copy_source(self.copy_source(from))
+            .copy_source_if_match(etag.as_str())
+            .copy_source_range(format!("bytes={}-{}", range.start, range.end.saturating_sub(1)))
+            .set_request_payer(self.payer())
+            .send()
+            .await
+            .map_err(classify)?;
+        let etag = out.copy_part_result.and_then(|r| r.e_tag);
+        let etag = etag.ok_or_else(|| StoreError::Other(format!("the server gave copied part {number} no ETag")))?;
+        Ok(UploadedPart { number, etag })
+    }
+
     async fn complete_upload(
         &self,
         key: &str,
@@ -434,14 +462,12 @@ impl ObjectStore for S3Store {
     }
 
     async fn copy_object(&self, from: &str, etag: &ETag, to: &str) -> Result<ETag, StoreError> {
-        // The source is `bucket/key`, URL-encoded (a key may hold any character).
-        let source = format!("{}/{}", self.bucket, percent_encoding::utf8_percent_encode(from, COPY_SOURCE));
         let out = self
             .client
             .copy_object()
             .bucket(&self.bucket)
             .key(to)
-            .copy_source(source)
+            .copy_source(self.copy_source(from))
             .copy_source_if_match(etag.as_str())
             .set_request_payer(self.payer())
             .send()
@@ -462,6 +488,13 @@ impl ObjectStore for S3Store {
             .await
             .map_err(classify)?;
         Ok(())
+    }
+}
+
+impl S3Store {
+    /// A copy's source: `bucket/key`, URL-encoded (a key may hold any character).
+    fn copy_source(&self, key: &str) -> String {
+        format!("{}/{}", self.bucket, percent_encoding::utf8_percent_encode(key, COPY_SOURCE))
     }
 }
 

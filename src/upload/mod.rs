@@ -19,9 +19,12 @@ use crate::metrics::{Metrics, UploadLabels};
 use crate::object_id::ETag;
 use crate::store::{ObjectStore, Replace, StoreError, UploadId, UploadedPart};
 
+mod copy;
 pub mod dangling;
 mod part;
 
+pub use copy::Source;
+use copy::{SMALLEST_PART, part_ranges};
 use dangling::Journal;
 use part::Part;
 
@@ -52,6 +55,9 @@ pub struct UploadConfig {
     pub spill_dir: PathBuf,
     /// Longest one request of an upload may take (a part, a small file's PUT, the completion).
     pub deadline: Duration,
+    /// Objects up to this size are copied in one request; larger ones in parts (S3 copies at
+    /// most 5 GiB at once).
+    pub largest_single_copy: u64,
 }
 
 impl Default for UploadConfig {
@@ -62,6 +68,7 @@ impl Default for UploadConfig {
             budget: 128 * MIB,
             spill_dir: std::env::temp_dir(),
             deadline: Duration::from_secs(30),
+            largest_single_copy: 5 * 1024 * MIB,
         }
     }
 }
@@ -97,6 +104,9 @@ pub enum WriteError {
     Finished,
     #[error("the upload failed: {0}")]
     Failed(StoreError),
+    /// The object appended to was changed by another client after it was opened.
+    #[error("the object changed in S3 since it was opened for appending; it was left as the other client wrote it")]
+    Changed,
     #[error("{what} took longer than {secs} s (--write-timeout)")]
     TimedOut { what: &'static str, secs: u64 },
     /// The budget was taken and the part could not go to disk either.
@@ -139,11 +149,24 @@ impl<S: ObjectStore> Uploader<S> {
 
     /// Starts writing the object at `key`.
     pub fn start(self: &Arc<Self>, key: String, replace: Replace) -> Upload<S> {
+        self.upload(key, replace, None)
+    }
+
+    /// Starts appending to the object `base`: its bytes come first, then what is written, and the
+    /// object is replaced only if it is still `base` at the end. Nothing is sent until the
+    /// first write.
+    pub fn start_appending(self: &Arc<Self>, base: Source) -> Upload<S> {
+        self.upload(base.key.clone(), Replace::IfMatch(base.etag.clone()), Some(base))
+    }
+
+    fn upload(self: &Arc<Self>, key: String, replace: Replace, base: Option<Source>) -> Upload<S> {
         Upload {
             uploader: Arc::clone(self),
             key,
             replace,
-            written: 0,
+            written: base.as_ref().map_or(0, |b| b.size),
+            appends_to: base.clone(),
+            base,
             part: None,
             next_number: 1,
             multipart: None,
@@ -202,6 +225,10 @@ pub struct Upload<S> {
     key: String,
     replace: Replace,
     written: u64,
+    /// The object appended to, if this upload appends.
+    appends_to: Option<Source>,
+    /// Its bytes, until the first write puts them first in the upload.
+    base: Option<Source>,
     part: Option<Part>,
     next_number: u32,
     multipart: Option<UploadId>,
@@ -227,7 +254,7 @@ impl<S: ObjectStore> Upload<S> {
 
     /// Appends `data`, which must start where the file ends. Memory for the bytes comes from the
     /// mount's budget as they arrive; when other files hold it all, the part goes to disk.
-    pub async fn write(&mut self, offset: u64, mut data: &[u8]) -> Result<(), WriteError> {
+    pub async fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), WriteError> {
         if offset == 0
             && !data.is_empty()
             && let Some(empty) = self.committed_empty.take()
@@ -252,6 +279,50 @@ impl<S: ObjectStore> Upload<S> {
         if self.written + data.len() as u64 > limit {
             return Err(WriteError::TooLarge { limit });
         }
+        if !data.is_empty()
+            && let Some(base) = self.base.take()
+        {
+            let laid = self.lay_base(base).await.map_err(|e| self.explained(e));
+            laid.map_err(|e| self.fail(e))?;
+        }
+        self.append(data).await
+    }
+
+    /// Puts the bytes of the object appended to first: by a server-side copy when it is large
+    /// enough to be a part of its own, else fetched and sent again with the new bytes.
+    async fn lay_base(&mut self, base: Source) -> Result<(), WriteError> {
+        if base.size >= SMALLEST_PART {
+            let upload = self.multipart().await?;
+            let ranges = part_ranges(base.size, self.uploader.copy_part_size(base.size));
+            for range in ranges {
+                let number = self.next_number;
+                self.next_number += 1;
+                self.in_flight.spawn(self.uploader.copy_part(&self.key, &upload, number, &base, range));
+            }
+            return Ok(());
+        }
+        self.written = 0;
+        if base.size == 0 {
+            return Ok(());
+        }
+        let deadline = completion_deadline(self.uploader.config.deadline, base.size);
+        let fetching = async {
+            let mut body = self.uploader.store.get_range(&base.key, 0..base.size, &base.etag).await?;
+            let mut bytes = Vec::with_capacity(base.size as usize);
+            while let Some(chunk) = futures::StreamExt::next(&mut body).await {
+                bytes.extend_from_slice(&chunk?);
+            }
+            Ok(bytes)
+        };
+        let bytes = within(deadline, "fetching the object appended to", fetching).await?;
+        if bytes.len() as u64 != base.size {
+            return Err(WriteError::Changed);
+        }
+        self.append(&bytes).await
+    }
+
+    /// Adds `data` at the end of the file.
+    async fn append(&mut self, mut data: &[u8]) -> Result<(), WriteError> {
         let uploader = Arc::clone(&self.uploader);
         while !data.is_empty() {
             let part = match &mut self.part {
@@ -307,17 +378,7 @@ impl<S: ObjectStore> Upload<S> {
         let Some(part) = self.part.take() else { return Ok(()) };
         let store = Arc::clone(&self.uploader.store);
         let deadline = self.uploader.config.deadline;
-        let upload = match &self.multipart {
-            Some(upload) => upload.clone(),
-            None => {
-                let created = within(deadline, "starting the upload", store.create_upload(&self.key)).await;
-                let upload = created.map_err(|e| self.fail(e))?;
-                if let Some(journal) = &self.uploader.journal {
-                    journal.started(&self.key, &upload);
-                }
-                self.multipart.insert(upload).clone()
-            }
-        };
+        let upload = self.multipart().await.map_err(|e| self.fail(e))?;
         while self.in_flight.len() >= self.uploader.config.concurrency.max(1) {
             if let Some(joined) = self.in_flight.join_next().await {
                 self.note(joined);
@@ -342,6 +403,29 @@ impl<S: ObjectStore> Upload<S> {
         Ok(())
     }
 
+    /// The multipart upload, started if it was not.
+    async fn multipart(&mut self) -> Result<UploadId, WriteError> {
+        if let Some(upload) = &self.multipart {
+            return Ok(upload.clone());
+        }
+        let created = self.uploader.store.create_upload(&self.key);
+        let upload = within(self.uploader.config.deadline, "starting the upload", created).await?;
+        if let Some(journal) = &self.uploader.journal {
+            journal.started(&self.key, &upload);
+        }
+        Ok(self.multipart.insert(upload).clone())
+    }
+
+    /// `e`, said plainly when the object appended to is gone or changed.
+    fn explained(&self, e: WriteError) -> WriteError {
+        match e {
+            WriteError::Failed(StoreError::PreconditionFailed | StoreError::NotFound) if self.appends_to.is_some() => {
+                WriteError::Changed
+            }
+            e => e,
+        }
+    }
+
     fn fail(&mut self, e: WriteError) -> WriteError {
         self.failed.get_or_insert(e.clone());
         e
@@ -356,7 +440,11 @@ impl<S: ObjectStore> Upload<S> {
             return Err(WriteError::Finished);
         }
         self.finished = true;
-        let outcome = self.complete().await;
+        if let Some(base) = self.base.take() {
+            // Opened to append, and nothing was: the object stays as it is.
+            return Ok(base.etag);
+        }
+        let outcome = self.complete().await.map_err(|e| self.explained(e));
         self.committed_empty = outcome.as_ref().ok().filter(|_| self.written == 0).cloned();
         let label = if outcome.is_ok() { "completed" } else { "aborted" };
         self.uploader.metrics.uploads.get_or_create(&UploadLabels { outcome: label }).inc();

@@ -246,3 +246,105 @@ async fn a_file_written_again_after_an_empty_close_replaces_only_that_empty_obje
     assert_eq!(upload.finish().await, Err(WriteError::Failed(StoreError::PreconditionFailed)));
     assert_eq!(stored(&store, "g").await, Bytes::from_static(b"OTHER-CLIENT-DATA"));
 }
+
+/// Appending: the object becomes its old bytes then the new ones, by a server-side copy when it is
+/// a part's worth, else by sending its bytes again; and never over a change made meanwhile.
+mod appending {
+    use super::*;
+    use crate::store::ObjectStore;
+
+    async fn base(store: &MemoryStore, key: &str, data: &[u8]) -> Source {
+        let etag = store.put(key, Bytes::copy_from_slice(data));
+        let meta = store.head(key).await.expect("head");
+        Source { key: key.into(), etag, size: meta.size }
+    }
+
+    #[tokio::test]
+    async fn a_small_object_is_fetched_and_sent_again_with_the_new_bytes() {
+        let store = Arc::new(MemoryStore::new());
+        let old = base(&store, "log", b"line 1\n").await;
+        let mut upload = uploader(&store, small_parts()).start_appending(old);
+        assert_eq!(upload.written(), 7);
+        upload.write(7, b"line 2\n").await.unwrap();
+        upload.write(14, b"line 3\n").await.unwrap();
+        upload.finish().await.unwrap();
+        let counts = store.counts();
+        assert_eq!((counts.gets, counts.puts, counts.part_copies), (1, 1, 0));
+        assert_eq!(stored(&store, "log").await, Bytes::from_static(b"line 1\nline 2\nline 3\n"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_large_object_is_copied_on_the_server_and_only_the_new_bytes_sent() {
+        let store = Arc::new(MemoryStore::new());
+        let old_bytes = content(11 * MIB as usize);
+        let old = base(&store, "big", &old_bytes).await;
+        let config = UploadConfig { largest_single_copy: 10 * MIB, ..small_parts() };
+        let mut upload = uploader(&store, config).start_appending(old);
+        let new_bytes = content(200_000);
+        let end = old_bytes.len() as u64;
+        for (i, chunk) in new_bytes.chunks(65_536).enumerate() {
+            upload.write(end + i as u64 * 65_536, chunk).await.unwrap();
+        }
+        upload.finish().await.unwrap();
+        let counts = store.counts();
+        assert_eq!((counts.gets, counts.part_copies), (0, 2), "two copied parts of 5.5 MiB, nothing fetched");
+        assert_eq!(counts.bytes_sent, 0);
+        let mut expected = old_bytes.clone();
+        expected.extend_from_slice(&new_bytes);
+        assert!(stored(&store, "big").await == expected, "old bytes then new");
+    }
+
+    #[tokio::test]
+    async fn opened_to_append_and_closed_unwritten_the_object_is_untouched() {
+        let store = Arc::new(MemoryStore::new());
+        let old = base(&store, "log", b"kept").await;
+        let etag = old.etag.clone();
+        let mut upload = uploader(&store, small_parts()).start_appending(old);
+        assert_eq!(upload.finish().await.unwrap(), etag);
+        let counts = store.counts();
+        assert_eq!((counts.gets, counts.puts, counts.parts, counts.completes), (0, 0, 0, 0));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_object_changed_meanwhile_fails_the_append_and_keeps_the_other_write() {
+        for size in [100, 6 * MIB as usize] {
+            let store = Arc::new(MemoryStore::new());
+            let old = base(&store, "log", &content(size)).await;
+            let config = UploadConfig { largest_single_copy: 10 * MIB, ..small_parts() };
+            let mut upload = uploader(&store, config).start_appending(old);
+            upload.write(size as u64, b"mine").await.unwrap();
+            store.put("log", Bytes::from_static(b"theirs"));
+            assert_eq!(upload.finish().await, Err(WriteError::Changed), "{size} bytes");
+            assert_eq!(stored(&store, "log").await, Bytes::from_static(b"theirs"));
+            assert_eq!(store.uploads_in_progress(), 0, "nothing left behind");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_anywhere_but_the_end_is_refused() {
+        let store = Arc::new(MemoryStore::new());
+        let old = base(&store, "log", b"0123456789").await;
+        let mut upload = uploader(&store, small_parts()).start_appending(old);
+        assert_eq!(upload.write(0, b"x").await, Err(WriteError::NotAtEnd { offset: 0, end: 10 }));
+        assert_eq!(store.counts().gets, 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_over_the_single_copy_limit_is_copied_in_parts_pinned_to_its_etag() {
+    let store = Arc::new(MemoryStore::new());
+    let data = content(25 * MIB as usize);
+    let etag = store.put("from", Bytes::from(data.clone()));
+    let config = UploadConfig { largest_single_copy: 10 * MIB, ..small_parts() };
+    let copier = uploader(&store, config);
+    let source = Source { key: "from".into(), etag: etag.clone(), size: data.len() as u64 };
+    copier.copy_whole(&source, "to").await.unwrap();
+    assert!(stored(&store, "to").await == data);
+    let counts = store.counts();
+    assert_eq!((counts.copies, counts.part_copies, counts.completes), (0, 3, 1));
+
+    store.put("from", Bytes::from_static(b"changed"));
+    assert_eq!(copier.copy_whole(&source, "again").await, Err(WriteError::Failed(StoreError::PreconditionFailed)));
+    assert_eq!(store.uploads_in_progress(), 0, "the failed copy was aborted");
+    assert!(store.head("again").await.is_err());
+}

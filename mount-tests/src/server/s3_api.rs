@@ -313,6 +313,39 @@ impl S3 for TestS3 {
         Ok(S3Response::new(UploadPartOutput { e_tag: Some(ETag::Strong(etag)), ..Default::default() }))
     }
 
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        self.count("UploadPartCopy");
+        let input = req.input;
+        let CopySource::Bucket { bucket, key, .. } = &input.copy_source else {
+            return Err(s3_error!(NotImplemented, "access point copy sources are not supported"));
+        };
+        let source = self.object(bucket, key)?;
+        if let Some(expected) = &input.copy_source_if_match
+            && !matches!(expected, ETagCondition::Any)
+            && expected.as_etag().map(ETag::value) != Some(source.etag.as_str())
+        {
+            return Err(s3_error!(PreconditionFailed));
+        }
+        let len = source.data.len() as u64;
+        let range = match &input.copy_source_range {
+            None => 0..len,
+            Some(header) => s3s::dto::Range::parse(header).ok().and_then(|r| r.check(len).ok()).ok_or_else(|| {
+                s3_error!(InvalidArgument, "The x-amz-copy-source-range value must be within the source")
+            })?,
+        };
+        let data = source.data.slice(range.start as usize..range.end as usize);
+        let md5: [u8; 16] = Md5::digest(&data).into();
+        let etag = hex::encode(md5);
+        let mut uploads = self.uploads();
+        let upload = uploads.get_mut(&input.upload_id).ok_or_else(|| s3_error!(NoSuchUpload))?;
+        upload.parts.insert(input.part_number, (data, md5));
+        let result = CopyPartResult { e_tag: Some(ETag::Strong(etag)), ..Default::default() };
+        Ok(S3Response::new(UploadPartCopyOutput { copy_part_result: Some(result), ..Default::default() }))
+    }
+
     async fn complete_multipart_upload(
         &self,
         req: S3Request<CompleteMultipartUploadInput>,
