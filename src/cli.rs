@@ -118,6 +118,10 @@ pub struct MountArgs {
     /// 1000 so that large files fit in S3's 10,000 parts. Files up to it go up in one PUT.
     #[arg(long, value_name = "MIB")]
     pub upload_part_size: Option<u64>,
+    /// Objects larger than this many MiB are copied on the server in parts, not in one request
+    /// (renames, appends). S3's limit for one is 5 GiB, the default; tests lower it.
+    #[arg(long, value_name = "MIB", hide = true)]
+    pub largest_single_copy: Option<u64>,
     /// Most parts of one file going up at once (default 8).
     #[arg(long, value_name = "N")]
     pub upload_concurrency: Option<usize>,

@@ -201,6 +201,8 @@ fn memory_mib() -> u64 {
 /// Sizes of the first upload parts a file may be given, in MiB: S3's smallest part to its largest.
 const UPLOAD_PART_MIB: RangeInclusive<u64> = 5..=5 * 1024;
 const UPLOAD_CONCURRENCY: RangeInclusive<usize> = 1..=64;
+/// S3 copies up to 5 GiB in one request.
+const LARGEST_SINGLE_COPY_MIB: RangeInclusive<u64> = 1..=5 * 1024;
 /// The share of `--cache-size` for parts of files being written, on a mount that writes.
 const UPLOAD_SHARE: u64 = 4;
 
@@ -214,6 +216,10 @@ fn upload_config(args: &MountArgs) -> Result<UploadConfig, ConfigError> {
         concurrency: match args.upload_concurrency {
             Some(n) => within(n, UPLOAD_CONCURRENCY, "--upload-concurrency", "parts")?,
             None => defaults.concurrency,
+        },
+        largest_single_copy: match args.largest_single_copy {
+            Some(mib) => within(mib, LARGEST_SINGLE_COPY_MIB, "--largest-single-copy", "MiB")? * 1024 * 1024,
+            None => defaults.largest_single_copy,
         },
         // Parts spill where the disk cache is, when there is one: a disk meant for this mount.
         spill_dir: args.disk_cache.clone().unwrap_or_else(|| defaults.spill_dir.clone()),

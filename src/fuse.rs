@@ -12,14 +12,14 @@ use std::time::{Duration, SystemTime};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
-    LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
 
 use crate::config::MountConfig;
 use crate::errno::FsError;
-use crate::fs::{Attr, AttrChange, Finished, Fs, Kind, Listing, User};
+use crate::fs::{Access, Attr, AttrChange, Finished, Fs, Kind, Listing, User};
 use crate::store::ObjectStore;
 
 /// Largest read the kernel is asked to send at once.
@@ -198,8 +198,8 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let truncate = flags.0 & libc::O_TRUNC != 0;
-        let write = flags.acc_mode() != OpenAccMode::O_RDONLY || truncate;
+        let access = Access::of_flags(flags.0);
+        let write = access != Access::Read;
         let opener = if write { process_of(req.pid()) } else { None };
         let in_passthrough = |inodes: &HashMap<u64, OpenInode>| {
             inodes.get(&ino.0).is_some_and(|open| matches!(open.serving, Serving::Passthrough(_)))
@@ -221,7 +221,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         }
         // Opening may start fetching the files that come next, on the runtime.
         let _runtime = self.runtime.enter();
-        let opened = match self.fs.open(ino.0, write, truncate, opener) {
+        let opened = match self.fs.open(ino.0, access, opener) {
             Ok(opened) => opened,
             Err(e) => return reply.error(failed(&self.fs, "open", &format_args!("inode {}", ino.0), &e)),
         };

@@ -126,6 +126,31 @@ struct OpenFile {
     streams: SharedStreams,
 }
 
+/// What an `open` asks of a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    /// `O_TRUNC`: the object is replaced whole by what is written.
+    Replace,
+    /// `O_APPEND`, or opened to write only: what is written goes after the object's bytes.
+    Append,
+    /// `O_RDWR` without either: a write could land anywhere, which S3 cannot do.
+    ReadWrite,
+}
+
+impl Access {
+    /// From `open(2)`'s flags.
+    pub fn of_flags(flags: i32) -> Self {
+        match flags & libc::O_ACCMODE {
+            _ if flags & libc::O_TRUNC != 0 => Self::Replace,
+            libc::O_RDONLY => Self::Read,
+            _ if flags & libc::O_APPEND != 0 => Self::Append,
+            libc::O_WRONLY => Self::Append,
+            _ => Self::ReadWrite,
+        }
+    }
+}
+
 /// An open file's handle, and the version's local copy when it is whole on disk (the kernel may
 /// be given it to read from itself).
 pub struct Opened {
@@ -460,9 +485,9 @@ impl<S: ObjectStore> Fs<S> {
     }
 
     /// Opens a file. For reading, the inode stands for one object version, so the kernel may keep
-    /// its cached pages. For writing, the object is replaced whole: only with `--allow-overwrite`
-    /// and `O_TRUNC`. A file being written cannot be opened again.
-    pub fn open(&self, ino: Ino, write: bool, truncate: bool, opener: Option<u32>) -> Result<Opened, FsError> {
+    /// its cached pages. For writing (only with `--allow-overwrite`), the object is replaced whole
+    /// or appended to. A file being written cannot be opened again.
+    pub fn open(&self, ino: Ino, access: Access, opener: Option<u32>) -> Result<Opened, FsError> {
         let meta = match self.inodes.get(ino) {
             Some(Entry::File(meta)) => meta,
             Some(Entry::Directory { .. }) => return Err(FsError::IsADirectory),
@@ -471,8 +496,8 @@ impl<S: ObjectStore> Fs<S> {
         if self.writing.of_inode(ino).is_some() {
             return Err(FsError::Busy);
         }
-        if write {
-            return self.open_for_replacing(ino, meta, truncate, opener);
+        if access != Access::Read {
+            return self.open_for_writing(ino, meta, access, opener);
         }
         // The job's own order, when it gave one, beats a guess from the listing's.
         if !self.prefetch.opened(&meta.key) {

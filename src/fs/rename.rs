@@ -13,6 +13,7 @@ use super::{Fs, Ino};
 use crate::errno::FsError;
 use crate::object_id::ObjectId;
 use crate::store::{ObjectMeta, ObjectStore, StoreError};
+use crate::upload::{Source, WriteError};
 
 /// What `rename(2)`'s flags ask.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -82,14 +83,14 @@ impl<S: ObjectStore> Fs<S> {
             }
             Some(Entry::File(_)) => {}
         }
-        let copied = self.within_deadline(async { Ok(self.store.copy_object(&meta.key, &meta.etag, &new_key).await?) });
-        let etag = match copied.await {
+        let source = Source { key: meta.key.clone(), etag: meta.etag.clone(), size: meta.size };
+        let etag = match self.uploader.copy_whole(&source, &new_key).await {
             Ok(etag) => etag,
-            Err(FsError::Store(StoreError::PreconditionFailed | StoreError::NotFound)) => {
+            Err(WriteError::Failed(StoreError::PreconditionFailed | StoreError::NotFound)) => {
                 self.metadata.forget_listing(&prefix);
                 return Err(FsError::Stale);
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         let deleted = self.within_deadline(async { Ok(self.store.delete_object(&meta.key, Some(&meta.etag)).await?) });
         if let Err(e) = deleted.await {

@@ -107,7 +107,7 @@ async fn files_opened_in_listing_order_are_fetched_ahead_once() {
     let names: Vec<String> = listing.entries().iter().map(|(n, _, _)| n.clone()).collect();
     for (i, name) in names.iter().enumerate() {
         let ino = fs.lookup(dir, name).await.unwrap().ino;
-        let handle = fs.open(ino, false, false, None).unwrap().handle;
+        let handle = fs.open(ino, Access::Read, None).unwrap().handle;
         let data = fs.read(handle, 0, 1 << 20).await.unwrap();
         assert_eq!(data.len(), 100 * 1024);
         assert!(data.iter().all(|&b| b == i as u8), "{name}");
@@ -131,7 +131,7 @@ async fn files_opened_out_of_order_are_not_fetched_ahead() {
     let listing = fs.readdir(dir).await.unwrap();
     for position in [30, 3, 17, 9, 25, 0, 38, 12] {
         let ino = fs.lookup(dir, &listing.entries()[position].0).await.unwrap().ino;
-        let handle = fs.open(ino, false, false, None).unwrap().handle;
+        let handle = fs.open(ino, Access::Read, None).unwrap().handle;
         fs.read(handle, 0, 4096).await.unwrap();
         fs.release(handle);
     }
@@ -142,7 +142,7 @@ async fn files_opened_out_of_order_are_not_fetched_ahead() {
 async fn open_file(fs: &Fs<MemoryStore>, dir: &str, name: &str) -> u64 {
     let dir = fs.lookup(ROOT_INO, dir).await.unwrap().ino;
     let ino = fs.lookup(dir, name).await.unwrap().ino;
-    fs.open(ino, false, false, None).unwrap().handle
+    fs.open(ino, Access::Read, None).unwrap().handle
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,13 +152,13 @@ async fn an_object_replaced_since_its_listing_is_stale_and_found_again_under_a_n
     fs.readdir(dir).await.unwrap();
     store.put("d/f00001", Bytes::from_static(b"the new version"));
     let old = fs.lookup(dir, "f00001").await.unwrap().ino;
-    let handle = fs.open(old, false, false, None).unwrap().handle;
+    let handle = fs.open(old, Access::Read, None).unwrap().handle;
     assert_eq!(fs.read(handle, 0, 4096).await, Err(FsError::Stale), "never the new bytes under the old inode");
     assert_eq!(fs.getattr(old).unwrap().size, 10, "the old inode keeps its version's size");
     let new = fs.lookup(dir, "f00001").await.unwrap();
     assert_ne!(new.ino, old, "the new version has an inode of its own");
     assert_eq!(new.size, 15);
-    let handle = fs.open(new.ino, false, false, None).unwrap().handle;
+    let handle = fs.open(new.ino, Access::Read, None).unwrap().handle;
     assert_eq!(fs.read(handle, 0, 4096).await.unwrap(), Bytes::from_static(b"the new version"));
 }
 
@@ -184,7 +184,7 @@ async fn a_read_past_its_deadline_fails_instead_of_hanging() {
     let options = FsOptions { read_timeout: Duration::from_millis(200), ..options(MINUTE, MINUTE) };
     let fs = fs_on(&store, options);
     let ino = fs.lookup(ROOT_INO, "slow").await.unwrap().ino;
-    let handle = fs.open(ino, false, false, None).unwrap().handle;
+    let handle = fs.open(ino, Access::Read, None).unwrap().handle;
     store.set_get_delay(Duration::from_secs(5));
     let started = std::time::Instant::now();
     assert_eq!(fs.read(handle, 0, 4096).await, Err(FsError::TimedOut(0)));
@@ -213,11 +213,11 @@ async fn gets_reading_with_reopens(reopen_every: u64) -> u64 {
     store.put("big", Bytes::from(vec![7u8; 64 << 20]));
     let fs = fs_on(&store, options(MINUTE, MINUTE));
     let ino = fs.lookup(ROOT_INO, "big").await.unwrap().ino;
-    let mut handle = fs.open(ino, false, false, None).unwrap().handle;
+    let mut handle = fs.open(ino, Access::Read, None).unwrap().handle;
     for i in 0..64u64 {
         if i > 0 && i % reopen_every == 0 {
             let _ = fs.release(handle);
-            handle = fs.open(ino, false, false, None).unwrap().handle;
+            handle = fs.open(ino, Access::Read, None).unwrap().handle;
         }
         assert_eq!(fs.read(handle, i << 20, 1 << 20).await.unwrap().len(), 1 << 20);
     }
@@ -271,7 +271,7 @@ mod writing {
         assert_eq!(fs.lookup(dir, "new").await.unwrap().ino, attr.ino);
         let listing = fs.readdir(dir).await.unwrap();
         assert!(listing.position("new").is_some(), "listed while written");
-        assert_eq!(fs.open(attr.ino, false, false, None).err(), Some(FsError::Busy), "other opens wait for the end");
+        assert_eq!(fs.open(attr.ino, Access::Read, None).err(), Some(FsError::Busy), "other opens wait for the end");
         assert_eq!(object(&store, "d/new").await, None, "nothing in S3 before the close");
         fs.flush(handle, None).await.unwrap();
         assert!(fs.release(handle).is_none(), "completed by the close");
@@ -280,7 +280,7 @@ mod writing {
         assert_eq!(fs.lookup(dir, "new").await.unwrap().size, 100_000);
         assert!(fs.readdir(dir).await.unwrap().position("new").is_some());
         assert_eq!(store.counts().lists, lists, "answered from the updated listing");
-        let read = fs.open(attr.ino, false, false, None).unwrap().handle;
+        let read = fs.open(attr.ino, Access::Read, None).unwrap().handle;
         assert_eq!(fs.read(read, 0, 10).await.unwrap(), Bytes::from(vec![1; 10]));
     }
 
@@ -349,9 +349,9 @@ mod writing {
         let (store, fs) = writable(WriteMode { allow_overwrite: true, ..WriteMode::default() });
         let dir = fs.lookup(ROOT_INO, "d").await.unwrap().ino;
         let old = fs.lookup(dir, "existing").await.unwrap();
-        let reader = fs.open(old.ino, false, false, None).unwrap().handle;
+        let reader = fs.open(old.ino, Access::Read, None).unwrap().handle;
         assert_eq!(fs.read(reader, 0, 10).await.unwrap(), Bytes::from_static(b"old"));
-        let writer = fs.open(old.ino, true, true, None).unwrap().handle;
+        let writer = fs.open(old.ino, Access::Replace, None).unwrap().handle;
         fs.write(writer, 0, b"new").await.unwrap();
         let finished = fs.flush(writer, None).await.unwrap();
         assert_eq!(finished.replaced, Some(old.ino), "the kernel is told to forget the old inode's name");
@@ -361,7 +361,7 @@ mod writing {
         assert_eq!(fs.getattr(old.ino).unwrap().size, old.size, "the old inode is still the old version");
         assert_eq!(object(&store, "d/existing").await, Some(Bytes::from_static(b"new")));
         let _ = fs.release(writer);
-        let fresh = fs.open(new.ino, false, false, None).unwrap().handle;
+        let fresh = fs.open(new.ino, Access::Read, None).unwrap().handle;
         assert_eq!(fs.read(fresh, 0, 10).await.unwrap(), Bytes::from_static(b"new"));
         assert_eq!(
             fs.read(reader, 0, 10).await.unwrap(),
@@ -418,7 +418,7 @@ mod writing {
         let (store, fs) = writable(WriteMode::default());
         let dir = fs.lookup(ROOT_INO, "d").await.unwrap().ino;
         let existing = fs.lookup(dir, "existing").await.unwrap().ino;
-        assert!(matches!(fs.open(existing, true, true, None), Err(FsError::NotPermitted(_))));
+        assert!(matches!(fs.open(existing, Access::Replace, None), Err(FsError::NotPermitted(_))));
         assert!(matches!(fs.unlink(dir, "existing").await, Err(FsError::NotPermitted(_))));
 
         let (store2, fs) = writable(WriteMode { allow_overwrite: true, allow_delete: true, ..WriteMode::default() });
@@ -426,10 +426,10 @@ mod writing {
         let dir = fs.lookup(ROOT_INO, "d").await.unwrap().ino;
         let existing = fs.lookup(dir, "existing").await.unwrap().ino;
         assert!(
-            matches!(fs.open(existing, true, false, None), Err(FsError::NotPermitted(_))),
+            matches!(fs.open(existing, Access::ReadWrite, None), Err(FsError::NotPermitted(_))),
             "only whole, with O_TRUNC"
         );
-        let handle = fs.open(existing, true, true, None).unwrap().handle;
+        let handle = fs.open(existing, Access::Replace, None).unwrap().handle;
         fs.write(handle, 0, b"new").await.unwrap();
         fs.fsync(handle).await.unwrap();
         assert_eq!(object(&store2, "d/existing").await, Some(Bytes::from_static(b"new")));
@@ -447,7 +447,7 @@ mod writing {
         let dir = fs.lookup(ROOT_INO, "d").await.unwrap().ino;
         assert_eq!(fs.unlink(dir, "existing").await.err(), Some(FsError::ReadOnly));
         let existing = fs.lookup(dir, "existing").await.unwrap().ino;
-        assert_eq!(fs.open(existing, true, true, None).err(), Some(FsError::ReadOnly));
+        assert_eq!(fs.open(existing, Access::Replace, None).err(), Some(FsError::ReadOnly));
     }
 
     #[tokio::test]
@@ -529,7 +529,7 @@ mod prefetch_queue {
 
     async fn read_whole(fs: &Fs<MemoryStore>, dir: Ino, name: &str) -> Bytes {
         let ino = fs.lookup(dir, name).await.unwrap().ino;
-        let handle = fs.open(ino, false, false, None).unwrap().handle;
+        let handle = fs.open(ino, Access::Read, None).unwrap().handle;
         let data = fs.read(handle, 0, 1 << 20).await.unwrap();
         fs.release(handle);
         data
@@ -683,7 +683,7 @@ mod renaming {
         assert_eq!(fs.lookup(dir, "ckpt.tmp").await, Err(FsError::NotFound));
         let found = fs.lookup(dir, "ckpt").await.unwrap();
         assert_eq!((found.ino, found.size), (ino, 7), "the same inode under its new name");
-        let handle = fs.open(found.ino, false, false, None).unwrap().handle;
+        let handle = fs.open(found.ino, Access::Read, None).unwrap().handle;
         assert_eq!(fs.read(handle, 0, 100).await.unwrap(), Bytes::from_static(b"weights"));
         // Renamed again, into another directory made here.
         let sub = fs.mkdir(dir, "step-1").await.unwrap().ino;
@@ -718,5 +718,64 @@ mod renaming {
 
         let (_, fs) = mounted(WriteMode { read_only: true, ..WriteMode::default() });
         assert_eq!(fs.rename(ROOT_INO, "d", ROOT_INO, "e", none).await, Err(FsError::ReadOnly));
+    }
+}
+
+mod appending {
+    use super::*;
+
+    fn mounted(mode: WriteMode) -> (Arc<MemoryStore>, Arc<Fs<MemoryStore>>) {
+        let store = Arc::new(MemoryStore::new());
+        store.put("train.log", Bytes::from_static(b"step 1\n"));
+        (Arc::clone(&store), fs_on(&store, FsOptions { writes: mode, ..options(MINUTE, MINUTE) }))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_at_the_end_follow_the_objects_bytes_under_a_new_inode() {
+        let (store, fs) = mounted(WriteMode { allow_overwrite: true, ..WriteMode::default() });
+        let old = fs.lookup(ROOT_INO, "train.log").await.unwrap();
+        let reader = fs.open(old.ino, Access::Read, None).unwrap().handle;
+        assert_eq!(fs.read(reader, 0, 100).await.unwrap(), Bytes::from_static(b"step 1\n"));
+        let handle = fs.open(old.ino, Access::Append, None).unwrap().handle;
+        assert_eq!(fs.getattr(old.ino).unwrap().size, 7, "the size a writer with O_APPEND starts at");
+        assert!(matches!(fs.write(handle, 0, b"x").await, Err(FsError::InvalidWrite(_))), "only at the end");
+        fs.flush(handle, None).await.unwrap();
+        fs.release(handle);
+        assert_eq!(object(&store, "train.log").await, Some(Bytes::from_static(b"step 1\n")), "left as it was");
+        let handle = fs.open(old.ino, Access::Append, None).unwrap().handle;
+        fs.write(handle, 7, b"step 2\n").await.unwrap();
+        let finished = fs.flush(handle, None).await.unwrap();
+        assert_eq!(finished.replaced, Some(old.ino), "the new version has an inode of its own");
+        fs.release(handle);
+        assert_eq!(object(&store, "train.log").await, Some(Bytes::from_static(b"step 1\nstep 2\n")));
+        assert_eq!(
+            fs.read(reader, 0, 100).await.unwrap(),
+            Bytes::from_static(b"step 1\n"),
+            "a reader keeps its version"
+        );
+        let new = fs.lookup(ROOT_INO, "train.log").await.unwrap();
+        assert_eq!((new.size, new.ino != old.ino), (14, true));
+    }
+
+    #[tokio::test]
+    async fn appending_needs_allow_overwrite_and_read_write_opens_are_refused() {
+        let (_, fs) = mounted(WriteMode::default());
+        let ino = fs.lookup(ROOT_INO, "train.log").await.unwrap().ino;
+        assert!(matches!(fs.open(ino, Access::Append, None), Err(FsError::NotPermitted(_))));
+        let (_, fs) = mounted(WriteMode { allow_overwrite: true, ..WriteMode::default() });
+        let ino = fs.lookup(ROOT_INO, "train.log").await.unwrap().ino;
+        assert!(matches!(fs.open(ino, Access::ReadWrite, None), Err(FsError::NotPermitted(_))));
+    }
+
+    #[tokio::test]
+    async fn a_change_by_another_client_meanwhile_fails_the_close_and_is_kept() {
+        let (store, fs) = mounted(WriteMode { allow_overwrite: true, ..WriteMode::default() });
+        let ino = fs.lookup(ROOT_INO, "train.log").await.unwrap().ino;
+        let handle = fs.open(ino, Access::Append, None).unwrap().handle;
+        fs.write(handle, 7, b"step 2\n").await.unwrap();
+        store.put("train.log", Bytes::from_static(b"rewritten elsewhere"));
+        let closed = fs.flush(handle, None).await;
+        assert!(matches!(&closed, Err(FsError::UploadFailed(why)) if why.contains("changed")), "{closed:?}");
+        assert_eq!(object(&store, "train.log").await, Some(Bytes::from_static(b"rewritten elsewhere")));
     }
 }

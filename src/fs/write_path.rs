@@ -9,11 +9,11 @@ use std::time::SystemTime;
 
 use super::listing::Known;
 use super::writing::Writer;
-use super::{Attr, AttrChange, Entry, Fs, Ino, Kind, Opened, UnfinishedUpload, names};
+use super::{Access, Attr, AttrChange, Entry, Fs, Ino, Kind, Opened, UnfinishedUpload, names};
 use crate::errno::FsError;
 use crate::object_id::ETag;
 use crate::store::{ObjectMeta, ObjectStore, Replace};
-use crate::upload::WriteError;
+use crate::upload::{Source, WriteError};
 
 /// A file completed: the object exists.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -71,24 +71,33 @@ impl<S: ObjectStore> Fs<S> {
         Ok((self.attr_of(ino, &entry), handle))
     }
 
-    pub(super) fn open_for_replacing(
+    pub(super) fn open_for_writing(
         &self,
         ino: Ino,
         meta: ObjectMeta,
-        truncate: bool,
+        access: Access,
         opener: Option<u32>,
     ) -> Result<Opened, FsError> {
         self.check_writable()?;
         if !self.options.writes.allow_overwrite {
-            return Err(FsError::NotPermitted("replacing an existing object needs --allow-overwrite"));
+            return Err(FsError::NotPermitted(
+                "changing an existing object (replacing or appending) needs --allow-overwrite",
+            ));
         }
-        if !truncate {
-            return Err(FsError::NotPermitted("an existing object can only be replaced whole (open it with O_TRUNC)"));
-        }
+        let upload = match access {
+            Access::Replace => self.uploader.start(meta.key, Replace::Allowed),
+            Access::Append => self.uploader.start_appending(Source { key: meta.key, etag: meta.etag, size: meta.size }),
+            Access::Read | Access::ReadWrite => {
+                return Err(FsError::NotPermitted(
+                    "an existing object is replaced whole (O_TRUNC) or appended to (O_APPEND), not changed in place",
+                ));
+            }
+        };
         let (parent, name) = self.inodes.parent_and_name(ino).ok_or(FsError::NotFound)?;
         let prefix = self.dir_prefix(parent)?;
-        let upload = self.uploader.start(meta.key, Replace::Allowed);
-        let handle = self.add_writer(Writer::new(ino, prefix, name, true, opener, upload));
+        let writer = Writer::new(ino, prefix, name, true, opener, upload);
+        writer.set_written(meta.size * u64::from(access == Access::Append));
+        let handle = self.add_writer(writer);
         Ok(Opened { handle, local_copy: None, writing: true })
     }
 
