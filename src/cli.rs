@@ -111,9 +111,13 @@ pub struct MountArgs {
     /// Let a program replace an existing object whole, by opening it with O_TRUNC.
     #[arg(long)]
     pub allow_overwrite: bool,
-    /// Let unlink (rm) delete objects.
+    /// Let unlink (rm) delete objects, and rename objects this mount did not write.
     #[arg(long)]
     pub allow_delete: bool,
+    /// Most objects renaming a directory may copy; above it, rename answers EXDEV and `mv`
+    /// copies file by file.
+    #[arg(long, default_value = "1000", value_name = "N")]
+    pub rename_dir_limit: usize,
     /// Size of the first parts of a file being written, in MiB (default 8); parts double every
     /// 1000 so that large files fit in S3's 10,000 parts. Files up to it go up in one PUT.
     #[arg(long, value_name = "MIB")]

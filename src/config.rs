@@ -45,6 +45,7 @@ impl MountConfig {
             read_only: args.read_only,
             allow_overwrite: args.allow_overwrite,
             allow_delete: args.allow_delete,
+            rename_dir_limit: args.rename_dir_limit,
         };
         let (fetch, upload) = split_budget(fetch_config(&args)?, upload_config(&args)?, writes)?;
         let prefix = match (url_prefix, args.prefix) {

@@ -43,6 +43,11 @@ pub enum FsError {
     /// rename: what `mv` answers by copying and deleting.
     #[error("a directory is renamed by copying its files (mv does)")]
     CrossDevice,
+    #[error("the directory holds something")]
+    NotEmpty,
+    /// A rename of many objects that stopped midway: what moved and what did not is logged.
+    #[error("the rename stopped midway: {0}")]
+    PartlyRenamed(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -66,6 +71,7 @@ impl FsError {
             libc::EINVAL => "EINVAL",
             libc::EFBIG => "EFBIG",
             libc::EXDEV => "EXDEV",
+            libc::ENOTEMPTY => "ENOTEMPTY",
             libc::EOPNOTSUPP => "EOPNOTSUPP",
             _ => "EIO",
         }
@@ -89,6 +95,8 @@ impl FsError {
             FsError::TooLarge(_) => libc::EFBIG,
             FsError::UploadFailed(_) => libc::EIO,
             FsError::CrossDevice => libc::EXDEV,
+            FsError::NotEmpty => libc::ENOTEMPTY,
+            FsError::PartlyRenamed(_) => libc::EIO,
             FsError::Unsupported(_) => libc::EOPNOTSUPP,
             FsError::Store(e) => match e {
                 StoreError::NotFound | StoreError::NoSuchBucket => libc::ENOENT,

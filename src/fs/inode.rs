@@ -159,6 +159,25 @@ impl InodeTable {
         inner.by_name.insert((parent, name.to_owned()), ino);
     }
 
+    /// Every key under the directory prefix `from` moved under `to`: directories there stand
+    /// for their new prefixes, and files for their copies in `copies` (by old key).
+    pub fn moved_under(&self, from: &str, to: &str, copies: &HashMap<String, ObjectMeta>) {
+        let mut inner = self.lock();
+        for node in inner.nodes.values_mut() {
+            match &mut node.entry {
+                Entry::Directory { prefix } if prefix.starts_with(from) => {
+                    *prefix = format!("{to}{}", &prefix[from.len()..]);
+                }
+                Entry::File(meta) => {
+                    if let Some(copy) = copies.get(&meta.key).filter(|_| meta.key.starts_with(from)) {
+                        *meta = copy.clone();
+                    }
+                }
+                Entry::Directory { .. } => {}
+            }
+        }
+    }
+
     /// What a file written through this mount stands for once its object exists (before that, it
     /// had no version).
     pub fn set_entry(&self, ino: Ino, entry: Entry) {

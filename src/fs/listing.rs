@@ -131,6 +131,20 @@ impl MetadataCache {
         }
     }
 
+    /// Forgets what is known of every directory under `prefix` (itself included).
+    pub fn forget_under(&self, prefix: &str) {
+        let mut listings = lock(&self.listings);
+        let under: Vec<String> =
+            listings.by_prefix.iter().filter(|(p, _)| p.starts_with(prefix)).map(|(p, _)| p.clone()).collect();
+        for dir in under {
+            if let Some(dropped) = listings.by_prefix.pop(&dir) {
+                listings.entries -= dropped.entries.len();
+            }
+        }
+        drop(listings);
+        lock(&self.missing).retain(|(dir, _), _| !dir.starts_with(prefix));
+    }
+
     /// Entries of the listings kept.
     pub fn listed_entries(&self) -> usize {
         lock(&self.listings).entries

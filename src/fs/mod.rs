@@ -75,7 +75,7 @@ pub struct User {
 }
 
 /// What the mount lets programs change.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WriteMode {
     /// Every change is `EROFS`.
     pub read_only: bool,
@@ -83,6 +83,14 @@ pub struct WriteMode {
     pub allow_overwrite: bool,
     /// `unlink` deletes objects.
     pub allow_delete: bool,
+    /// Most objects a directory rename copies; beyond them it is `EXDEV` (and `mv` copies).
+    pub rename_dir_limit: usize,
+}
+
+impl Default for WriteMode {
+    fn default() -> Self {
+        Self { read_only: false, allow_overwrite: false, allow_delete: false, rename_dir_limit: 1000 }
+    }
 }
 
 /// Attribute changes asked for by `setattr`.

@@ -704,12 +704,15 @@ mod renaming {
         );
         let exchange = RenameFlags { exchange: true, ..none };
         assert!(matches!(fs.rename(dir, "new", dir, "taken", exchange).await, Err(FsError::InvalidWrite(_))));
-        assert_eq!(fs.rename(ROOT_INO, "d", ROOT_INO, "e", none).await, Err(FsError::CrossDevice));
+        assert!(
+            matches!(fs.rename(ROOT_INO, "d", ROOT_INO, "e", none).await, Err(FsError::NotPermitted(_))),
+            "a directory of objects the mount did not write needs --allow-delete"
+        );
         assert_eq!(fs.rename(dir, "absent", dir, "x", none).await, Err(FsError::NotFound));
         assert_eq!(object(&store, "d/theirs").await.map(|b| b.len()), Some(34), "nothing moved");
         assert_eq!(store.counts().copies, 0, "a refused rename copies nothing");
 
-        let (store, fs) = mounted(WriteMode { allow_delete: true, allow_overwrite: true, read_only: false });
+        let (store, fs) = mounted(WriteMode { allow_delete: true, allow_overwrite: true, ..WriteMode::default() });
         let dir = fs.lookup(ROOT_INO, "d").await.unwrap().ino;
         let no_replace = RenameFlags { no_replace: true, ..none };
         assert_eq!(fs.rename(dir, "theirs", dir, "taken", no_replace).await, Err(FsError::Exists));
@@ -718,6 +721,53 @@ mod renaming {
 
         let (_, fs) = mounted(WriteMode { read_only: true, ..WriteMode::default() });
         assert_eq!(fs.rename(ROOT_INO, "d", ROOT_INO, "e", none).await, Err(FsError::ReadOnly));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_directory_written_here_is_renamed_with_everything_in_it() {
+        let (store, fs) = mounted(WriteMode::default());
+        let tmp = fs.mkdir(ROOT_INO, "step-100.tmp").await.unwrap().ino;
+        let shard = write_file(&fs, tmp, "shard-0", b"zero").await;
+        write_file(&fs, tmp, "shard-1", b"one").await;
+        let sub = fs.mkdir(tmp, "optim").await.unwrap().ino;
+        write_file(&fs, sub, "state", b"adam").await;
+        fs.mkdir(tmp, "empty").await.unwrap();
+        let none = RenameFlags::default();
+        fs.rename(ROOT_INO, "step-100.tmp", ROOT_INO, "step-100", none).await.unwrap();
+        for (key, bytes) in [("shard-0", "zero"), ("shard-1", "one"), ("optim/state", "adam")] {
+            assert_eq!(object(&store, &format!("step-100/{key}")).await, Some(Bytes::from(bytes)), "{key}");
+            assert_eq!(object(&store, &format!("step-100.tmp/{key}")).await, None, "{key} left its old name");
+        }
+        // The kernel keeps the inodes it looked up: they stand for the new keys now.
+        let handle = fs.open(shard, Access::Read, None).unwrap().handle;
+        assert_eq!(fs.read(handle, 0, 100).await.unwrap(), Bytes::from_static(b"zero"));
+        let moved = fs.lookup(ROOT_INO, "step-100").await.unwrap().ino;
+        assert_eq!(moved, tmp, "the directory keeps its inode");
+        assert!(fs.lookup(moved, "empty").await.is_ok(), "a directory made here moves with it");
+        assert_eq!(fs.lookup(ROOT_INO, "step-100.tmp").await, Err(FsError::NotFound));
+        // Renamed again, onto an empty directory made here.
+        fs.mkdir(ROOT_INO, "latest").await.unwrap();
+        fs.rename(ROOT_INO, "step-100", ROOT_INO, "latest", none).await.unwrap();
+        assert_eq!(object(&store, "latest/optim/state").await, Some(Bytes::from_static(b"adam")));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_directory_past_the_limit_or_onto_a_full_one_is_refused_before_any_copy() {
+        let (store, fs) = mounted(WriteMode { allow_delete: true, rename_dir_limit: 2, ..WriteMode::default() });
+        let none = RenameFlags::default();
+        let dir = fs.lookup(ROOT_INO, "d").await.unwrap().ino;
+        write_file(&fs, dir, "third", b"3").await;
+        assert_eq!(fs.rename(ROOT_INO, "d", ROOT_INO, "e", none).await, Err(FsError::CrossDevice));
+        let other = fs.mkdir(ROOT_INO, "other").await.unwrap().ino;
+        write_file(&fs, other, "x", b"x").await;
+        assert_eq!(fs.rename(ROOT_INO, "other", ROOT_INO, "d", none).await, Err(FsError::NotEmpty));
+        assert_eq!(
+            fs.rename(ROOT_INO, "other", ROOT_INO, "d", RenameFlags { no_replace: true, ..none }).await,
+            Err(FsError::Exists)
+        );
+        assert_eq!(fs.rename(ROOT_INO, "other", dir, "t", none).await.map_err(|e| e.errno()), Ok(()));
+        assert_eq!(store.counts().copies, 1, "only the last rename copied");
+        assert_eq!(object(&store, "d/t/x").await, Some(Bytes::from_static(b"x")));
     }
 }
 

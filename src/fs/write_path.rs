@@ -200,6 +200,7 @@ impl<S: ObjectStore> Fs<S> {
     /// created here keeps its inode; a replaced object's new version gets a new one, so files open
     /// on the old version keep reading it (and the kernel's pages of it).
     fn completed(&self, writer: &Writer<S>, key: String, size: u64, etag: ETag) -> Finished {
+        self.writing.wrote_object(key.clone(), etag.clone());
         let entry = Entry::File(ObjectMeta { key, size, etag, last_modified: SystemTime::now() });
         let old = writer.ino();
         let replaced = match writer.replacing {

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::inode::Ino;
 use crate::errno::FsError;
+use crate::object_id::ETag;
 use crate::upload::Upload;
 
 /// One file being written.
@@ -108,13 +109,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct Writing<S> {
     by_handle: Mutex<HashMap<u64, Arc<Writer<S>>>>,
     written_here: Mutex<HashSet<Ino>>,
+    /// Objects this mount wrote, by key, and the ETag each got (another's write since makes the
+    /// key no longer ours).
+    written_objects: Mutex<HashMap<String, ETag>>,
     /// Prefixes (ending with `/`) of directories made here.
     local_dirs: Mutex<BTreeSet<String>>,
 }
 
 impl<S> Default for Writing<S> {
     fn default() -> Self {
-        Self { by_handle: Mutex::default(), written_here: Mutex::default(), local_dirs: Mutex::default() }
+        Self {
+            by_handle: Mutex::default(),
+            written_here: Mutex::default(),
+            written_objects: Mutex::default(),
+            local_dirs: Mutex::default(),
+        }
     }
 }
 
@@ -163,6 +172,34 @@ impl<S> Writing<S> {
 
     pub fn forget_inode(&self, ino: Ino) {
         lock(&self.written_here).remove(&ino);
+    }
+
+    /// The object at `key` with `etag` was written by this mount (or moved by it from such a key).
+    pub fn wrote_object(&self, key: String, etag: ETag) {
+        lock(&self.written_objects).insert(key, etag);
+    }
+
+    pub fn object_written_here(&self, key: &str, etag: &ETag) -> bool {
+        lock(&self.written_objects).get(key) == Some(etag)
+    }
+
+    pub fn forget_object(&self, key: &str) {
+        lock(&self.written_objects).remove(key);
+    }
+
+    /// Whether a file is being written anywhere under the directory of `prefix`.
+    pub fn writing_under(&self, prefix: &str) -> bool {
+        lock(&self.by_handle).values().any(|w| w.unfinished() && w.prefix.starts_with(prefix))
+    }
+
+    /// The directories made here under `from` (itself included) now live under `to`.
+    pub fn move_local_dirs(&self, from: &str, to: &str) {
+        let mut dirs = lock(&self.local_dirs);
+        let moved: Vec<String> = dirs.range(from.to_owned()..).take_while(|p| p.starts_with(from)).cloned().collect();
+        for old in moved {
+            dirs.remove(&old);
+            dirs.insert(format!("{to}{}", &old[from.len()..]));
+        }
     }
 
     pub fn add_local_dir(&self, prefix: String) {

@@ -7,6 +7,10 @@
 //! `--allow-delete`, and replacing an existing name `--allow-overwrite`. Directories are `EXDEV`
 //! (`mv` then copies them).
 
+mod directory;
+
+use directory::Destination;
+
 use super::inode::Entry;
 use super::listing::Known;
 use super::{Fs, Ino};
@@ -60,7 +64,11 @@ impl<S: ObjectStore> Fs<S> {
         }
         let meta = match self.entry_named(&prefix, name).await? {
             Some(Entry::File(meta)) => meta,
-            Some(Entry::Directory { .. }) => return Err(FsError::CrossDevice),
+            Some(Entry::Directory { prefix: from }) => {
+                let ino = self.inodes.number_for(parent, name, &Entry::Directory { prefix: from.clone() }, None);
+                let to = Destination { parent: new_parent, name: new_name, parent_prefix: &new_prefix };
+                return self.rename_directory(ino, &from, to, flags).await;
+            }
             None => return Err(FsError::NotFound),
         };
         let ino = self.inodes.number_for(parent, name, &Entry::File(meta.clone()), None);
@@ -100,6 +108,10 @@ impl<S: ObjectStore> Fs<S> {
             return Err(e);
         }
         self.fetcher.forget_version(&ObjectId { key: meta.key.clone(), etag: meta.etag.clone() }, meta.size);
+        if self.writing.object_written_here(&meta.key, &meta.etag) {
+            self.writing.forget_object(&meta.key);
+            self.writing.wrote_object(new_key.clone(), etag.clone());
+        }
         let moved = Entry::File(ObjectMeta { key: new_key, etag, ..meta });
         // The kernel looked the name up before renaming it, and moves that inode to the new name.
         self.inodes.moved(ino, new_parent, new_name, moved.clone());
