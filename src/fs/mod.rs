@@ -417,10 +417,11 @@ impl<S: ObjectStore> Fs<S> {
         // Files being written and directories made here are listed too.
         let mut extra: Vec<(String, Ino, Entry)> = Vec::new();
         for writer in self.writing.in_directory(&prefix) {
-            if listing.position(&writer.name).is_none()
+            let name = writer.place().name;
+            if listing.position(&name).is_none()
                 && let Some(entry) = self.inodes.get(writer.ino())
             {
-                extra.push((writer.name.clone(), writer.ino(), entry));
+                extra.push((name, writer.ino(), entry));
             }
         }
         for name in self.writing.local_dirs_in(&prefix) {

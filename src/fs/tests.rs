@@ -724,6 +724,39 @@ mod renaming {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_file_renamed_while_written_is_completed_under_its_new_name() {
+        let (store, fs) = mounted(WriteMode::default());
+        let dir = fs.lookup(ROOT_INO, "d").await.unwrap().ino;
+        let none = RenameFlags::default();
+        // Small: nothing is bound to the old key yet, so nothing is copied.
+        let (attr, handle) = fs.create(dir, "log.tmp", None).await.unwrap();
+        fs.write(handle, 0, b"first ").await.unwrap();
+        fs.rename(dir, "log.tmp", dir, "log", none).await.unwrap();
+        fs.write(handle, 6, b"second").await.unwrap();
+        assert_eq!(fs.lookup(dir, "log").await.unwrap().ino, attr.ino, "listed under its new name while written");
+        fs.flush(handle, None).await.unwrap();
+        fs.release(handle);
+        assert_eq!(object(&store, "d/log").await, Some(Bytes::from_static(b"first second")));
+        assert_eq!(object(&store, "d/log.tmp").await, None);
+        assert_eq!(store.counts().copies, 0, "no copy");
+        // Large: parts already went up under the old key; completed there, then moved.
+        let (_, handle) = fs.create(dir, "big.tmp", None).await.unwrap();
+        let big = vec![7u8; 9 * 1024 * 1024];
+        fs.write(handle, 0, &big).await.unwrap();
+        fs.rename(dir, "big.tmp", dir, "big", none).await.unwrap();
+        fs.write(handle, big.len() as u64, b"tail").await.unwrap();
+        fs.flush(handle, None).await.unwrap();
+        fs.release(handle);
+        let mut expected = big.clone();
+        expected.extend_from_slice(b"tail");
+        assert!(object(&store, "d/big").await == Some(Bytes::from(expected)), "whole under the new name");
+        assert_eq!(object(&store, "d/big.tmp").await, None, "and not under the old one");
+        assert_eq!(store.counts().copies, 1, "moved by one server-side copy");
+        let found = fs.lookup(dir, "big").await.unwrap();
+        assert_eq!(found.size, big.len() as u64 + 4);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_directory_written_here_is_renamed_with_everything_in_it() {
         let (store, fs) = mounted(WriteMode::default());
         let tmp = fs.mkdir(ROOT_INO, "step-100.tmp").await.unwrap().ino;

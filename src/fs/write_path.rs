@@ -175,8 +175,9 @@ impl<S: ObjectStore> Fs<S> {
             // empty object an early close made.
             if writer.discard() {
                 upload.cancel().await;
-                self.metadata.forget_listing(&writer.prefix);
-                self.metadata.store_missing(&writer.prefix, &writer.name);
+                let place = writer.place();
+                self.metadata.forget_listing(&place.prefix);
+                self.metadata.store_missing(&place.prefix, &place.name);
                 tracing::warn!(key = upload.key(), "the file was not written: {why}");
                 writer.set_outcome(Some(Ok(())));
             }
@@ -218,7 +219,8 @@ impl<S: ObjectStore> Fs<S> {
                 None
             }
         };
-        self.metadata.add_entry(&writer.prefix, &writer.name, writer.ino(), entry);
+        let place = writer.place();
+        self.metadata.add_entry(&place.prefix, &place.name, writer.ino(), entry);
         Finished { replaced }
     }
 

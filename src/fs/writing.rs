@@ -11,15 +11,21 @@ use crate::errno::FsError;
 use crate::object_id::ETag;
 use crate::upload::Upload;
 
+/// Where a file being written is: its directory's key prefix and its name there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Place {
+    pub prefix: String,
+    pub name: String,
+}
+
 /// One file being written.
 pub struct Writer<S> {
     /// The inode that stands for the file: the one created, or, for an object replaced whole, the
     /// new version's once it is complete (the old one stays with the old version, for the files
     /// open on it).
     ino: AtomicU64,
-    /// Key prefix of its directory, and its name there.
-    pub prefix: String,
-    pub name: String,
+    /// Key prefix of its directory, and its name there (a rename moves it).
+    place: Mutex<Place>,
     /// Whether it replaces an object that was there (and so gets an inode of its own).
     pub replacing: bool,
     /// The process that opened it: its `close` completes the file, a child's does not.
@@ -47,8 +53,7 @@ impl<S> Writer<S> {
     ) -> Self {
         Self {
             ino: AtomicU64::new(ino),
-            prefix,
-            name,
+            place: Mutex::new(Place { prefix, name }),
             replacing,
             opener,
             upload: tokio::sync::Mutex::new(upload),
@@ -65,6 +70,23 @@ impl<S> Writer<S> {
 
     pub fn set_ino(&self, ino: Ino) {
         self.ino.store(ino, Ordering::Relaxed);
+    }
+
+    pub fn place(&self) -> Place {
+        lock(&self.place).clone()
+    }
+
+    pub fn move_to(&self, place: Place) {
+        *lock(&self.place) = place;
+    }
+
+    fn is_at(&self, prefix: &str, name: &str) -> bool {
+        let place = lock(&self.place);
+        place.prefix == prefix && place.name == name
+    }
+
+    fn is_under(&self, prefix: &str) -> bool {
+        lock(&self.place).prefix.starts_with(prefix)
     }
 
     pub fn written(&self) -> u64 {
@@ -144,7 +166,7 @@ impl<S> Writing<S> {
     /// The writer of `name` in the directory of `prefix`, if it is being written. A file complete
     /// but not yet released is an object like any other.
     pub fn of_name(&self, prefix: &str, name: &str) -> Option<Arc<Writer<S>>> {
-        lock(&self.by_handle).values().find(|w| w.unfinished() && w.prefix == prefix && w.name == name).cloned()
+        lock(&self.by_handle).values().find(|w| w.unfinished() && w.is_at(prefix, name)).cloned()
     }
 
     /// The writer of `ino`, finished or not.
@@ -158,7 +180,7 @@ impl<S> Writing<S> {
 
     /// Every file being written in the directory of `prefix`.
     pub fn in_directory(&self, prefix: &str) -> Vec<Arc<Writer<S>>> {
-        lock(&self.by_handle).values().filter(|w| w.unfinished() && w.prefix == prefix).cloned().collect()
+        lock(&self.by_handle).values().filter(|w| w.unfinished() && w.place().prefix == prefix).cloned().collect()
     }
 
     /// Records an inode made by this mount (a directory made with mkdir, a version written here).
@@ -189,7 +211,7 @@ impl<S> Writing<S> {
 
     /// Whether a file is being written anywhere under the directory of `prefix`.
     pub fn writing_under(&self, prefix: &str) -> bool {
-        lock(&self.by_handle).values().any(|w| w.unfinished() && w.prefix.starts_with(prefix))
+        lock(&self.by_handle).values().any(|w| w.unfinished() && w.is_under(prefix))
     }
 
     /// The directories made here under `from` (itself included) now live under `to`.
@@ -225,7 +247,7 @@ impl<S> Writing<S> {
 
     /// Whether anything is being written under the directory of `prefix`.
     pub fn busy_under(&self, prefix: &str) -> bool {
-        lock(&self.by_handle).values().any(|w| w.unfinished() && w.prefix.starts_with(prefix))
+        lock(&self.by_handle).values().any(|w| w.unfinished() && w.is_under(prefix))
             || lock(&self.local_dirs)
                 .range(prefix.to_owned()..)
                 .take_while(|p| p.starts_with(prefix))

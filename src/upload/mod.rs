@@ -167,6 +167,7 @@ impl<S: ObjectStore> Uploader<S> {
             written: base.as_ref().map_or(0, |b| b.size),
             appends_to: base.clone(),
             base,
+            moved_to: None,
             part: None,
             next_number: 1,
             multipart: None,
@@ -229,6 +230,9 @@ pub struct Upload<S> {
     appends_to: Option<Source>,
     /// Its bytes, until the first write puts them first in the upload.
     base: Option<Source>,
+    /// Where the file was renamed to after its upload was bound to `key`: it is completed there,
+    /// then copied on the server.
+    moved_to: Option<(String, Replace)>,
     part: Option<Part>,
     next_number: u32,
     multipart: Option<UploadId>,
@@ -245,6 +249,18 @@ pub struct Upload<S> {
 impl<S: ObjectStore> Upload<S> {
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// The file is to become the object at `key` instead (renamed while written). Until parts
+    /// are sent nothing is bound to the old key, and the upload simply goes to the new one; after
+    /// that it is completed at the old key and copied on the server at the end.
+    pub fn rename(&mut self, key: String, replace: Replace) {
+        if self.multipart.is_none() && self.base.is_none() && self.appends_to.is_none() {
+            self.key = key;
+            self.replace = replace;
+        } else {
+            self.moved_to = Some((key, replace));
+        }
     }
 
     /// Bytes written so far.
@@ -444,7 +460,10 @@ impl<S: ObjectStore> Upload<S> {
             // Opened to append, and nothing was: the object stays as it is.
             return Ok(base.etag);
         }
-        let outcome = self.complete().await.map_err(|e| self.explained(e));
+        let mut outcome = self.complete().await.map_err(|e| self.explained(e));
+        if let (Ok(etag), Some((key, replace))) = (&outcome, self.moved_to.take()) {
+            outcome = self.move_completed(etag.clone(), key, replace).await;
+        }
         self.committed_empty = outcome.as_ref().ok().filter(|_| self.written == 0).cloned();
         let label = if outcome.is_ok() { "completed" } else { "aborted" };
         self.uploader.metrics.uploads.get_or_create(&UploadLabels { outcome: label }).inc();
@@ -483,6 +502,31 @@ impl<S: ObjectStore> Upload<S> {
             }
             Err(e) => Err(self.abort(e).await),
         }
+    }
+
+    /// Moves the object just completed at `self.key` to `key`: a server-side copy pinned to it,
+    /// then a delete pinned to it. A failure leaves it at the old key, and says so.
+    async fn move_completed(&mut self, etag: ETag, key: String, replace: Replace) -> Result<ETag, WriteError> {
+        let source = Source { key: self.key.clone(), etag, size: self.written };
+        if let Replace::Never = replace
+            && let Ok(_) = self.uploader.store.head(&key).await
+        {
+            tracing::warn!(from = %self.key, to = %key, "the file renamed while written is complete at its old name: another client made the new one meanwhile");
+            return Err(WriteError::Failed(StoreError::PreconditionFailed));
+        }
+        let copied = match self.uploader.copy_whole(&source, &key).await {
+            Ok(copied) => copied,
+            Err(e) => {
+                tracing::warn!(from = %self.key, to = %key, "the file renamed while written is complete at its old name; moving it failed: {e}");
+                return Err(e);
+            }
+        };
+        let deleting = self.uploader.store.delete_object(&source.key, Some(&source.etag));
+        if let Err(e) = within(self.uploader.config.deadline, "deleting the old name", deleting).await {
+            tracing::warn!(from = %self.key, to = %key, "the file renamed while written is at both names: deleting the old one failed: {e}");
+        }
+        self.key = key;
+        Ok(copied)
     }
 
     fn ended(&self, upload: &UploadId) {

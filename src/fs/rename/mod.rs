@@ -1,11 +1,12 @@
 //! Renaming a file: S3 has no rename, so the object is copied on the server (pinned to the
-//! source's ETag) and the source deleted after. Not atomic: between the two both names exist, and
-//! a failure after the copy leaves both (logged), never neither.
+//! source's ETag; in parallel parts above 5 GiB) and the source deleted after. Not atomic: between
+//! the two both names exist, and a failure after the copy leaves both (logged), never neither. A
+//! file created here and still being written is completed under its new name instead.
+//! Directories: `directory.rs`.
 //!
 //! Who may: a file this mount wrote, into a name that does not exist, needs no flag (the
 //! write-then-rename of checkpoint libraries works on a default mount); any other object needs
-//! `--allow-delete`, and replacing an existing name `--allow-overwrite`. Directories are `EXDEV`
-//! (`mv` then copies them).
+//! `--allow-delete`, and replacing an existing name `--allow-overwrite`.
 
 mod directory;
 
@@ -13,10 +14,11 @@ use directory::Destination;
 
 use super::inode::Entry;
 use super::listing::Known;
+use super::writing::{Place, Writer};
 use super::{Fs, Ino};
 use crate::errno::FsError;
 use crate::object_id::ObjectId;
-use crate::store::{ObjectMeta, ObjectStore, StoreError};
+use crate::store::{ObjectMeta, ObjectStore, Replace, StoreError};
 use crate::upload::{Source, WriteError};
 
 /// What `rename(2)`'s flags ask.
@@ -42,6 +44,45 @@ impl<S: ObjectStore> Fs<S> {
         }
     }
 
+    /// Renames a file created here and still being written: it will be completed under the new
+    /// name. (A file replacing an object stays where it is until it is complete.)
+    async fn rename_while_written(
+        &self,
+        writer: &Writer<S>,
+        to: Place,
+        new_parent: Ino,
+        flags: RenameFlags,
+    ) -> Result<(), FsError> {
+        if writer.replacing {
+            return Err(FsError::Busy);
+        }
+        let replace = match self.entry_named(&to.prefix, &to.name).await? {
+            None => Replace::Never,
+            Some(Entry::Directory { .. }) => return Err(FsError::IsADirectory),
+            Some(Entry::File(_)) if flags.no_replace => return Err(FsError::Exists),
+            Some(Entry::File(_)) if !self.options.writes.allow_overwrite => {
+                return Err(FsError::NotPermitted("renaming onto an existing object needs --allow-overwrite"));
+            }
+            Some(Entry::File(_)) => Replace::Allowed,
+        };
+        let new_key = format!("{}{}", to.prefix, to.name);
+        let mut upload = writer.upload.lock().await;
+        upload.rename(new_key.clone(), replace);
+        drop(upload);
+        let from = writer.place();
+        writer.move_to(to.clone());
+        let ino = writer.ino();
+        let entry = match self.inodes.get(ino) {
+            Some(Entry::File(meta)) => Entry::File(ObjectMeta { key: new_key, ..meta }),
+            _ => return Ok(()),
+        };
+        self.inodes.moved(ino, new_parent, &to.name, entry);
+        self.metadata.forget_listing(&from.prefix);
+        self.metadata.store_missing(&from.prefix, &from.name);
+        self.metadata.forget_listing(&to.prefix);
+        Ok(())
+    }
+
     /// Renames the file `name` in `parent` to `new_name` in `new_parent`.
     pub async fn rename(
         &self,
@@ -59,8 +100,18 @@ impl<S: ObjectStore> Fs<S> {
         }
         let prefix = self.dir_prefix(parent)?;
         let new_prefix = self.prefix_for_new(new_parent, new_name)?;
-        if self.writing.of_name(&prefix, name).is_some() || self.writing.of_name(&new_prefix, new_name).is_some() {
+        if self.writing.of_name(&new_prefix, new_name).is_some() {
             return Err(FsError::Busy);
+        }
+        if let Some(writer) = self.writing.of_name(&prefix, name) {
+            return self
+                .rename_while_written(
+                    &writer,
+                    Place { prefix: new_prefix, name: new_name.to_owned() },
+                    new_parent,
+                    flags,
+                )
+                .await;
         }
         let meta = match self.entry_named(&prefix, name).await? {
             Some(Entry::File(meta)) => meta,
