@@ -463,11 +463,14 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let Some(name) = name_str(name) else { return reply.error(Errno::ENOENT) };
-        match self.fs.rmdir(parent.0, name) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(failed(&self.fs, "rmdir", &name, &e)),
-        }
+        let Some(name) = name_str(name).map(str::to_owned) else { return reply.error(Errno::ENOENT) };
+        let fs = Arc::clone(&self.fs);
+        self.runtime.spawn(async move {
+            match fs.rmdir(parent.0, &name).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(failed(&fs, "rmdir", &name, &e)),
+            }
+        });
     }
 
     fn symlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, _target: &Path, reply: ReplyEntry) {

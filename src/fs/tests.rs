@@ -461,7 +461,8 @@ mod writing {
         fs.write(handle, 0, b"42").await.unwrap();
         fs.flush(handle, None).await.unwrap();
         assert_eq!(object(&store, "out/result.txt").await, Some(Bytes::from_static(b"42")));
-        assert_eq!(fs.rmdir(ROOT_INO, "d").err().map(|e| e.errno()), Some(libc::EPERM));
+        assert_eq!(fs.rmdir(ROOT_INO, "d").await.err().map(|e| e.errno()), Some(libc::ENOTEMPTY));
+        assert_eq!(fs.rmdir(ROOT_INO, "out").await.err().map(|e| e.errno()), Some(libc::ENOTEMPTY));
     }
 
     #[tokio::test]

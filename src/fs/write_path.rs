@@ -130,8 +130,9 @@ impl<S: ObjectStore> Fs<S> {
             Err(e) => return Err(e.into()),
         }
         writer.set_written(upload.written());
-        if upload.written() == data.len() as u64 {
-            // The first bytes: a file finished empty is being written again.
+        if writer.outcome().is_some() {
+            // Closed by its opener before anything was written (finished empty, or appending
+            // nothing), and written through a descriptor still open: unfinished again.
             writer.set_outcome(None);
         }
         Ok(data.len() as u32)
@@ -187,6 +188,7 @@ impl<S: ObjectStore> Fs<S> {
             return outcome.map(|()| Finished::default());
         }
         let outcome = match upload.finish().await {
+            Ok(_) if upload.untouched() => Ok(Finished::default()),
             Ok(etag) => Ok(self.completed(writer, upload.key().to_owned(), upload.written(), etag)),
             Err(e) => {
                 tracing::warn!(key = upload.key(), "the upload was aborted: {e}");
@@ -285,18 +287,34 @@ impl<S: ObjectStore> Fs<S> {
         Ok(self.attr_of(ino, &entry))
     }
 
-    /// Removes a directory made here that holds nothing; directories of objects go away when
-    /// their objects are deleted.
-    pub fn rmdir(&self, parent: Ino, name: &str) -> Result<(), FsError> {
+    /// Removes a directory that holds nothing: one made here, or one whose objects are all
+    /// deleted (S3 has no directories: it is gone already, unless a marker object stands for it,
+    /// which is deleted with `--allow-delete`).
+    pub async fn rmdir(&self, parent: Ino, name: &str) -> Result<(), FsError> {
         self.check_writable()?;
-        let dir_prefix = format!("{}{name}/", self.dir_prefix(parent)?);
-        if !self.writing.is_local_dir(&dir_prefix) {
-            return Err(FsError::NotPermitted("a directory of objects goes away when its objects are deleted"));
-        }
+        let parent_prefix = self.dir_prefix(parent)?;
+        let dir_prefix = format!("{parent_prefix}{name}/");
         if self.writing.busy_under(&dir_prefix) {
             return Err(FsError::Busy);
         }
+        let page = self.within_deadline(async { Ok(self.store.list_page(&dir_prefix, None, Some(2)).await?) }).await?;
+        let marker = page.objects.iter().find(|o| o.key == dir_prefix).cloned();
+        if page.objects.len() > usize::from(marker.is_some()) || !page.prefixes.is_empty() {
+            return Err(FsError::NotEmpty);
+        }
+        if let Some(marker) = marker {
+            if !self.options.writes.allow_delete {
+                return Err(FsError::NotPermitted(
+                    "the directory is a marker object: deleting it needs --allow-delete",
+                ));
+            }
+            let deleting = self.store.delete_object(&marker.key, Some(&marker.etag));
+            self.within_deadline(async { Ok(deleting.await?) }).await?;
+        }
         self.writing.remove_local_dir(&dir_prefix);
+        self.metadata.forget_under(&dir_prefix);
+        self.metadata.forget_listing(&parent_prefix);
+        self.metadata.store_missing(&parent_prefix, name);
         Ok(())
     }
 

@@ -263,6 +263,11 @@ impl<S: ObjectStore> Upload<S> {
         }
     }
 
+    /// Opened to append, and nothing appended yet.
+    pub fn untouched(&self) -> bool {
+        self.base.is_some()
+    }
+
     /// Bytes written so far.
     pub fn written(&self) -> u64 {
         self.written
@@ -455,11 +460,12 @@ impl<S: ObjectStore> Upload<S> {
         if self.finished {
             return Err(WriteError::Finished);
         }
-        self.finished = true;
-        if let Some(base) = self.base.take() {
-            // Opened to append, and nothing was: the object stays as it is.
-            return Ok(base.etag);
+        if let Some(base) = &self.base {
+            // Opened to append, and nothing was yet: the object stays as it is, and a write
+            // through a descriptor still open (a shell's `>>` closes the one it opened) appends.
+            return Ok(base.etag.clone());
         }
+        self.finished = true;
         let mut outcome = self.complete().await.map_err(|e| self.explained(e));
         if let (Ok(etag), Some((key, replace))) = (&outcome, self.moved_to.take()) {
             outcome = self.move_completed(etag.clone(), key, replace).await;

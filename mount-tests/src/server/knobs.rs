@@ -29,6 +29,16 @@ pub enum FaultTrigger {
     Fraction(f64),
     /// Every UploadPart request: a multipart upload fails past any number of retries.
     EveryPartUpload,
+    /// Every DeleteObject request.
+    EveryDelete,
+}
+
+/// What a request is, as far as the fault rules care.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RequestKind {
+    PartUpload,
+    Delete,
+    Other,
 }
 
 /// What happens to a GET's body on its way out.
@@ -149,13 +159,14 @@ impl Knobs {
     }
 
     /// Called once per incoming request: numbers it and says whether it must fail.
-    pub(crate) fn admit_request(&self, part_upload: bool) -> Option<FaultStatus> {
+    pub(crate) fn admit_request(&self, kind: RequestKind) -> Option<FaultStatus> {
         let number = self.requests_seen.fetch_add(1, Ordering::SeqCst) + 1;
         let rule = (*lock(&self.status_fault))?;
         let hit = match rule.trigger {
             FaultTrigger::Nth(n) => number - rule.base == n,
             FaultTrigger::Fraction(p) => fastrand::f64() < p,
-            FaultTrigger::EveryPartUpload => part_upload,
+            FaultTrigger::EveryPartUpload => kind == RequestKind::PartUpload,
+            FaultTrigger::EveryDelete => kind == RequestKind::Delete,
         };
         hit.then_some(rule.status)
     }

@@ -8,6 +8,7 @@ mod storage;
 mod throttle;
 pub mod tls;
 
+use knobs::RequestKind;
 pub use knobs::{BodyFault, CounterSnapshot, Counters, FaultStatus, FaultTrigger, Knobs};
 pub use storage::{Storage, StoredObject};
 
@@ -250,7 +251,12 @@ mod faults {
         }
         let part_upload = req.method() == http::Method::PUT
             && req.uri().query().is_some_and(|q| q.split('&').any(|p| p.starts_with("partNumber=")));
-        if let Some(status) = knobs.admit_request(part_upload) {
+        let kind = match *req.method() {
+            _ if part_upload => RequestKind::PartUpload,
+            http::Method::DELETE if req.uri().query().is_none_or(|q| !q.contains("uploadId=")) => RequestKind::Delete,
+            _ => RequestKind::Other,
+        };
+        if let Some(status) = knobs.admit_request(kind) {
             knobs.counters().count_injected_fault();
             return Ok(error_response(status));
         }

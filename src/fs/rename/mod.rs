@@ -33,6 +33,10 @@ pub struct RenameFlags {
 impl<S: ObjectStore> Fs<S> {
     /// What `name` in the directory `prefix` is, from what is known or from S3.
     async fn entry_named(&self, prefix: &str, name: &str) -> Result<Option<Entry>, FsError> {
+        let local_dir = format!("{prefix}{name}/");
+        if self.writing.is_local_dir(&local_dir) {
+            return Ok(Some(Entry::Directory { prefix: local_dir }));
+        }
         match self.metadata.known(prefix, name) {
             Known::Present(_, entry) => Ok(Some(entry)),
             Known::Missing => Ok(None),
