@@ -15,7 +15,13 @@ as a local directory. Ordinary tools (cat, cp, dd, tar, python) then read object
 each read becomes ranged GETs pinned to the object's ETag, so an object replaced while open gives \
 ESTALE rather than mixed bytes. New files written front to back become objects, uploaded while \
 they are written and complete at close or fsync (--read-only refuses every change; replacing and \
-deleting objects need --allow-overwrite and --allow-delete).\n\n\
+appending to objects need --allow-overwrite, deleting them --allow-delete).\n\n\
+Renames are server-side copies then deletes, each pinned to the source's ETag: not atomic (both \
+names exist between the two; a failure leaves both, never neither) and they copy the bytes inside \
+S3. A file or directory this mount wrote may be renamed into a free name on a default mount; other \
+objects need --allow-delete, replacing a name --allow-overwrite, and a directory of more than \
+--rename-dir-limit objects gives EXDEV (mv then copies). An append rewrites the object as old bytes \
+plus new at close, only if no other client changed it meanwhile (else the close fails with EIO).\n\n\
 Credentials come from the AWS default chain: environment (AWS_ACCESS_KEY_ID, \
 AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), the shared config and credentials files (--profile), \
 web identity, and instance metadata. Secrets are never taken on the command line."
@@ -108,7 +114,9 @@ pub struct MountArgs {
     /// Mount read-only: every change answers EROFS. (Without it, new files can be written.)
     #[arg(long)]
     pub read_only: bool,
-    /// Let a program replace an existing object whole, by opening it with O_TRUNC.
+    /// Let a program replace an existing object whole (opening it with O_TRUNC), append to it
+    /// (O_APPEND: at close the object becomes its old bytes then the new, only if no other client
+    /// changed it meanwhile), or rename a file onto its name.
     #[arg(long)]
     pub allow_overwrite: bool,
     /// Let unlink (rm) delete objects, and rename objects this mount did not write.
