@@ -68,7 +68,7 @@ async fn sequential_read_of_256_mib_makes_few_gets() {
     assert_eq!(fetcher.cache().used(), 0, "blocks a sequential reader consumed leave the cache");
 }
 
-/// The kernel's readahead for a mount (`fuse::KERNEL_READAHEAD`).
+/// The kernel's readahead for a mount (`KERNEL_READAHEAD` in `fuse/session.rs`).
 const KERNEL_READAHEAD: u64 = 256 * 1024;
 
 /// The FUSE READs the kernel sends (recorded with `--log-level trace`, read_ahead_kb 256, 1 MiB
