@@ -48,6 +48,21 @@ pub enum Command {
     Manpage { subcommand: Option<String> },
 }
 
+/// Where the shared cache is, beyond its bucket.
+#[derive(Args, Debug, Clone, Default)]
+pub struct SharedCacheArgs {
+    /// The shared cache's endpoint, when it is not the source's.
+    #[arg(long, value_name = "URL", requires = "shared_cache")]
+    pub shared_cache_endpoint_url: Option<String>,
+    /// The shared cache's region, when it is not the source's.
+    #[arg(long, value_name = "REGION", requires = "shared_cache")]
+    pub shared_cache_region: Option<String>,
+    /// A secret every node holds (at least 16 bytes): cached blocks carry an HMAC with it, so a
+    /// client without it cannot make the nodes serve its bytes.
+    #[arg(long, value_name = "FILE", requires = "shared_cache")]
+    pub shared_cache_key_file: Option<PathBuf>,
+}
+
 /// How to reach S3: shared by every command.
 #[derive(Args, Debug)]
 pub struct S3Args {
@@ -169,6 +184,13 @@ pub struct MountArgs {
     /// 4 GiB).
     #[arg(long, value_name = "MIB", requires = "disk_cache")]
     pub disk_cache_size: Option<u64>,
+    /// A bucket near the cluster that every node's mount shares as a cache (S3 Express One Zone,
+    /// MinIO, Ceph): blocks one node fetched are read from it by the others. Checked on every
+    /// read; fetchfs never deletes from it (give it a lifecycle rule).
+    #[arg(long, value_name = "s3://BUCKET/PREFIX/")]
+    pub shared_cache: Option<String>,
+    #[command(flatten)]
+    pub shared: SharedCacheArgs,
     /// Most readahead GETs in flight at once, for the whole mount (default 32).
     #[arg(long)]
     pub max_connections: Option<usize>,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use fuser::{MountOption, SessionACL};
 
 use crate::cache::disk::DiskCacheConfig;
-use crate::cli::{MountArgs, S3Args};
+use crate::cli::{MountArgs, S3Args, SharedCacheArgs};
 use crate::fetch::FetchConfig;
 use crate::fs::{FsOptions, User, WriteMode};
 use crate::store::s3::S3Settings;
@@ -35,8 +35,23 @@ pub struct MountConfig {
     pub log_file: Option<PathBuf>,
     pub metrics_addr: Option<std::net::SocketAddr>,
     pub disk_cache: Option<DiskCacheConfig>,
+    pub shared_cache: Option<SharedCacheSettings>,
     pub upload: UploadConfig,
 }
+
+/// Where the shared cache is, and the key its blocks are tagged with.
+#[derive(Clone, Debug)]
+pub struct SharedCacheSettings {
+    pub s3: S3Settings,
+    /// Key prefix in its bucket, ending with `/` (or empty).
+    pub prefix: String,
+    pub key: Option<Vec<u8>>,
+}
+
+/// The share of the memory budget for blocks on their way up to the shared cache.
+const SHARED_FILL_SHARE: u64 = 16;
+/// The shortest `--shared-cache-key-file` secret.
+const SHORTEST_KEY: usize = 16;
 
 impl MountConfig {
     pub fn from_args(args: MountArgs) -> Result<Self, ConfigError> {
@@ -84,8 +99,12 @@ impl MountConfig {
             owner: User { uid: euid, gid: egid },
             shared: args.allow_other,
         };
-        let disk_cache = disk_cache_config(args.disk_cache, args.disk_cache_size)?;
         let s3 = s3_settings(bucket, &args.s3)?;
+        let shared_cache = match &args.shared_cache {
+            Some(url) => Some(shared_cache_settings(url, &args.shared, &s3, &prefix)?),
+            None => None,
+        };
+        let disk_cache = disk_cache_config(args.disk_cache, args.disk_cache_size)?;
         let log_level = if args.debug { "debug".to_owned() } else { args.log_level };
         Ok(Self {
             s3,
@@ -99,6 +118,7 @@ impl MountConfig {
             log_file: args.log_file,
             metrics_addr: args.metrics_addr,
             disk_cache,
+            shared_cache,
             upload,
         })
     }
@@ -114,6 +134,54 @@ impl MountConfig {
             MountOption::DefaultPermissions,
         ]
     }
+}
+
+/// The shared cache's bucket (same credentials; its own endpoint and region if given), refused
+/// when it is the source's own bucket and prefix.
+fn shared_cache_settings(
+    url: &str,
+    args: &SharedCacheArgs,
+    source: &S3Settings,
+    source_prefix: &str,
+) -> Result<SharedCacheSettings, ConfigError> {
+    if !url.starts_with("s3://") {
+        return Err(error(format!("--shared-cache {url:?}: give it as s3://BUCKET/PREFIX/")));
+    }
+    let (bucket, prefix) = parse_source(url)?;
+    let prefix = normalize_prefix(prefix.as_deref().unwrap_or(""))?;
+    let endpoint_url = args.shared_cache_endpoint_url.clone().or_else(|| source.endpoint_url.clone());
+    if bucket == source.bucket && endpoint_url == source.endpoint_url {
+        let overlaps = prefix.starts_with(source_prefix) || source_prefix.starts_with(&prefix);
+        if overlaps {
+            return Err(error(format!(
+                "--shared-cache {url} is inside the mounted bucket and prefix: its blocks would show in the mount; use another bucket or a prefix outside it"
+            )));
+        }
+    }
+    let key = match &args.shared_cache_key_file {
+        Some(path) => {
+            let key = std::fs::read(path)
+                .map_err(|e| error(format!("reading --shared-cache-key-file {}: {e}", path.display())))?;
+            let key = key.trim_ascii().to_vec();
+            if key.len() < SHORTEST_KEY {
+                return Err(error(format!(
+                    "--shared-cache-key-file {} holds {} bytes: a key needs at least {SHORTEST_KEY}",
+                    path.display(),
+                    key.len()
+                )));
+            }
+            Some(key)
+        }
+        None => None,
+    };
+    let s3 = S3Settings {
+        bucket,
+        endpoint_url,
+        region: args.shared_cache_region.clone().or_else(|| source.region.clone()),
+        requester_pays: false,
+        ..source.clone()
+    };
+    Ok(SharedCacheSettings { s3, prefix, key })
 }
 
 /// How to reach the bucket, from the flags every command shares.
@@ -273,6 +341,10 @@ fn fetch_config(args: &MountArgs) -> Result<FetchConfig, ConfigError> {
             None => defaults.max_connections,
         },
         ..defaults
+    };
+    let config = FetchConfig {
+        shared_fill_bytes: if args.shared_cache.is_some() { config.cache_bytes / SHARED_FILL_SHARE } else { 0 },
+        ..config
     };
     if config.cache_bytes < 4 * config.part_size {
         return Err(error(format!(

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cache::disk::DiskCache;
+use crate::cache::shared::{self, Tiered};
 use crate::config::MountConfig;
 use crate::fs::Fs;
 use crate::metrics::Metrics;
@@ -171,16 +172,27 @@ fn serve(config: MountConfig, readiness: &mut Readiness) -> Result<(), String> {
         }
     }
 
+    let endpoint = config.s3.endpoint_url.as_deref().unwrap_or("aws");
+    // What names the source in every cache: its endpoint and bucket.
+    let scope = format!("{endpoint}\n{}", config.s3.bucket);
     let disk = match &config.disk_cache {
         Some(disk) => {
-            let endpoint = config.s3.endpoint_url.as_deref().unwrap_or("aws");
-            let scope = format!("{endpoint}\n{}", config.s3.bucket);
+            let scope = scope.clone();
             let fill_queue = config.fetch.disk_fill_bytes();
             Some(DiskCache::open(disk, scope, config.fetch.block_size, fill_queue, metrics.disk.clone())?)
         }
         None => None,
     };
-    let store = Arc::new(Counted::new(store, Arc::clone(&metrics)));
+    let shared = match &config.shared_cache {
+        Some(settings) => {
+            let (block, queue) = (config.fetch.block_size, config.fetch.shared_fill_bytes);
+            let retries = metrics.retries.clone();
+            let connecting = shared::connect(settings, scope, block, queue, retries, metrics.shared.clone());
+            Some(runtime.block_on(connecting)?)
+        }
+        None => None,
+    };
+    let store = Arc::new(Tiered::new(Arc::new(Counted::new(store, Arc::clone(&metrics))), shared));
     let journal = if config.fs.writes.read_only { None } else { uploads_journal(&config, &store, runtime.handle()) };
     let fs =
         Fs::new(store, config.fs.clone(), config.fetch, config.upload.clone(), disk, journal, Arc::clone(&metrics));
@@ -267,8 +279,12 @@ fn startup_line(config: &MountConfig) -> String {
         }
         format!("writes: {}", allowed.join(", "))
     };
+    let shared = match &config.shared_cache {
+        Some(shared) => format!("; shared cache s3://{}/{}", shared.s3.bucket, shared.prefix),
+        None => String::new(),
+    };
     format!(
-        "fetchfs: s3://{}/{} mounted at {}; {memory}; {disk}; {writes}",
+        "fetchfs: s3://{}/{} mounted at {}; {memory}; {disk}{shared}; {writes}",
         config.s3.bucket,
         config.prefix,
         config.mountpoint.display()

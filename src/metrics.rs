@@ -58,6 +58,7 @@ pub struct Metrics {
     pub inodes: Gauge,
     pub listed_entries: Gauge,
     pub disk: DiskMetrics,
+    pub shared: SharedCacheMetrics,
     /// What the prefetch queue (`.fetchfs/prefetch`) did with the files it was given.
     pub queue_files: Family<QueueLabels, Counter>,
     pub queue_bytes: Family<QueueLabels, Counter>,
@@ -107,6 +108,47 @@ impl DiskMetrics {
             self.stalls.clone(),
         );
         disk.register("bytes", "Bytes the disk cache's files take on disk (at the last scan)", self.bytes.clone());
+    }
+}
+
+/// What the shared cache did (all zero without `--shared-cache`).
+#[derive(Clone, Default)]
+pub struct SharedCacheMetrics {
+    pub hits: Counter,
+    pub misses: Counter,
+    pub read_bytes: Counter,
+    pub written_bytes: Counter,
+    pub fills_dropped: Counter,
+    pub fills_failed: Counter,
+    pub integrity_failures: Counter,
+}
+
+impl SharedCacheMetrics {
+    fn register(&self, registry: &mut Registry) {
+        let shared = registry.sub_registry_with_prefix("shared_cache");
+        shared.register("hits", "Blocks read from the shared cache instead of the source", self.hits.clone());
+        shared.register("misses", "Blocks the shared cache did not have", self.misses.clone());
+        shared.register("read_bytes", "Bytes read from the shared cache", self.read_bytes.clone());
+        shared.register(
+            "written_bytes",
+            "Bytes written to the shared cache (headers included)",
+            self.written_bytes.clone(),
+        );
+        shared.register(
+            "fills_dropped",
+            "Blocks not sent to the shared cache because its queue was full",
+            self.fills_dropped.clone(),
+        );
+        shared.register(
+            "fills_failed",
+            "Blocks the shared cache refused or that failed to go up",
+            self.fills_failed.clone(),
+        );
+        shared.register(
+            "integrity_failures",
+            "Cached blocks refused: another version's, corrupted, or not tagged with the key",
+            self.integrity_failures.clone(),
+        );
     }
 }
 
@@ -167,6 +209,8 @@ impl Default for Metrics {
         registry.register("listed_entries", "Entries of the directory listings kept", listed_entries.clone());
         let disk = DiskMetrics::default();
         disk.register(&mut registry);
+        let shared = SharedCacheMetrics::default();
+        shared.register(&mut registry);
         let queue_files = Family::<QueueLabels, Counter>::default();
         registry.register(
             "prefetch_queue_files",
@@ -198,6 +242,7 @@ impl Default for Metrics {
             inodes,
             listed_entries,
             disk,
+            shared,
             queue_files,
             queue_bytes,
         }

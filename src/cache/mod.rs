@@ -15,6 +15,7 @@ use crate::store::StoreError;
 
 pub mod buffers;
 pub mod disk;
+pub mod shared;
 
 pub type BlockIndex = u64;
 

@@ -51,6 +51,9 @@ pub struct FetchConfig {
     pub max_connections: usize,
     /// When a body that stopped is resumed.
     pub body: BodyPolicy,
+    /// Bytes of blocks on their way up to the shared cache (0 without one): taken from the
+    /// budget like the disk's.
+    pub shared_fill_bytes: u64,
 }
 
 impl Default for FetchConfig {
@@ -65,6 +68,7 @@ impl Default for FetchConfig {
             cache_bytes: 512 * MIB,
             max_connections: 32,
             body: BodyPolicy::default(),
+            shared_fill_bytes: 0,
         }
     }
 }
@@ -132,8 +136,8 @@ impl<S: ObjectStore> Fetcher<S> {
         let disk_fills = if disk.is_some() { config.disk_fill_bytes() } else { 0 };
         let spans = if disk.is_some() { 0 } else { config.cache_bytes / SPAN_SHARE };
         // Blocks being received (one per GET in flight), free buffers, blocks waiting for the disk
-        // and spans live outside the cache; the one budget covers them all.
-        let outside = in_flight + free_buffers * config.block_size + disk_fills + spans;
+        // or the shared cache, and spans live outside the cache; the one budget covers them all.
+        let outside = in_flight + free_buffers * config.block_size + disk_fills + config.shared_fill_bytes + spans;
         let budget = config.cache_bytes.saturating_sub(outside).max(config.block_size);
         Self {
             store,

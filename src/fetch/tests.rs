@@ -418,6 +418,7 @@ proptest! {
             cache_bytes: 65536,
             max_connections: 4,
             body: BodyPolicy::default(),
+            shared_fill_bytes: 0,
         };
         let (_store, fetcher, object, data) = setup(size, config);
         let rt = runtime();

@@ -82,6 +82,12 @@ impl<S: ObjectStore> ObjectStore for Counted<S> {
         result
     }
 
+    async fn get_whole(&self, key: &str) -> Result<Bytes, StoreError> {
+        let result = self.inner.get_whole(key).await;
+        self.metrics.request("get", status(&result));
+        result
+    }
+
     async fn upload_part(
         &self,
         key: &str,

@@ -86,6 +86,15 @@ impl MemoryStore {
         etag
     }
 
+    /// Every object's key and bytes, in key order.
+    pub fn objects(&self) -> Vec<(String, Bytes)> {
+        self.lock().iter().map(|(key, object)| (key.clone(), object.data.clone())).collect()
+    }
+
+    pub fn object_count(&self) -> usize {
+        self.lock().len()
+    }
+
     pub fn delete(&self, key: &str) {
         self.lock().remove(key);
     }
@@ -275,6 +284,11 @@ impl ObjectStore for MemoryStore {
         let id = format!("upload-{}", self.next_upload.fetch_add(1, Ordering::Relaxed));
         self.lock_uploads().insert(id.clone(), (key.to_owned(), BTreeMap::new()));
         Ok(UploadId(id))
+    }
+
+    async fn get_whole(&self, key: &str) -> Result<Bytes, StoreError> {
+        self.gets.fetch_add(1, Ordering::Relaxed);
+        self.lock().get(key).map(|o| o.data.clone()).ok_or(StoreError::NotFound)
     }
 
     async fn upload_part(

@@ -96,6 +96,10 @@ pub trait ObjectStore: Send + Sync + 'static {
         etag: &ETag,
     ) -> impl Future<Output = Result<BodyStream, StoreError>> + Send;
 
+    /// The whole object at `key`, whatever its version (for objects fetchfs itself keeps, such as
+    /// the shared cache's, whose contents are checked on their own).
+    fn get_whole(&self, key: &str) -> impl Future<Output = Result<Bytes, StoreError>> + Send;
+
     // Writes: new objects in one PUT or as a multipart upload, and deletes.
 
     fn put_object(

@@ -359,6 +359,21 @@ impl ObjectStore for S3Store {
         out.upload_id.map(UploadId).ok_or_else(|| StoreError::Other("the server gave no upload id".into()))
     }
 
+    async fn get_whole(&self, key: &str) -> Result<Bytes, StoreError> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_request_payer(self.payer())
+            .send()
+            .await
+            .map_err(classify)?;
+        let body =
+            out.body.collect().await.map_err(|e| StoreError::Other(format!("the body of {key} was cut off: {e}")))?;
+        Ok(body.into_bytes())
+    }
+
     async fn upload_part(
         &self,
         key: &str,

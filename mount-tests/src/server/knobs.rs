@@ -31,12 +31,15 @@ pub enum FaultTrigger {
     EveryPartUpload,
     /// Every DeleteObject request.
     EveryDelete,
+    /// Every PutObject request (not parts, not copies).
+    EveryPut,
 }
 
 /// What a request is, as far as the fault rules care.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum RequestKind {
     PartUpload,
+    Put,
     Delete,
     Other,
 }
@@ -167,6 +170,7 @@ impl Knobs {
             FaultTrigger::Fraction(p) => fastrand::f64() < p,
             FaultTrigger::EveryPartUpload => kind == RequestKind::PartUpload,
             FaultTrigger::EveryDelete => kind == RequestKind::Delete,
+            FaultTrigger::EveryPut => kind == RequestKind::Put,
         };
         hit.then_some(rule.status)
     }

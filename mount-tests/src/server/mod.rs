@@ -254,6 +254,7 @@ mod faults {
         let kind = match *req.method() {
             _ if part_upload => RequestKind::PartUpload,
             http::Method::DELETE if req.uri().query().is_none_or(|q| !q.contains("uploadId=")) => RequestKind::Delete,
+            http::Method::PUT if !req.headers().contains_key("x-amz-copy-source") => RequestKind::Put,
             _ => RequestKind::Other,
         };
         if let Some(status) = knobs.admit_request(kind) {

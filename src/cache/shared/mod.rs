@@ -1,0 +1,183 @@
+//! The shared cache: a bucket near the cluster (S3 Express One Zone, MinIO, Ceph) that holds the
+//! blocks of object versions one node fetched, for every node. A tier below the disk cache and
+//! above the source: the fetch layer's GETs reach it through `Tiered`, which stands in for the
+//! source store. A hit serves the block; a miss goes to the source, and the block goes up to the
+//! cache behind the reader, dropped rather than slowing it. Keys name a digest of the version
+//! (endpoint, bucket, key, ETag, size), so a new version is a new key and stale bytes are never
+//! served; fetchfs never deletes from the bucket (a lifecycle rule expires it).
+
+mod connect;
+pub mod sealed;
+mod tier;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+pub use connect::connect;
+use futures::StreamExt;
+use sealed::{Check, Identity};
+pub use tier::Tiered;
+
+use crate::metrics::SharedCacheMetrics;
+use crate::store::{ObjectStore, Replace, StoreError};
+
+/// Fills sent up at once.
+const FILLS_AT_ONCE: usize = 4;
+/// Longest a read waits for the cache before going to the source: it is meant to be near.
+const GET_DEADLINE: Duration = Duration::from_secs(2);
+/// Longest one fill may take.
+const FILL_DEADLINE: Duration = Duration::from_secs(30);
+/// After the cache failed to answer, reads go straight to the source this long.
+const BACK_OFF: Duration = Duration::from_secs(30);
+
+/// Where the shared cache is and how it checks what it reads.
+pub struct SharedCacheConfig {
+    /// Key prefix in the cache bucket, ending with `/` (or empty).
+    pub prefix: String,
+    /// The source's endpoint and bucket: part of every version's identity.
+    pub scope: String,
+    /// Bytes per cached block.
+    pub block: u64,
+    pub check: Check,
+    /// Bytes of blocks waiting to go up, at most.
+    pub queue_bytes: u64,
+}
+
+struct Fill {
+    key: String,
+    body: Bytes,
+}
+
+pub struct SharedCache<C> {
+    store: Arc<C>,
+    config: SharedCacheConfig,
+    /// Reads skip the cache until this many milliseconds after `started` (it stopped answering).
+    skip_until_ms: AtomicU64,
+    started: Instant,
+    fills: tokio::sync::mpsc::Sender<Fill>,
+    metrics: SharedCacheMetrics,
+}
+
+impl<C: ObjectStore> SharedCache<C> {
+    /// The cache in `store`, its fills sent by a task on the current runtime.
+    pub fn start(store: Arc<C>, config: SharedCacheConfig, metrics: SharedCacheMetrics) -> Arc<Self> {
+        let slots = (config.queue_bytes / config.block.max(1)).max(1) as usize;
+        let (fills, queued) = tokio::sync::mpsc::channel(slots);
+        tokio::spawn(send_fills(Arc::clone(&store), queued, metrics.clone()));
+        Arc::new(Self { store, config, skip_until_ms: AtomicU64::new(0), started: Instant::now(), fills, metrics })
+    }
+
+    pub fn block(&self) -> u64 {
+        self.config.block
+    }
+
+    fn identity(&self, key: &str, etag: &str, size: u64) -> Identity {
+        sealed::identity(&self.config.scope, key, etag, size)
+    }
+
+    fn object_key(&self, identity: &Identity, index: u64) -> String {
+        let hex: String = identity.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}{hex}/{index}", self.config.prefix)
+    }
+
+    /// Offset and length of block `index` of a `size`-byte object.
+    fn block_span(&self, index: u64, size: u64) -> (u64, u64) {
+        let offset = index * self.config.block;
+        (offset, self.config.block.min(size.saturating_sub(offset)))
+    }
+
+    /// Block `index` of the version, if the cache holds it and it checks out.
+    pub async fn get(&self, key: &str, etag: &str, size: u64, index: u64) -> Option<Bytes> {
+        let identity = self.identity(key, etag, size);
+        let (offset, len) = self.block_span(index, size);
+        let now_ms = self.started.elapsed().as_millis() as u64;
+        if now_ms < self.skip_until_ms.load(Ordering::Relaxed) {
+            self.metrics.misses.inc();
+            return None;
+        }
+        let object_key = self.object_key(&identity, index);
+        let getting = self.store.get_whole(&object_key);
+        let found = match tokio::time::timeout(GET_DEADLINE, getting).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(StoreError::NotFound)) => {
+                self.metrics.misses.inc();
+                return None;
+            }
+            answer => {
+                self.metrics.misses.inc();
+                let why = match answer {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => format!("no answer within {} s", GET_DEADLINE.as_secs()),
+                };
+                let until = now_ms + BACK_OFF.as_millis() as u64;
+                if self.skip_until_ms.swap(until, Ordering::Relaxed) <= now_ms {
+                    tracing::warn!("shared cache: {why}; reads go to the source for {} s", BACK_OFF.as_secs());
+                }
+                return None;
+            }
+        };
+        match sealed::open(&self.config.check, &identity, offset, len, found) {
+            Ok(bytes) => {
+                self.metrics.hits.inc();
+                self.metrics.read_bytes.inc_by(len);
+                Some(bytes)
+            }
+            Err(why) => {
+                self.metrics.integrity_failures.inc();
+                tracing::warn!(
+                    key,
+                    etag,
+                    index,
+                    "shared cache: a cached block was refused: {why}; reading from the source"
+                );
+                None
+            }
+        }
+    }
+
+    /// Queues block `index` of the version to go up; dropped if the queue is full.
+    pub fn fill(&self, key: &str, etag: &str, size: u64, index: u64, bytes: Bytes) {
+        let identity = self.identity(key, etag, size);
+        let (offset, _) = self.block_span(index, size);
+        let body = sealed::seal(&self.config.check, &identity, offset, &bytes);
+        if self.fills.try_send(Fill { key: self.object_key(&identity, index), body }).is_err() {
+            self.metrics.fills_dropped.inc();
+        }
+    }
+}
+
+async fn send_fills<C: ObjectStore>(
+    store: Arc<C>,
+    queued: tokio::sync::mpsc::Receiver<Fill>,
+    metrics: SharedCacheMetrics,
+) {
+    tokio_stream_of(queued)
+        .for_each_concurrent(FILLS_AT_ONCE, |fill| {
+            let (store, metrics) = (Arc::clone(&store), metrics.clone());
+            async move {
+                let len = fill.body.len() as u64;
+                let putting = store.put_object(&fill.key, fill.body, Replace::Allowed);
+                match tokio::time::timeout(FILL_DEADLINE, putting).await {
+                    Ok(Ok(_)) => {
+                        metrics.written_bytes.inc_by(len);
+                    }
+                    Ok(Err(e)) => {
+                        metrics.fills_failed.inc();
+                        tracing::debug!(key = fill.key, "shared cache: a fill failed: {e}");
+                    }
+                    Err(_) => {
+                        metrics.fills_failed.inc();
+                        tracing::debug!(key = fill.key, "shared cache: a fill took over {} s", FILL_DEADLINE.as_secs());
+                    }
+                }
+            }
+        })
+        .await;
+}
+
+/// The receiver as a stream of what it receives, until every sender is gone.
+fn tokio_stream_of<T: Send + 'static>(receiver: tokio::sync::mpsc::Receiver<T>) -> impl futures::Stream<Item = T> {
+    futures::stream::unfold(receiver, |mut receiver| async move { receiver.recv().await.map(|item| (item, receiver)) })
+}

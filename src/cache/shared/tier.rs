@@ -1,0 +1,364 @@
+//! `Tiered`: the source store with the shared cache in front of its GETs. Everything else goes to
+//! the source as it is. A GET of a version whose size is known (every listing and HEAD passing
+//! through says it) is served block by block from the cache while it has them, and from the
+//! source from the first block it lacks; the whole blocks the source sends go up to the cache.
+
+use std::ops::Range;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+
+use super::SharedCache;
+use crate::object_id::ETag;
+use crate::store::{BodyStream, ListPage, ObjectMeta, ObjectStore, Replace, StoreError, UploadId, UploadedPart};
+
+/// Sizes of versions seen in listings and HEADs, kept for the GETs that follow.
+const SIZES_KEPT: usize = 100_000;
+
+pub struct Tiered<S, C> {
+    source: Arc<S>,
+    shared: Option<Arc<SharedCache<C>>>,
+    sizes: Mutex<lru::LruCache<(String, ETag), u64>>,
+}
+
+impl<S, C> Tiered<S, C> {
+    pub fn new(source: Arc<S>, shared: Option<Arc<SharedCache<C>>>) -> Self {
+        let capacity = std::num::NonZeroUsize::new(SIZES_KEPT).unwrap_or(std::num::NonZeroUsize::MIN);
+        Self { source, shared, sizes: Mutex::new(lru::LruCache::new(capacity)) }
+    }
+
+    fn sizes(&self) -> MutexGuard<'_, lru::LruCache<(String, ETag), u64>> {
+        self.sizes.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn saw(&self, meta: &ObjectMeta) {
+        if self.shared.is_some() {
+            self.sizes().put((meta.key.clone(), meta.etag.clone()), meta.size);
+        }
+    }
+}
+
+impl<S: ObjectStore, C: ObjectStore> ObjectStore for Tiered<S, C> {
+    async fn list_page(
+        &self,
+        prefix: &str,
+        token: Option<String>,
+        max_keys: Option<i32>,
+    ) -> Result<ListPage, StoreError> {
+        let page = self.source.list_page(prefix, token, max_keys).await?;
+        page.objects.iter().for_each(|o| self.saw(o));
+        Ok(page)
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
+        let meta = self.source.head(key).await?;
+        self.saw(&meta);
+        Ok(meta)
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>, etag: &ETag) -> Result<BodyStream, StoreError> {
+        let size = self.sizes().get(&(key.to_owned(), etag.clone())).copied();
+        let (Some(shared), Some(size)) = (&self.shared, size) else {
+            return self.source.get_range(key, range, etag).await;
+        };
+        let range = range.start..range.end.min(size);
+        if range.is_empty() {
+            return self.source.get_range(key, range, etag).await;
+        }
+        let version = Version { key: key.to_owned(), etag: etag.clone(), size };
+        let serving = Serving {
+            source: Arc::clone(&self.source),
+            shared: Arc::clone(shared),
+            version,
+            next: range.start,
+            end: range.end,
+            from_source: None,
+            done: false,
+        };
+        // The first piece is had before answering, so a source that refuses the GET (the object
+        // is another version now) answers here, as a plain GET would.
+        match serving.step().await {
+            None => Ok(Box::pin(futures::stream::empty())),
+            Some((Err(e), _)) => Err(e),
+            Some((Ok(first), serving)) => {
+                let rest = futures::stream::unfold(serving, Serving::step);
+                Ok(Box::pin(futures::stream::once(async move { Ok(first) }).chain(rest)))
+            }
+        }
+    }
+
+    async fn get_whole(&self, key: &str) -> Result<Bytes, StoreError> {
+        self.source.get_whole(key).await
+    }
+
+    async fn put_object(&self, key: &str, body: Bytes, replace: Replace) -> Result<ETag, StoreError> {
+        self.source.put_object(key, body, replace).await
+    }
+
+    async fn create_upload(&self, key: &str) -> Result<UploadId, StoreError> {
+        self.source.create_upload(key).await
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload: &UploadId,
+        number: u32,
+        body: Bytes,
+    ) -> Result<UploadedPart, StoreError> {
+        self.source.upload_part(key, upload, number, body).await
+    }
+
+    async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload: &UploadId,
+        number: u32,
+        from: &str,
+        etag: &ETag,
+        range: Range<u64>,
+    ) -> Result<UploadedPart, StoreError> {
+        self.source.upload_part_copy(key, upload, number, from, etag, range).await
+    }
+
+    async fn complete_upload(
+        &self,
+        key: &str,
+        upload: &UploadId,
+        parts: Vec<UploadedPart>,
+        replace: Replace,
+    ) -> Result<ETag, StoreError> {
+        self.source.complete_upload(key, upload, parts, replace).await
+    }
+
+    async fn abort_upload(&self, key: &str, upload: &UploadId) -> Result<(), StoreError> {
+        self.source.abort_upload(key, upload).await
+    }
+
+    async fn delete_object(&self, key: &str, only: Option<&ETag>) -> Result<(), StoreError> {
+        self.source.delete_object(key, only).await
+    }
+
+    async fn copy_object(&self, from: &str, etag: &ETag, to: &str) -> Result<ETag, StoreError> {
+        self.source.copy_object(from, etag, to).await
+    }
+}
+
+/// The version a GET is of.
+struct Version {
+    key: String,
+    etag: ETag,
+    size: u64,
+}
+
+/// A GET served from the cache block by block, then from the source from the first block the
+/// cache lacks.
+struct Serving<S, C> {
+    source: Arc<S>,
+    shared: Arc<SharedCache<C>>,
+    version: Version,
+    next: u64,
+    end: u64,
+    from_source: Option<(BodyStream, Filling)>,
+    /// After an error the stream has nothing more to give.
+    done: bool,
+}
+
+impl<S: ObjectStore, C: ObjectStore> Serving<S, C> {
+    /// The next piece of the range, and the state after it.
+    async fn step(mut self) -> Option<(Result<Bytes, StoreError>, Self)> {
+        if self.done {
+            return None;
+        }
+        if let Some((body, filling)) = &mut self.from_source {
+            return match body.next().await {
+                Some(Ok(chunk)) => {
+                    filling.take(&chunk, self.next, &self.shared, &self.version);
+                    self.next += chunk.len() as u64;
+                    Some((Ok(chunk), self))
+                }
+                Some(Err(e)) => {
+                    self.done = true;
+                    Some((Err(e), self))
+                }
+                None => None,
+            };
+        }
+        if self.next >= self.end {
+            return None;
+        }
+        let Version { key, etag, size } = &self.version;
+        let block = self.shared.block();
+        let index = self.next / block;
+        if let Some(bytes) = self.shared.get(key, etag.as_str(), *size, index).await {
+            let start = index * block;
+            let until = self.end.min(start + bytes.len() as u64);
+            let piece = bytes.slice((self.next - start) as usize..(until - start) as usize);
+            self.next = until;
+            return Some((Ok(piece), self));
+        }
+        match self.source.get_range(key, self.next..self.end, etag).await {
+            Ok(body) => {
+                self.from_source = Some((body, Filling::at(self.next, block)));
+                Box::pin(self.step()).await
+            }
+            Err(e) => {
+                self.done = true;
+                Some((Err(e), self))
+            }
+        }
+    }
+}
+
+/// The whole blocks passing by in a body from the source, gathered to go up to the cache.
+struct Filling {
+    block: u64,
+    /// Where the block being gathered starts (a multiple of `block`).
+    start: u64,
+    gathered: BytesMut,
+}
+
+impl Filling {
+    /// For a body starting at `offset`: blocks from the first that starts in it.
+    fn at(offset: u64, block: u64) -> Self {
+        Self { block, start: offset.div_ceil(block) * block, gathered: BytesMut::new() }
+    }
+
+    /// `chunk`, which starts at `offset` of the object, passed by.
+    fn take<C: ObjectStore>(&mut self, chunk: &[u8], offset: u64, shared: &SharedCache<C>, version: &Version) {
+        let skip = self.start.saturating_sub(offset).min(chunk.len() as u64) as usize;
+        let mut data = &chunk[skip..];
+        while !data.is_empty() && self.start < version.size {
+            let block_end = (self.start + self.block).min(version.size);
+            let wanted = (block_end - self.start) as usize - self.gathered.len();
+            let take = wanted.min(data.len());
+            self.gathered.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.start + self.gathered.len() as u64 == block_end {
+                let bytes = self.gathered.split().freeze();
+                shared.fill(&version.key, version.etag.as_str(), version.size, self.start / self.block, bytes);
+                self.start = block_end;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::shared::sealed::Check;
+    use crate::cache::shared::{SharedCache, SharedCacheConfig};
+    use crate::metrics::SharedCacheMetrics;
+    use crate::store::memory::MemoryStore;
+
+    const BLOCK: u64 = 1000;
+
+    fn content(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 31 + i / 7) as u8).collect()
+    }
+
+    fn node(
+        source: &Arc<MemoryStore>,
+        cache: &Arc<MemoryStore>,
+        check: Check,
+    ) -> (Tiered<MemoryStore, MemoryStore>, SharedCacheMetrics) {
+        let metrics = SharedCacheMetrics::default();
+        let config = SharedCacheConfig {
+            prefix: "c/".into(),
+            scope: "test\nsrc".into(),
+            block: BLOCK,
+            check,
+            queue_bytes: 1 << 20,
+        };
+        let shared = SharedCache::start(Arc::clone(cache), config, metrics.clone());
+        (Tiered::new(Arc::clone(source), Some(shared)), metrics)
+    }
+
+    async fn read(store: &impl ObjectStore, key: &str, range: Range<u64>) -> Vec<u8> {
+        let meta = store.head(key).await.expect("head");
+        let mut body = store.get_range(key, range, &meta.etag).await.expect("get");
+        let mut out = Vec::new();
+        while let Some(chunk) = body.next().await {
+            out.extend_from_slice(&chunk.expect("chunk"));
+        }
+        out
+    }
+
+    async fn settled(metrics: &SharedCacheMetrics, bytes: u64) {
+        for _ in 0..200 {
+            if metrics.written_bytes.get() >= bytes {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("{} of {bytes} bytes went up", metrics.written_bytes.get());
+    }
+
+    #[tokio::test]
+    async fn a_second_node_reads_what_the_first_fetched_from_the_cache_alone() {
+        let (source, cache) = (Arc::new(MemoryStore::new()), Arc::new(MemoryStore::new()));
+        let data = content(3500);
+        source.put("obj", Bytes::from(data.clone()));
+        let (first, metrics) = node(&source, &cache, Check::Digest);
+        assert_eq!(read(&first, "obj", 0..3500).await, data);
+        settled(&metrics, 3500).await;
+        assert_eq!(cache.object_count(), 4, "three whole blocks and the last, shorter one");
+
+        let (second, metrics) = node(&source, &cache, Check::Digest);
+        let gets = source.counts().gets;
+        assert_eq!(read(&second, "obj", 0..3500).await, data);
+        assert_eq!(read(&second, "obj", 1500..2200).await, data[1500..2200]);
+        assert_eq!(source.counts().gets, gets, "nothing from the source");
+        assert_eq!(metrics.hits.get(), 6);
+    }
+
+    #[tokio::test]
+    async fn only_whole_blocks_go_up_and_a_read_goes_to_the_source_from_the_first_block_missing() {
+        let (source, cache) = (Arc::new(MemoryStore::new()), Arc::new(MemoryStore::new()));
+        let data = content(3500);
+        source.put("obj", Bytes::from(data.clone()));
+        let (first, metrics) = node(&source, &cache, Check::Digest);
+        assert_eq!(read(&first, "obj", 500..2500).await, data[500..2500]);
+        settled(&metrics, 1000).await;
+        assert_eq!(cache.object_count(), 1, "only block 1 passed by whole");
+        let (second, _) = node(&source, &cache, Check::Digest);
+        let gets = source.counts().gets;
+        assert_eq!(read(&second, "obj", 1000..3500).await, data[1000..3500]);
+        assert_eq!(source.counts().gets, gets + 1, "block 1 from the cache, the rest in one GET");
+    }
+
+    #[tokio::test]
+    async fn a_planted_or_unkeyed_block_is_never_served() {
+        let (source, cache) = (Arc::new(MemoryStore::new()), Arc::new(MemoryStore::new()));
+        let data = content(800);
+        source.put("obj", Bytes::from(data.clone()));
+        let (first, metrics) = node(&source, &cache, Check::Digest);
+        assert_eq!(read(&first, "obj", 0..800).await, data);
+        settled(&metrics, 800).await;
+        // A node holding the key refuses what a node without it sealed.
+        let (keyed, metrics) = node(&source, &cache, Check::Hmac(b"cluster secret".to_vec()));
+        assert_eq!(read(&keyed, "obj", 0..800).await, data);
+        assert_eq!(metrics.integrity_failures.get(), 1);
+        // Bytes changed in the cache bucket by hand.
+        let (key, sealed) = cache.objects().into_iter().next().expect("a cached block");
+        let mut planted = sealed.to_vec();
+        *planted.last_mut().unwrap() ^= 0xff;
+        cache.put(&key, Bytes::from(planted));
+        let (plain, metrics) = node(&source, &cache, Check::Digest);
+        assert_eq!(read(&plain, "obj", 0..800).await, data);
+        assert_eq!(metrics.integrity_failures.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_version_replaced_at_the_source_is_a_new_key_in_the_cache() {
+        let (source, cache) = (Arc::new(MemoryStore::new()), Arc::new(MemoryStore::new()));
+        source.put("obj", Bytes::from(content(500)));
+        let (first, metrics) = node(&source, &cache, Check::Digest);
+        read(&first, "obj", 0..500).await;
+        settled(&metrics, 500).await;
+        source.put("obj", Bytes::from_static(b"new bytes"));
+        let (second, _) = node(&source, &cache, Check::Digest);
+        assert_eq!(read(&second, "obj", 0..9).await, b"new bytes");
+    }
+}
