@@ -12,6 +12,8 @@ pub enum Profile {
     /// Like S3 from a nearby instance: 10 ms before each response's first byte, 80 MB/s per
     /// connection each way (downloads and uploads).
     S3Like,
+    /// A bucket in another region: 40 ms before the first byte, 25 MB/s per connection.
+    Far,
 }
 
 impl Profile {
@@ -27,6 +29,11 @@ impl Profile {
                 knobs.set_bandwidth(Some(80_000_000));
                 knobs.set_upload_bandwidth(Some(80_000_000));
             }
+            Profile::Far => {
+                knobs.set_first_byte_delay(Duration::from_millis(40));
+                knobs.set_bandwidth(Some(25_000_000));
+                knobs.set_upload_bandwidth(Some(25_000_000));
+            }
         }
     }
 
@@ -34,6 +41,7 @@ impl Profile {
         match self {
             Profile::Loopback => "loopback",
             Profile::S3Like => "s3-like",
+            Profile::Far => "far",
         }
     }
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 mod disk_cache;
 mod prefetch_queue;
+mod shared_cache;
 mod streams;
 mod writes;
 
@@ -75,6 +76,8 @@ enum Section {
     Streams,
     /// The prefetch queue (`.fetchfs/prefetch`, `fetchfs prefetch`) on the small files.
     Queue,
+    /// A shared cache on a second, near server: no cache, node 1, node 2.
+    SharedCache,
 }
 
 struct Row {
@@ -303,6 +306,9 @@ fn main() {
         }
         if wanted(Section::Queue) && !args.no_small_files {
             prefetch_queue::rows(&server, &extra, &mut peak_rss, name, &mut rows);
+        }
+        if wanted(Section::SharedCache) && !args.no_small_files {
+            shared_cache::rows(&server, &extra, large, name, &mut peak_rss, &mut rows);
         }
         rows.push(peak_rss_row(name, peak_rss));
     }
