@@ -49,7 +49,7 @@ pub struct SharedCacheSettings {
 }
 
 /// The share of the memory budget for blocks on their way up to the shared cache.
-const SHARED_FILL_SHARE: u64 = 16;
+const SHARED_FILL_SHARE: u64 = 8;
 /// The shortest `--shared-cache-key-file` secret.
 const SHORTEST_KEY: usize = 16;
 

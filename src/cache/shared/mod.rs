@@ -10,8 +10,8 @@ mod connect;
 pub mod sealed;
 mod tier;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -24,7 +24,13 @@ use crate::metrics::SharedCacheMetrics;
 use crate::store::{ObjectStore, Replace, StoreError};
 
 /// Fills sent up at once.
-const FILLS_AT_ONCE: usize = 4;
+const FILLS_AT_ONCE: usize = 16;
+/// After two blocks of a version in a row were not in the cache, the next this many blocks of it
+/// go straight to the source (a node reading what no node read yet pays one cache round trip per
+/// this many, not one per GET), then the cache is asked again.
+const SKIP_AHEAD: u64 = 16;
+/// Versions whose misses are remembered.
+const MISSES_KEPT: usize = 4096;
 /// Longest a read waits for the cache before going to the source: it is meant to be near.
 const GET_DEADLINE: Duration = Duration::from_secs(2);
 /// Longest one fill may take.
@@ -56,6 +62,8 @@ pub struct SharedCache<C> {
     /// Reads skip the cache until this many milliseconds after `started` (it stopped answering).
     skip_until_ms: AtomicU64,
     started: Instant,
+    /// By version: the last block not found, and how many not found in a row before it.
+    misses: Mutex<lru::LruCache<Identity, (u64, u32)>>,
     fills: tokio::sync::mpsc::Sender<Fill>,
     metrics: SharedCacheMetrics,
 }
@@ -66,7 +74,39 @@ impl<C: ObjectStore> SharedCache<C> {
         let slots = (config.queue_bytes / config.block.max(1)).max(1) as usize;
         let (fills, queued) = tokio::sync::mpsc::channel(slots);
         tokio::spawn(send_fills(Arc::clone(&store), queued, metrics.clone()));
-        Arc::new(Self { store, config, skip_until_ms: AtomicU64::new(0), started: Instant::now(), fills, metrics })
+        let misses = Mutex::new(lru::LruCache::new(
+            std::num::NonZeroUsize::new(MISSES_KEPT).unwrap_or(std::num::NonZeroUsize::MIN),
+        ));
+        Arc::new(Self {
+            store,
+            config,
+            skip_until_ms: AtomicU64::new(0),
+            started: Instant::now(),
+            misses,
+            fills,
+            metrics,
+        })
+    }
+
+    fn misses(&self) -> MutexGuard<'_, lru::LruCache<Identity, (u64, u32)>> {
+        self.misses.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether block `index` of the version is better not asked for: the blocks just before it
+    /// were all missing.
+    fn likely_missing(&self, identity: &Identity, index: u64) -> bool {
+        let misses = self.misses().get(identity).copied();
+        misses.is_some_and(|(last, in_a_row)| in_a_row >= 2 && index > last && index - last <= SKIP_AHEAD)
+    }
+
+    fn found(&self, identity: &Identity, index: u64, present: bool) {
+        let mut misses = self.misses();
+        if present {
+            misses.pop(identity);
+            return;
+        }
+        let in_a_row = misses.get(identity).map_or(0, |&(_, n)| n);
+        misses.put(*identity, (index, in_a_row.saturating_add(1)));
     }
 
     pub fn block(&self) -> u64 {
@@ -93,7 +133,7 @@ impl<C: ObjectStore> SharedCache<C> {
         let identity = self.identity(key, etag, size);
         let (offset, len) = self.block_span(index, size);
         let now_ms = self.started.elapsed().as_millis() as u64;
-        if now_ms < self.skip_until_ms.load(Ordering::Relaxed) {
+        if now_ms < self.skip_until_ms.load(Ordering::Relaxed) || self.likely_missing(&identity, index) {
             self.metrics.misses.inc();
             return None;
         }
@@ -103,6 +143,7 @@ impl<C: ObjectStore> SharedCache<C> {
             Ok(Ok(found)) => found,
             Ok(Err(StoreError::NotFound)) => {
                 self.metrics.misses.inc();
+                self.found(&identity, index, false);
                 return None;
             }
             answer => {
@@ -120,6 +161,7 @@ impl<C: ObjectStore> SharedCache<C> {
         };
         match sealed::open(&self.config.check, &identity, offset, len, found) {
             Ok(bytes) => {
+                self.found(&identity, index, true);
                 self.metrics.hits.inc();
                 self.metrics.read_bytes.inc_by(len);
                 Some(bytes)

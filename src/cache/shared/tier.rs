@@ -3,6 +3,7 @@
 //! through says it) is served block by block from the cache while it has them, and from the
 //! source from the first block it lacks; the whole blocks the source sends go up to the cache.
 
+use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -13,6 +14,8 @@ use super::SharedCache;
 use crate::object_id::ETag;
 use crate::store::{BodyStream, ListPage, ObjectMeta, ObjectStore, Replace, StoreError, UploadId, UploadedPart};
 
+/// Blocks of one GET looked up in the cache at once, once it had the first.
+const LOOK_AHEAD: usize = 4;
 /// Sizes of versions seen in listings and HEADs, kept for the GETs that follow.
 const SIZES_KEPT: usize = 100_000;
 
@@ -74,6 +77,7 @@ impl<S: ObjectStore, C: ObjectStore> ObjectStore for Tiered<S, C> {
             next: range.start,
             end: range.end,
             from_source: None,
+            ahead: VecDeque::new(),
             done: false,
         };
         // The first piece is had before answering, so a source that refuses the GET (the object
@@ -161,8 +165,16 @@ struct Serving<S, C> {
     next: u64,
     end: u64,
     from_source: Option<(BodyStream, Filling)>,
+    /// Lookups of the blocks after the one being served, started once the cache had one.
+    ahead: VecDeque<(u64, tokio::task::JoinHandle<Option<Bytes>>)>,
     /// After an error the stream has nothing more to give.
     done: bool,
+}
+
+impl<S, C> Drop for Serving<S, C> {
+    fn drop(&mut self) {
+        self.ahead.iter().for_each(|(_, lookup)| lookup.abort());
+    }
 }
 
 impl<S: ObjectStore, C: ObjectStore> Serving<S, C> {
@@ -188,10 +200,22 @@ impl<S: ObjectStore, C: ObjectStore> Serving<S, C> {
         if self.next >= self.end {
             return None;
         }
-        let Version { key, etag, size } = &self.version;
         let block = self.shared.block();
         let index = self.next / block;
-        if let Some(bytes) = self.shared.get(key, etag.as_str(), *size, index).await {
+        let found = match self.ahead.pop_front() {
+            Some((ahead, lookup)) if ahead == index => lookup.await.ok().flatten(),
+            _ => {
+                let Version { key, etag, size } = &self.version;
+                self.shared.get(key, etag.as_str(), *size, index).await
+            }
+        };
+        if found.is_some() {
+            self.look_ahead(index);
+        } else {
+            self.ahead.drain(..).for_each(|(_, lookup)| lookup.abort());
+        }
+        let Version { key, etag, .. } = &self.version;
+        if let Some(bytes) = found {
             let start = index * block;
             let until = self.end.min(start + bytes.len() as u64);
             let piece = bytes.slice((self.next - start) as usize..(until - start) as usize);
@@ -207,6 +231,21 @@ impl<S: ObjectStore, C: ObjectStore> Serving<S, C> {
                 self.done = true;
                 Some((Err(e), self))
             }
+        }
+    }
+}
+
+impl<S, C: ObjectStore> Serving<S, C> {
+    /// Starts the lookups of the blocks after `index` in the range, up to LOOK_AHEAD of them.
+    fn look_ahead(&mut self, index: u64) {
+        let block = self.shared.block();
+        let mut next = self.ahead.back().map_or(index + 1, |(i, _)| i + 1);
+        while self.ahead.len() < LOOK_AHEAD && next * block < self.end {
+            let (shared, key, etag, size) =
+                (Arc::clone(&self.shared), self.version.key.clone(), self.version.etag.clone(), self.version.size);
+            let lookup = tokio::spawn(async move { shared.get(&key, etag.as_str(), size, next).await });
+            self.ahead.push_back((next, lookup));
+            next += 1;
         }
     }
 }
