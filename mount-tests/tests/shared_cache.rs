@@ -52,6 +52,16 @@ fn read_all(mount: &Mount) {
     }
 }
 
+/// Node 1 reads everything, its fills go up, and it unmounts.
+fn fill_from_a_first_node(far: &TestServer, near: &TestServer) {
+    let metrics = MetricsPort::free();
+    let first = node(far, near, &metrics, &[]).unwrap();
+    read_all(&first);
+    // Nearly every block went up (a block no GET covered whole stays with the source).
+    wait_written(&metrics, total() * 9 / 10);
+    first.unmount_and_wait();
+}
+
 fn wait_written(metrics: &MetricsPort, bytes: u64) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while metrics.value("fetchfs_shared_cache_written_bytes_total") < bytes {
@@ -84,12 +94,7 @@ fn plant(near: &TestServer) {
 #[test]
 fn a_second_node_reads_what_the_first_fetched_from_the_near_cache() {
     let (far, near) = far_and_near();
-    let metrics = MetricsPort::free();
-    let first = node(&far, &near, &metrics, &[]).unwrap();
-    read_all(&first);
-    // Nearly every block went up (a block no GET covered whole stays with the source).
-    wait_written(&metrics, total() * 9 / 10);
-    first.unmount_and_wait();
+    fill_from_a_first_node(&far, &near);
 
     let metrics = MetricsPort::free();
     let second = node(&far, &near, &metrics, &[]).unwrap();
@@ -106,11 +111,7 @@ fn planted_or_unkeyed_blocks_are_refused_and_the_bytes_stay_exact() {
     let (far, near) = far_and_near();
     let key = fresh_dir("shared-key").join("key");
     std::fs::write(&key, "a cluster secret of some length\n").unwrap();
-    let metrics = MetricsPort::free();
-    let unkeyed = node(&far, &near, &metrics, &[]).unwrap();
-    read_all(&unkeyed);
-    wait_written(&metrics, total() * 9 / 10);
-    unkeyed.unmount_and_wait();
+    fill_from_a_first_node(&far, &near);
 
     // Blocks a node without the key wrote: a node with it refuses every one.
     let metrics = MetricsPort::free();
@@ -157,11 +158,7 @@ fn a_cache_that_cannot_be_used_is_refused_at_mount_in_one_line() {
 #[test]
 fn an_object_replaced_at_the_source_is_never_served_stale() {
     let (far, near) = far_and_near();
-    let metrics = MetricsPort::free();
-    let first = node(&far, &near, &metrics, &[]).unwrap();
-    read_all(&first);
-    wait_written(&metrics, total() * 9 / 10);
-    first.unmount_and_wait();
+    fill_from_a_first_node(&far, &near);
     far.storage().put(SOURCE, "large.bin", StoredObject::new(data::content(7, 24 * MIB), None)).expect("put");
 
     let metrics = MetricsPort::free();
@@ -172,11 +169,7 @@ fn an_object_replaced_at_the_source_is_never_served_stale() {
 #[test]
 fn a_cache_that_stops_answering_leaves_reads_to_the_source_within_their_deadline() {
     let (far, near) = far_and_near();
-    let metrics = MetricsPort::free();
-    let first = node(&far, &near, &metrics, &[]).unwrap();
-    read_all(&first);
-    wait_written(&metrics, total() * 9 / 10);
-    first.unmount_and_wait();
+    fill_from_a_first_node(&far, &near);
 
     let metrics = MetricsPort::free();
     let second = node(&far, &near, &metrics, &["--read-timeout", "6"]).unwrap();

@@ -55,6 +55,21 @@ impl TestS3 {
         self.uploads.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The object a copy reads, if it still has the ETag `x-amz-copy-source-if-match` names.
+    fn copy_source(&self, source: &CopySource, if_match: Option<&ETagCondition>) -> S3Result<StoredObject> {
+        let CopySource::Bucket { bucket, key, .. } = source else {
+            return Err(s3_error!(NotImplemented, "access point copy sources are not supported"));
+        };
+        let object = self.object(bucket, key)?;
+        if let Some(expected) = if_match
+            && !matches!(expected, ETagCondition::Any)
+            && expected.as_etag().map(ETag::value) != Some(object.etag.as_str())
+        {
+            return Err(s3_error!(PreconditionFailed));
+        }
+        Ok(object)
+    }
+
     fn object(&self, bucket: &str, key: &str) -> S3Result<StoredObject> {
         self.storage.get(bucket, key).map_err(storage_error)?.ok_or_else(|| s3_error!(NoSuchKey))
     }
@@ -252,16 +267,7 @@ impl S3 for TestS3 {
     async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
         self.count("CopyObject");
         let input = req.input;
-        let CopySource::Bucket { bucket, key, .. } = &input.copy_source else {
-            return Err(s3_error!(NotImplemented, "access point copy sources are not supported"));
-        };
-        let source = self.object(bucket, key)?;
-        if let Some(expected) = &input.copy_source_if_match
-            && !matches!(expected, ETagCondition::Any)
-            && expected.as_etag().map(ETag::value) != Some(source.etag.as_str())
-        {
-            return Err(s3_error!(PreconditionFailed));
-        }
+        let source = self.copy_source(&input.copy_source, input.copy_source_if_match.as_ref())?;
         let copy = StoredObject::with_etag(source.data, source.etag, source.content_type);
         let result = CopyObjectResult {
             e_tag: Some(etag_of(&copy)),
@@ -319,16 +325,7 @@ impl S3 for TestS3 {
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
         self.count("UploadPartCopy");
         let input = req.input;
-        let CopySource::Bucket { bucket, key, .. } = &input.copy_source else {
-            return Err(s3_error!(NotImplemented, "access point copy sources are not supported"));
-        };
-        let source = self.object(bucket, key)?;
-        if let Some(expected) = &input.copy_source_if_match
-            && !matches!(expected, ETagCondition::Any)
-            && expected.as_etag().map(ETag::value) != Some(source.etag.as_str())
-        {
-            return Err(s3_error!(PreconditionFailed));
-        }
+        let source = self.copy_source(&input.copy_source, input.copy_source_if_match.as_ref())?;
         let len = source.data.len() as u64;
         let range = match &input.copy_source_range {
             None => 0..len,
