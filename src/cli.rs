@@ -57,7 +57,7 @@ pub struct SharedCacheArgs {
     /// The shared cache's region, when it is not the source's.
     #[arg(long, value_name = "REGION", requires = "shared_cache")]
     pub shared_cache_region: Option<String>,
-    /// A secret every node holds (at least 16 bytes): cached blocks carry an HMAC with it, so a
+    /// A secret every node holds (at least 16 bytes): cached blocks carry a MAC under it, so a
     /// client without it cannot make the nodes serve its bytes.
     #[arg(long, value_name = "FILE", requires = "shared_cache")]
     pub shared_cache_key_file: Option<PathBuf>,

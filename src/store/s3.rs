@@ -51,6 +51,9 @@ pub struct S3Store {
     client: Client,
     bucket: String,
     requester_pays: bool,
+    /// Whether PUT bodies are hashed into the request's signature. A store whose objects carry
+    /// their own check (the shared cache's sealed blocks) skips that second pass over each byte.
+    sign_payloads: bool,
 }
 
 impl S3Store {
@@ -105,7 +108,14 @@ impl S3Store {
             client: Client::from_conf(builder.build()),
             bucket: settings.bucket.clone(),
             requester_pays: settings.requester_pays,
+            sign_payloads: true,
         })
+    }
+
+    /// The same store, its PUT bodies sent as `UNSIGNED-PAYLOAD`: for objects that carry a check
+    /// of their own, so the signature need not cover them (the SDK's flexible checksum still does).
+    pub fn without_payload_signing(self) -> Self {
+        Self { sign_payloads: false, ..self }
     }
 
     /// A presigned GET of `key`, valid for a few minutes, for a probe that speaks HTTP itself.
@@ -331,7 +341,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn put_object(&self, key: &str, body: Bytes, replace: Replace) -> Result<ETag, StoreError> {
-        let out = self
+        let request = self
             .client
             .put_object()
             .bucket(&self.bucket)
@@ -339,10 +349,13 @@ impl ObjectStore for S3Store {
             .body(ByteStream::from(body))
             .set_if_none_match(if_none_match(&replace))
             .set_if_match(if_match(&replace))
-            .set_request_payer(self.payer())
-            .send()
-            .await
-            .map_err(classify)?;
+            .set_request_payer(self.payer());
+        let sent = if self.sign_payloads {
+            request.send().await
+        } else {
+            request.customize().disable_payload_signing().send().await
+        };
+        let out = sent.map_err(classify)?;
         Ok(ETag::new(out.e_tag.unwrap_or_default()))
     }
 

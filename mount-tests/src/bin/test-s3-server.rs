@@ -39,6 +39,10 @@ struct Args {
     /// Per-connection cap in MB/s on request bodies (uploads).
     #[arg(long)]
     upload_bandwidth_mbps: Option<u64>,
+    /// ETags of PUTs not MD5 digests, as S3 Express One Zone's directory buckets give them
+    /// (cheaper for a cache bucket sharing cores with the client).
+    #[arg(long)]
+    express_etags: bool,
 }
 
 fn main() {
@@ -65,6 +69,7 @@ fn run(args: Args) -> Result<(), String> {
     knobs.set_first_byte_delay(Duration::from_millis(args.delay_ms));
     knobs.set_bandwidth(args.bandwidth_mbps.map(|m| m * 1_000_000));
     knobs.set_upload_bandwidth(args.upload_bandwidth_mbps.map(|m| m * 1_000_000));
+    knobs.set_express_etags(args.express_etags);
     let defaults = Credentials::default();
     let credentials = (!args.anonymous).then(|| Credentials {
         access_key: args.access_key.unwrap_or(defaults.access_key),

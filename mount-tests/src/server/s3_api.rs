@@ -258,7 +258,13 @@ impl S3 for TestS3 {
         let input = req.input;
         let data = collect_body(input.body).await?;
         self.check_write_conditions(&input.bucket, &input.key, input.if_match.as_ref(), input.if_none_match.as_ref())?;
-        let object = StoredObject::new(data, input.content_type.map(|t| t.to_string()));
+        let content_type = input.content_type.map(|t| t.to_string());
+        let object = if self.knobs.express_etags() {
+            let etag = hex::encode(&blake3::hash(&data).as_bytes()[..16]);
+            StoredObject::with_etag(data, etag, content_type)
+        } else {
+            StoredObject::new(data, content_type)
+        };
         let etag = etag_of(&object);
         self.storage.put(&input.bucket, &input.key, object).map_err(storage_error)?;
         Ok(S3Response::new(PutObjectOutput { e_tag: Some(etag), ..Default::default() }))

@@ -29,7 +29,12 @@ pub async fn connect(
     retries: Counter,
     metrics: SharedCacheMetrics,
 ) -> Result<Arc<SharedCache<S3Store>>, String> {
-    let store = S3Store::connect(&settings.s3, retries).await.map_err(|e| unusable(settings, "cannot connect", e))?;
+    // Every block is sealed with a digest or a MAC of its own, checked on each read: signing
+    // its bytes as well would hash each one twice more (here and at the server).
+    let store = S3Store::connect(&settings.s3, retries)
+        .await
+        .map_err(|e| unusable(settings, "cannot connect", e))?
+        .without_payload_signing();
     match store.list_page(&settings.prefix, None, Some(1)).await {
         Ok(_) => {}
         Err(e @ StoreError::NoSuchBucket) => return Err(unusable(settings, "the bucket does not exist", e)),
@@ -41,12 +46,12 @@ pub async fn connect(
         return Err(unusable(settings, "this node cannot write to it, and fills it as it reads", e));
     }
     let check = match &settings.key {
-        Some(key) => Check::Hmac(key.clone()),
+        Some(key) => Check::keyed(key),
         None => Check::Digest,
     };
     match &check {
-        Check::Hmac(_) => {
-            tracing::info!(bucket = %settings.s3.bucket, prefix = %settings.prefix, "shared cache: blocks carry an HMAC with the key; blocks without it are refused")
+        Check::Keyed(_) => {
+            tracing::info!(bucket = %settings.s3.bucket, prefix = %settings.prefix, "shared cache: blocks carry a MAC under the key; blocks without it are refused")
         }
         Check::Digest => {
             tracing::warn!(bucket = %settings.s3.bucket, prefix = %settings.prefix, "shared cache without --shared-cache-key-file: blocks are checked against corruption and mix-ups, but anyone who can write the bucket can make the nodes serve their bytes")

@@ -17,9 +17,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 pub use connect::connect;
 use futures::StreamExt;
-use sealed::{Check, Identity};
+use sealed::{Check, Identity, Unsealed};
 pub use tier::Tiered;
 
+use crate::cache::buffers::BufferPool;
 use crate::metrics::SharedCacheMetrics;
 use crate::store::{ObjectStore, Replace, StoreError};
 
@@ -65,6 +66,9 @@ pub struct SharedCache<C> {
     /// By version: the last block not found, and how many not found in a row before it.
     misses: Mutex<lru::LruCache<Identity, (u64, u32)>>,
     fills: tokio::sync::mpsc::Sender<Fill>,
+    /// Buffers blocks are gathered and sent up in, back for the next block once sent: a fresh
+    /// one is mapped and zeroed page by page, which cost more CPU than the copy into it.
+    buffers: Arc<BufferPool>,
     metrics: SharedCacheMetrics,
 }
 
@@ -72,6 +76,8 @@ impl<C: ObjectStore> SharedCache<C> {
     /// The cache in `store`, its fills sent by a task on the current runtime.
     pub fn start(store: Arc<C>, config: SharedCacheConfig, metrics: SharedCacheMetrics) -> Arc<Self> {
         let slots = (config.queue_bytes / config.block.max(1)).max(1) as usize;
+        // The queue's share of the budget holds the free buffers as well as the queued ones.
+        let buffers = BufferPool::new(sealed::HEADER_LEN + config.block as usize, slots.min(FILLS_AT_ONCE * 2));
         let (fills, queued) = tokio::sync::mpsc::channel(slots);
         tokio::spawn(send_fills(Arc::clone(&store), queued, metrics.clone()));
         let misses = Mutex::new(lru::LruCache::new(
@@ -84,6 +90,7 @@ impl<C: ObjectStore> SharedCache<C> {
             started: Instant::now(),
             misses,
             fills,
+            buffers,
             metrics,
         })
     }
@@ -179,11 +186,16 @@ impl<C: ObjectStore> SharedCache<C> {
         }
     }
 
+    /// An empty block to gather bytes in for `fill`.
+    pub fn unsealed(&self) -> Unsealed {
+        Unsealed::in_buffer(self.buffers.take())
+    }
+
     /// Queues block `index` of the version to go up; dropped if the queue is full.
-    pub fn fill(&self, key: &str, etag: &str, size: u64, index: u64, bytes: Bytes) {
+    pub fn fill(&self, key: &str, etag: &str, size: u64, index: u64, block: Unsealed) {
         let identity = self.identity(key, etag, size);
         let (offset, _) = self.block_span(index, size);
-        let body = sealed::seal(&self.config.check, &identity, offset, &bytes);
+        let body = self.buffers.freeze(block.seal(&self.config.check, &identity, offset));
         if self.fills.try_send(Fill { key: self.object_key(&identity, index), body }).is_err() {
             self.metrics.fills_dropped.inc();
         }

@@ -7,10 +7,11 @@ use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::StreamExt;
 
 use super::SharedCache;
+use super::sealed::Unsealed;
 use crate::object_id::ETag;
 use crate::store::{BodyStream, ListPage, ObjectMeta, ObjectStore, Replace, StoreError, UploadId, UploadedPart};
 
@@ -255,13 +256,13 @@ struct Filling {
     block: u64,
     /// Where the block being gathered starts (a multiple of `block`).
     start: u64,
-    gathered: BytesMut,
+    gathered: Option<Unsealed>,
 }
 
 impl Filling {
     /// For a body starting at `offset`: blocks from the first that starts in it.
     fn at(offset: u64, block: u64) -> Self {
-        Self { block, start: offset.div_ceil(block) * block, gathered: BytesMut::new() }
+        Self { block, start: offset.div_ceil(block) * block, gathered: None }
     }
 
     /// `chunk`, which starts at `offset` of the object, passed by.
@@ -269,15 +270,16 @@ impl Filling {
         let skip = self.start.saturating_sub(offset).min(chunk.len() as u64) as usize;
         let mut data = &chunk[skip..];
         while !data.is_empty() && self.start < version.size {
-            let block_end = (self.start + self.block).min(version.size);
-            let wanted = (block_end - self.start) as usize - self.gathered.len();
-            let take = wanted.min(data.len());
-            self.gathered.extend_from_slice(&data[..take]);
+            let block_len = (self.block.min(version.size - self.start)) as usize;
+            let gathered = self.gathered.get_or_insert_with(|| shared.unsealed());
+            let take = (block_len - gathered.gathered()).min(data.len());
+            gathered.extend_from_slice(&data[..take]);
             data = &data[take..];
-            if self.start + self.gathered.len() as u64 == block_end {
-                let bytes = self.gathered.split().freeze();
-                shared.fill(&version.key, version.etag.as_str(), version.size, self.start / self.block, bytes);
-                self.start = block_end;
+            if gathered.gathered() == block_len
+                && let Some(block) = self.gathered.take()
+            {
+                shared.fill(&version.key, version.etag.as_str(), version.size, self.start / self.block, block);
+                self.start += block_len as u64;
             }
         }
     }
@@ -376,7 +378,7 @@ mod tests {
         assert_eq!(read(&first, "obj", 0..800).await, data);
         settled(&metrics, 800).await;
         // A node holding the key refuses what a node without it sealed.
-        let (keyed, metrics) = node(&source, &cache, Check::Hmac(b"cluster secret".to_vec()));
+        let (keyed, metrics) = node(&source, &cache, Check::keyed(b"cluster secret"));
         assert_eq!(read(&keyed, "obj", 0..800).await, data);
         assert_eq!(metrics.integrity_failures.get(), 1);
         // Bytes changed in the cache bucket by hand.
