@@ -9,7 +9,7 @@ use aws_config::meta::region::RegionProviderChain;
 use aws_config::profile::ProfileFileRegionProvider;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef;
-use aws_sdk_s3::config::{BehaviorVersion, Region, retry::RetryConfig, timeout::TimeoutConfig};
+use aws_sdk_s3::config::{BehaviorVersion, Region, RequestChecksumCalculation, retry::RetryConfig, timeout::TimeoutConfig};
 use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
@@ -112,10 +112,11 @@ impl S3Store {
         })
     }
 
-    /// The same store, its PUT bodies sent as `UNSIGNED-PAYLOAD`: for objects that carry a check
-    /// of their own, so the signature need not cover them (the SDK's flexible checksum still does).
-    pub fn without_payload_signing(self) -> Self {
-        Self { sign_payloads: false, ..self }
+    /// The same store, its PUT bodies sent as `UNSIGNED-PAYLOAD` and without a checksum: for
+    /// objects that carry a check of their own, verified whenever they are read.
+    pub fn without_payload_checks(self) -> Self {
+        let config = self.client.config().to_builder().request_checksum_calculation(RequestChecksumCalculation::WhenRequired);
+        Self { client: Client::from_conf(config.build()), sign_payloads: false, ..self }
     }
 
     /// A presigned GET of `key`, valid for a few minutes, for a probe that speaks HTTP itself.

@@ -151,8 +151,8 @@ impl Knobs {
     }
 
     /// Gives PUTs ETags that are not the MD5 of their bodies, as S3 Express One Zone's directory
-    /// buckets do (here a BLAKE3 digest): a near cache server on the benchmark's two cores then
-    /// spends on MD5 none of the CPU the node reading beside it needs.
+    /// buckets do (here a random one per PUT): a near cache server on the benchmark's two cores
+    /// then spends on MD5 none of the CPU the node reading beside it needs.
     pub fn set_express_etags(&self, express: bool) {
         self.express_etags.store(express, Ordering::Relaxed);
     }

@@ -29,12 +29,12 @@ pub async fn connect(
     retries: Counter,
     metrics: SharedCacheMetrics,
 ) -> Result<Arc<SharedCache<S3Store>>, String> {
-    // Every block is sealed with a digest or a MAC of its own, checked on each read: signing
-    // its bytes as well would hash each one twice more (here and at the server).
+    // Every block is sealed with a digest or a MAC of its own, checked on each read: signing or
+    // checksumming its bytes as well would pass over each one twice more (here and at the server).
     let store = S3Store::connect(&settings.s3, retries)
         .await
         .map_err(|e| unusable(settings, "cannot connect", e))?
-        .without_payload_signing();
+        .without_payload_checks();
     match store.list_page(&settings.prefix, None, Some(1)).await {
         Ok(_) => {}
         Err(e @ StoreError::NoSuchBucket) => return Err(unusable(settings, "the bucket does not exist", e)),

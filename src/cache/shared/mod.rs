@@ -7,6 +7,7 @@
 //! served; fetchfs never deletes from the bucket (a lifecycle rule expires it).
 
 mod connect;
+mod pieces;
 pub mod sealed;
 mod tier;
 
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 pub use connect::connect;
 use futures::StreamExt;
+use pieces::Pieces;
 use sealed::{Check, Identity, Unsealed};
 pub use tier::Tiered;
 
@@ -69,6 +71,7 @@ pub struct SharedCache<C> {
     /// Buffers blocks are gathered and sent up in, back for the next block once sent: a fresh
     /// one is mapped and zeroed page by page, which cost more CPU than the copy into it.
     buffers: Arc<BufferPool>,
+    pieces: Mutex<Pieces>,
     metrics: SharedCacheMetrics,
 }
 
@@ -91,6 +94,7 @@ impl<C: ObjectStore> SharedCache<C> {
             misses,
             fills,
             buffers,
+            pieces: Mutex::new(Pieces::default()),
             metrics,
         })
     }
@@ -183,6 +187,19 @@ impl<C: ObjectStore> SharedCache<C> {
                 );
                 None
             }
+        }
+    }
+
+    /// `bytes` at `at` within block `index` of the version, received apart from the rest of the
+    /// block (a GET that began or ended inside it): the block goes up once its pieces cover it.
+    pub fn fill_piece(&self, key: &str, etag: &str, size: u64, index: u64, at: u64, bytes: Bytes) {
+        let (_, len) = self.block_span(index, size);
+        let identity = self.identity(key, etag, size);
+        let covered = self.pieces.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).add(identity, index, len, at, bytes);
+        if let Some(pieces) = covered {
+            let mut block = self.unsealed();
+            pieces.iter().for_each(|piece| block.extend_from_slice(piece));
+            self.fill(key, etag, size, index, block);
         }
     }
 

@@ -87,7 +87,12 @@ impl Unsealed {
         self.0.extend_from_slice(bytes);
     }
 
-    /// Bytes gathered so far.
+    /// The bytes gathered so far.
+    pub fn bytes(&self) -> &[u8] {
+        &self.0[HEADER_LEN..]
+    }
+
+    /// How many bytes were gathered so far.
     pub fn gathered(&self) -> usize {
         self.0.len() - HEADER_LEN
     }

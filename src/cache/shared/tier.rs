@@ -189,13 +189,20 @@ impl<S: ObjectStore, C: ObjectStore> Serving<S, C> {
                 Some(Ok(chunk)) => {
                     filling.take(&chunk, self.next, &self.shared, &self.version);
                     self.next += chunk.len() as u64;
+                    if self.next >= self.end {
+                        // Its reader need not ask past the last byte it wants.
+                        filling.finish(&self.shared, &self.version);
+                    }
                     Some((Ok(chunk), self))
                 }
                 Some(Err(e)) => {
                     self.done = true;
                     Some((Err(e), self))
                 }
-                None => None,
+                None => {
+                    filling.finish(&self.shared, &self.version);
+                    None
+                }
             };
         }
         if self.next >= self.end {
@@ -251,7 +258,8 @@ impl<S, C: ObjectStore> Serving<S, C> {
     }
 }
 
-/// The whole blocks passing by in a body from the source, gathered to go up to the cache.
+/// The blocks passing by in a body from the source, gathered to go up to the cache: whole ones
+/// as they complete, and the partial blocks at either end as pieces.
 struct Filling {
     block: u64,
     /// Where the block being gathered starts (a multiple of `block`).
@@ -266,8 +274,13 @@ impl Filling {
     }
 
     /// `chunk`, which starts at `offset` of the object, passed by.
-    fn take<C: ObjectStore>(&mut self, chunk: &[u8], offset: u64, shared: &SharedCache<C>, version: &Version) {
+    fn take<C: ObjectStore>(&mut self, chunk: &Bytes, offset: u64, shared: &SharedCache<C>, version: &Version) {
         let skip = self.start.saturating_sub(offset).min(chunk.len() as u64) as usize;
+        if skip > 0 {
+            let index = offset / self.block;
+            let at = offset - index * self.block;
+            shared.fill_piece(&version.key, version.etag.as_str(), version.size, index, at, chunk.slice(..skip));
+        }
         let mut data = &chunk[skip..];
         while !data.is_empty() && self.start < version.size {
             let block_len = (self.block.min(version.size - self.start)) as usize;
@@ -281,6 +294,14 @@ impl Filling {
                 shared.fill(&version.key, version.etag.as_str(), version.size, self.start / self.block, block);
                 self.start += block_len as u64;
             }
+        }
+    }
+
+    /// The body ended: a block it ended inside goes to the pieces.
+    fn finish<C: ObjectStore>(&mut self, shared: &SharedCache<C>, version: &Version) {
+        if let Some(gathered) = self.gathered.take().filter(|gathered| gathered.gathered() > 0) {
+            let piece = Bytes::copy_from_slice(gathered.bytes());
+            shared.fill_piece(&version.key, version.etag.as_str(), version.size, self.start / self.block, 0, piece);
         }
     }
 }
@@ -318,9 +339,13 @@ mod tests {
 
     async fn read(store: &impl ObjectStore, key: &str, range: Range<u64>) -> Vec<u8> {
         let meta = store.head(key).await.expect("head");
+        let wanted = (range.end.min(meta.size) - range.start) as usize;
         let mut body = store.get_range(key, range, &meta.etag).await.expect("get");
         let mut out = Vec::new();
-        while let Some(chunk) = body.next().await {
+        // As the fetch layer does: no poll past the last byte wanted.
+        while out.len() < wanted
+            && let Some(chunk) = body.next().await
+        {
             out.extend_from_slice(&chunk.expect("chunk"));
         }
         out
@@ -367,6 +392,22 @@ mod tests {
         let gets = source.counts().gets;
         assert_eq!(read(&second, "obj", 1000..3500).await, data[1000..3500]);
         assert_eq!(source.counts().gets, gets + 1, "block 1 from the cache, the rest in one GET");
+    }
+
+    #[tokio::test]
+    async fn a_block_fetched_in_pieces_goes_up_once_they_cover_it() {
+        let (source, cache) = (Arc::new(MemoryStore::new()), Arc::new(MemoryStore::new()));
+        let data = content(2500);
+        source.put("obj", Bytes::from(data.clone()));
+        let (first, metrics) = node(&source, &cache, Check::Digest);
+        // A stream's first read on its own, then the rest of its block and the next as a span.
+        assert_eq!(read(&first, "obj", 0..300).await, data[..300]);
+        assert_eq!(read(&first, "obj", 300..2000).await, data[300..2000]);
+        settled(&metrics, 2000).await;
+        let (second, _) = node(&source, &cache, Check::Digest);
+        let gets = source.counts().gets;
+        assert_eq!(read(&second, "obj", 0..2000).await, data[..2000]);
+        assert_eq!(source.counts().gets, gets, "blocks 0 and 1 both from the cache");
     }
 
     #[tokio::test]
