@@ -9,7 +9,9 @@ use aws_config::meta::region::RegionProviderChain;
 use aws_config::profile::ProfileFileRegionProvider;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef;
-use aws_sdk_s3::config::{BehaviorVersion, Region, RequestChecksumCalculation, retry::RetryConfig, timeout::TimeoutConfig};
+use aws_sdk_s3::config::{
+    BehaviorVersion, Region, RequestChecksumCalculation, retry::RetryConfig, timeout::TimeoutConfig,
+};
 use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
@@ -115,7 +117,8 @@ impl S3Store {
     /// The same store, its PUT bodies sent as `UNSIGNED-PAYLOAD` and without a checksum: for
     /// objects that carry a check of their own, verified whenever they are read.
     pub fn without_payload_checks(self) -> Self {
-        let config = self.client.config().to_builder().request_checksum_calculation(RequestChecksumCalculation::WhenRequired);
+        let config =
+            self.client.config().to_builder().request_checksum_calculation(RequestChecksumCalculation::WhenRequired);
         Self { client: Client::from_conf(config.build()), sign_payloads: false, ..self }
     }
 

@@ -195,7 +195,8 @@ impl<C: ObjectStore> SharedCache<C> {
     pub fn fill_piece(&self, key: &str, etag: &str, size: u64, index: u64, at: u64, bytes: Bytes) {
         let (_, len) = self.block_span(index, size);
         let identity = self.identity(key, etag, size);
-        let covered = self.pieces.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).add(identity, index, len, at, bytes);
+        let covered =
+            self.pieces.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).add(identity, index, len, at, bytes);
         if let Some(pieces) = covered {
             let mut block = self.unsealed();
             pieces.iter().for_each(|piece| block.extend_from_slice(piece));
