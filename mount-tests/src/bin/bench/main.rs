@@ -13,6 +13,7 @@ mod disk_cache;
 mod prefetch_queue;
 mod shared_cache;
 mod streams;
+mod tools;
 mod writes;
 
 use clap::Parser;
@@ -78,6 +79,8 @@ enum Section {
     Queue,
     /// A shared cache on a second, near server: no cache, node 1, node 2.
     SharedCache,
+    /// fio's looping sequential job and pyarrow reading one column, where installed.
+    Tools,
 }
 
 struct Row {
@@ -306,6 +309,11 @@ fn main() {
         }
         if wanted(Section::Queue) && !args.no_small_files {
             prefetch_queue::rows(&server, &extra, &mut peak_rss, name, &mut rows);
+        }
+        if wanted(Section::Tools) {
+            let mut fresh =
+                |measure: &dyn Fn(&Mount) -> (f64, f64)| on_fresh_mount(&server, &extra, &mut peak_rss, measure);
+            tools::rows(&server, &mut fresh, name, ceiling, &mut rows);
         }
         if wanted(Section::SharedCache) && !args.no_small_files {
             shared_cache::rows(&server, &extra, large, name, &mut peak_rss, &mut rows);
