@@ -17,6 +17,9 @@ const WRITE_WIDE: &str = "import sys, numpy as np, pyarrow as pa, pyarrow.parque
 /// Reads column `sys.argv[2]` of the file; prints the bytes of its chunks.
 const READ_COLUMN: &str = "import sys, pyarrow.parquet as pq\nf = pq.ParquetFile(sys.argv[1])\nc = f.schema_arrow.get_field_index(sys.argv[2])\npq.read_table(sys.argv[1], columns=[sys.argv[2]])\nprint(sum(f.metadata.row_group(g).column(c).total_compressed_size for g in range(f.metadata.num_row_groups)))\n";
 
+/// Runs a measure on a fresh mount: MB/s and a second figure.
+pub type OnFreshMount<'a> = dyn FnMut(&dyn Fn(&Mount) -> (f64, f64)) -> (f64, f64) + 'a;
+
 fn has(program: &str, args: &[&str]) -> bool {
     Command::new(program).args(args).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
 }
@@ -38,7 +41,7 @@ pub fn fio_loop(mount: &Mount, key: &str) -> f64 {
 
 pub fn rows(
     server: &TestServer,
-    fresh: &mut dyn FnMut(&dyn Fn(&Mount) -> (f64, f64)) -> (f64, f64),
+    fresh: &mut OnFreshMount,
     name: &'static str,
     ceiling: f64,
     rows: &mut Vec<Row>,
