@@ -294,7 +294,7 @@ impl ReadaheadWindow {
                 // bytes of the block before the run are not wanted, and this read has its own.
                 self.start_with_span(align_up(self.requested_to, limits.initial).min(end), spans);
             }
-            return self.top_up(range.end, size, limits, None, spans);
+            return self.top_up(range.end, size, limits, spans);
         }
         self.next = self.next.max(range.end);
         self.run_reads = self.run_reads.saturating_add(1);
@@ -314,22 +314,13 @@ impl ReadaheadWindow {
             self.start_with_span(align_up(self.requested_to, limits.initial).min(size), spans);
         }
         self.window = self.window.min(max);
-        let mut reach = None;
         if self.jumped && self.predicted_end.is_none() {
-            // A quarter of the run so far: a reader that stops where a chunk ends has had at
-            // most a quarter as much again fetched past it, beside the kernel's own readahead.
-            // For the first few blocks, no further past the reader than that, whole blocks short
-            // of it rather than over: the chunks of one column that pyarrow reads at once from its
-            // thread pool (no chunk before them to predict their length) end there, and rounding
-            // up took them from 1.25 to 1.7 bytes fetched per byte.
+            // Half the run so far: a reader that stops where a chunk ends has had at most half
+            // as much again fetched past it.
             let run = self.next - self.run_start;
-            let quarter = (run / 4).max(limits.initial);
-            self.window = self.window.min(align_up(quarter, limits.initial));
-            if run < 8 * limits.initial {
-                reach = Some(align_down(range.end + quarter, limits.initial).max(align_up(range.end, limits.initial)));
-            }
+            self.window = self.window.min(align_up(run / 4, limits.initial).max(limits.initial));
         }
-        let ahead = self.top_up(range.end, size, limits, reach, spans);
+        let ahead = self.top_up(range.end, size, limits, spans);
         if ahead.is_some() {
             self.window = (self.window * 2).min(max);
         }
@@ -357,7 +348,6 @@ impl ReadaheadWindow {
         reader_end: u64,
         size: u64,
         limits: WindowLimits,
-        reach: Option<u64>,
         spans: &mut Vec<Range<u64>>,
     ) -> Option<Range<u64>> {
         let unit = limits.initial;
@@ -378,7 +368,7 @@ impl ReadaheadWindow {
         {
             (run_end, tail_end) = (stop, stop);
         }
-        let end = run_end.min(align_up(reader_end + self.window, unit)).min(reach.unwrap_or(u64::MAX));
+        let end = run_end.min(align_up(reader_end + self.window, unit));
         let blocks = (start < end).then_some(start..end);
         self.requested_to = self.requested_to.max(end);
         let tail_start = self.requested_to.max(start);

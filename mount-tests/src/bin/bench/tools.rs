@@ -39,13 +39,7 @@ pub fn fio_loop(mount: &Mount, key: &str) -> f64 {
     kib_per_s * 1024.0 / 1e6
 }
 
-pub fn rows(
-    server: &TestServer,
-    fresh: &mut OnFreshMount,
-    name: &'static str,
-    ceiling: f64,
-    rows: &mut Vec<Row>,
-) {
+pub fn rows(server: &TestServer, fresh: &mut OnFreshMount, name: &'static str, ceiling: f64, rows: &mut Vec<Row>) {
     if has("fio", &["--version"]) {
         eprintln!("[{name}] fio, sequential 256 KiB loop ...");
         let (speed, _) = fresh(&|mount| (fio_loop(mount, "large.bin"), 0.0));
