@@ -5,6 +5,7 @@
 
 use std::fs::File;
 use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -185,6 +186,67 @@ fn a_second_mount_reads_a_gib_and_a_thousand_files_from_disk_without_a_get() {
     let passthrough = metrics.value("fetchfs_disk_cache_passthrough_opens_total");
     assert!(passthrough >= 1001, "whole files are opened in passthrough: {passthrough}");
     assert_eq!(metrics.value("fetchfs_disk_cache_read_bytes_total"), 0, "the kernel read them, not the daemon");
+}
+
+/// Pages of `path` in the page cache (mincore of a mapping of it).
+fn resident_pages(path: &Path) -> usize {
+    let file = File::open(path).expect("open a cache file");
+    let len = file.metadata().expect("stat").len() as usize;
+    if len == 0 {
+        return 0;
+    }
+    // SAFETY: a private read-only mapping of a file we hold open, unmapped below; mincore only
+    // writes one byte per page into `pages`, sized for the mapping.
+    unsafe {
+        let map = libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, file.as_raw_fd(), 0);
+        assert!(map != libc::MAP_FAILED, "mmap {}", path.display());
+        let mut pages = vec![0u8; len.div_ceil(4096)];
+        let done = libc::mincore(map, len, pages.as_mut_ptr());
+        libc::munmap(map, len);
+        assert_eq!(done, 0, "mincore {}", path.display());
+        pages.iter().filter(|p| *p & 1 == 1).count()
+    }
+}
+
+#[test]
+fn files_opened_in_order_from_disk_have_the_next_ones_read_into_memory_first() {
+    const FILES: u64 = 40;
+    const SMALL: usize = 100 * 1024;
+    let server = TestServer::with_files(BUCKET, "small", FILES, SMALL);
+    let cache = CacheDir::new();
+    {
+        let metrics = MetricsPort::free();
+        let first = mount(&server, &cache, &metrics, &[]);
+        ok(first.sh("cat small/* > /dev/null"), "cat");
+        wait_written(&metrics, FILES as usize * SMALL);
+    }
+    // Out of the page cache (they are written and synced, so clean): only a read brings them back.
+    for data in cache.data_files() {
+        let file = File::open(&data).expect("open a cache file");
+        // SAFETY: advice on a descriptor we own.
+        unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(resident_pages(&data), 0, "{} left the page cache", data.display());
+    }
+    server.knobs().counters().reset();
+    let metrics = MetricsPort::free();
+    let second = mount(&server, &cache, &metrics, &[]);
+    ok(second.sh("ls small > /dev/null"), "ls");
+    // Opened and closed in the listing's order, never read: what is in memory now was read ahead.
+    for i in 0..8 {
+        drop(File::open(second.path(&format!("small/f{i:05}"))).expect("open"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let warmed = loop {
+        let warmed = cache.data_files().iter().filter(|d| resident_pages(d) > 0).count();
+        if warmed >= 4 || Instant::now() > deadline {
+            break warmed;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(warmed >= 4, "files after the opened ones are read into memory: {warmed} of {FILES}");
+    assert_eq!(gets(&server), 0, "all from disk");
+    let expected: Vec<u8> = (0..FILES).flat_map(|i| data::content(i, SMALL)).collect();
+    assert!(ok(second.sh("cat small/*"), "cat") == expected, "the bytes read are the objects'");
 }
 
 #[test]

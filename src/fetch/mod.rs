@@ -359,7 +359,8 @@ impl<S: ObjectStore> Fetcher<S> {
         self.fetch_into_memory(&object, size, limit).await
     }
 
-    /// The version on disk, opened for work in the background (see `BACKGROUND_OPENS`).
+    /// The version on disk, opened for work in the background (see `BACKGROUND_OPENS`); when it is
+    /// whole there, its first part is read into the page cache ahead of its reader.
     async fn open_in_background(
         &self,
         disk: &Arc<DiskCache>,
@@ -368,7 +369,18 @@ impl<S: ObjectStore> Fetcher<S> {
     ) -> Option<Arc<VersionFile>> {
         let _permit = Arc::clone(&self.background_opens).acquire_owned().await.ok()?;
         let (disk, object) = (Arc::clone(disk), Arc::clone(object));
-        tokio::task::spawn_blocking(move || disk.open_version_unhurried(&object, size)).await.ok().flatten()
+        let start = self.config.part_size;
+        tokio::task::spawn_blocking(move || {
+            let version = disk.open_version_unhurried(&object, size)?;
+            // Whole on disk: its reader is coming, and its start can be in memory by then.
+            if version.is_complete() {
+                version.read_ahead(start);
+            }
+            Some(version)
+        })
+        .await
+        .ok()
+        .flatten()
     }
 
     /// Fetches the first `limit` bytes of a version into the block cache, a part per GET, each

@@ -242,13 +242,17 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
             OpenInode { serving: backing.map_or(Serving::Daemon, Serving::Passthrough), opens: 0 }
         });
         open.opens += 1;
+        // A reader's close has nothing to finish: the kernel is told not to send its FLUSH (a
+        // round trip per file in a `cat` of many small files).
         match &open.serving {
             Serving::Passthrough(id) => {
                 self.fs.metrics().disk.passthrough_opens.inc();
-                reply.opened_passthrough(FileHandle(opened.handle), FopenFlags::empty(), id);
+                reply.opened_passthrough(FileHandle(opened.handle), FopenFlags::FOPEN_NOFLUSH, id);
             }
             // An inode stands for one object version, so its cached pages stay valid across opens.
-            Serving::Daemon => reply.opened(FileHandle(opened.handle), FopenFlags::FOPEN_KEEP_CACHE),
+            Serving::Daemon => {
+                reply.opened(FileHandle(opened.handle), FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH)
+            }
         }
     }
 
@@ -556,8 +560,8 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         // Only a file being written cares who closes it: reads' closes skip the lookup in /proc.
         let process = if self.fs.is_writer(fh.0) { process_of(req.pid()) } else { None };
         let (fs, notifier) = (Arc::clone(&self.fs), Arc::clone(&self.notifier));
-        // A reader's close has nothing to wait for: answered here (a hop per file showed in a
-        // `cat` of many small files).
+        // Sent for writers and control files (readers are opened without FLUSH); a control file's
+        // close has nothing to wait for and is answered here.
         self.run_here_if_ready(async move {
             match fs.flush(fh.0, process).await {
                 Ok(finished) => {
