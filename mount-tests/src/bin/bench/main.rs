@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod disk_cache;
+mod loader;
 mod prefetch_queue;
 mod shared_cache;
 mod streams;
@@ -355,20 +356,6 @@ fn seed_small_files(storage: &mount_tests::server::Storage) {
     }
 }
 
-/// A data-loader worker: reads every `workers`-th file of the sorted (or seeded-shuffled) listing,
-/// starting at its own index, as a PyTorch DataLoader over a file list hands them out.
-const WORKER: &str = r#"
-import os, random, sys
-root, order, k, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-names = sorted(os.listdir(root))
-if order == "shuffled":
-    random.Random(7).shuffle(names)
-for name in names[k::n]:
-    with open(os.path.join(root, name), "rb") as f:
-        while f.read(1 << 20):
-            pass
-"#;
-
 fn small_file_rows(server: &TestServer, extra: &[&str], peak_rss: &mut u64, name: &'static str, rows: &mut Vec<Row>) {
     let files_per_s = |count: u64, took: Duration| format!("{:.0} files/s", count as f64 / took.as_secs_f64());
     let shell_rows = [
@@ -391,21 +378,8 @@ fn small_file_rows(server: &TestServer, extra: &[&str], peak_rss: &mut u64, name
     for order in ["sorted", "shuffled"] {
         eprintln!("[{name}] 8 data-loader workers, {order} ...");
         let took = on_fresh_mount(server, extra, peak_rss, |mount| {
-            timed(|| {
-                let workers: Vec<_> = (0..8)
-                    .map(|k| {
-                        Command::new("python3")
-                            .args(["-c", WORKER])
-                            .arg(mount.path("small"))
-                            .args([order, &k.to_string(), "8"])
-                            .spawn()
-                            .expect("spawn python3")
-                    })
-                    .collect();
-                for mut worker in workers {
-                    assert!(worker.wait().expect("python3").success(), "a worker failed");
-                }
-            })
+            let workers = loader::Started::workers(&mount.path("small"), order);
+            timed(|| workers.run())
         });
         rows.push(Row {
             profile: name,

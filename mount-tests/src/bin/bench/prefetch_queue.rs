@@ -6,49 +6,14 @@ use std::io::Write;
 use std::process::Command;
 use std::time::Duration;
 
-use mount_tests::mount::{Mount, fetchfs_binary, fresh_dir};
+use mount_tests::mount::{fetchfs_binary, fresh_dir};
 use mount_tests::server::TestServer;
 
-use super::{Row, SMALL_FILES, WORKER, on_fresh_mount, timed};
-
-/// Writes the order the workers will read in (the same seeded shuffle) to the control file.
-const ORDER: &str = r#"
-import os, random, sys
-root, control = sys.argv[1], sys.argv[2]
-names = sorted(os.listdir(root))
-random.Random(7).shuffle(names)
-with open(control, "a") as f:
-    f.write("".join(os.path.join(root, n) + "\n" for n in names))
-"#;
+use super::loader::Started;
+use super::{Row, SMALL_FILES, on_fresh_mount, timed};
 
 /// Names in the long queue: a hundred epochs of the small files.
 const LONG_QUEUE: u64 = 100_000;
-
-fn workers(mount: &Mount) {
-    let workers: Vec<_> = (0..8)
-        .map(|k| {
-            Command::new("python3")
-                .args(["-c", WORKER])
-                .arg(mount.path("small"))
-                .args(["shuffled", &k.to_string(), "8"])
-                .spawn()
-                .expect("spawn python3")
-        })
-        .collect();
-    for mut worker in workers {
-        assert!(worker.wait().expect("python3").success(), "a worker failed");
-    }
-}
-
-fn write_order(mount: &Mount) {
-    let out = Command::new("python3")
-        .args(["-c", ORDER])
-        .arg(mount.path("small"))
-        .arg(mount.path(".fetchfs/prefetch"))
-        .output()
-        .expect("python3");
-    assert!(out.status.success(), "writing the order: {out:?}");
-}
 
 fn gets(server: &TestServer) -> u64 {
     server.knobs().counters().snapshot().requests_of("GetObject")
@@ -61,9 +26,11 @@ fn files_per_s(count: u64, took: Duration) -> f64 {
 pub fn rows(server: &TestServer, extra: &[&str], peak_rss: &mut u64, name: &'static str, rows: &mut Vec<Row>) {
     eprintln!("[{name}] 8 data-loader workers, shuffled, order written to .fetchfs/prefetch first ...");
     let took = on_fresh_mount(server, extra, peak_rss, |mount| {
+        let order = Started::order_writer(&mount.path("small"), &mount.path(".fetchfs/prefetch"));
+        let workers = Started::workers(&mount.path("small"), "shuffled");
         timed(|| {
-            write_order(mount);
-            workers(mount);
+            order.run();
+            workers.run();
         })
     });
     rows.push(Row {
@@ -83,7 +50,8 @@ pub fn rows(server: &TestServer, extra: &[&str], peak_rss: &mut u64, name: &'sta
             assert!(out.as_ref().is_ok_and(|o| o.status.success()), "fetchfs prefetch: {out:?}");
         });
         let before = gets(server);
-        let loader = timed(|| workers(mount));
+        let workers = Started::workers(&mount.path("small"), "shuffled");
+        let loader = timed(|| workers.run());
         (prefetch, loader, gets(server) - before)
     });
     let _ = std::fs::remove_dir_all(&cache);
