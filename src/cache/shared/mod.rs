@@ -11,7 +11,7 @@ mod pieces;
 pub mod sealed;
 mod tier;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,11 @@ const FILLS_AT_ONCE: usize = 16;
 /// go straight to the source (a node reading what no node read yet pays one cache round trip per
 /// this many, not one per GET), then the cache is asked again.
 const SKIP_AHEAD: u64 = 16;
+/// After this many lookups in a row found nothing (a node reading what no node read yet), only
+/// one version in `COLD_SAMPLE` is looked up, until one is found: a node ahead of the others
+/// pays a cache round trip per `COLD_SAMPLE` small files, not one per file.
+const COLD_AFTER: u32 = 32;
+const COLD_SAMPLE: u8 = 8;
 /// Versions whose misses are remembered.
 const MISSES_KEPT: usize = 4096;
 /// Longest a read waits for the cache before going to the source: it is meant to be near.
@@ -67,6 +72,8 @@ pub struct SharedCache<C> {
     started: Instant,
     /// By version: the last block not found, and how many not found in a row before it.
     misses: Mutex<lru::LruCache<Identity, (u64, u32)>>,
+    /// Lookups in a row, of any version, that found nothing.
+    missed_in_a_row: AtomicU32,
     fills: tokio::sync::mpsc::Sender<Fill>,
     /// Buffers blocks are gathered and sent up in, back for the next block once sent: a fresh
     /// one is mapped and zeroed page by page, which cost more CPU than the copy into it.
@@ -92,6 +99,7 @@ impl<C: ObjectStore> SharedCache<C> {
             skip_until_ms: AtomicU64::new(0),
             started: Instant::now(),
             misses,
+            missed_in_a_row: AtomicU32::new(0),
             fills,
             buffers,
             pieces: Mutex::new(Pieces::default()),
@@ -106,11 +114,21 @@ impl<C: ObjectStore> SharedCache<C> {
     /// Whether block `index` of the version is better not asked for: the blocks just before it
     /// were all missing.
     fn likely_missing(&self, identity: &Identity, index: u64) -> bool {
+        // Sampled by the version's digest, so every node asks of the same versions and a node
+        // behind finds what one ahead of it filled.
+        if self.missed_in_a_row.load(Ordering::Relaxed) >= COLD_AFTER && identity[0] % COLD_SAMPLE != 0 {
+            return true;
+        }
         let misses = self.misses().get(identity).copied();
         misses.is_some_and(|(last, in_a_row)| in_a_row >= 2 && index > last && index - last <= SKIP_AHEAD)
     }
 
     fn found(&self, identity: &Identity, index: u64, present: bool) {
+        if present {
+            self.missed_in_a_row.store(0, Ordering::Relaxed);
+        } else {
+            let _ = self.missed_in_a_row.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1));
+        }
         let mut misses = self.misses();
         if present {
             misses.pop(identity);

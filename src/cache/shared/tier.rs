@@ -433,6 +433,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_node_ahead_of_the_others_asks_the_cache_of_few_files_until_one_is_there() {
+        let (source, cache) = (Arc::new(MemoryStore::new()), Arc::new(MemoryStore::new()));
+        let names: Vec<String> = (0..300).map(|i| format!("f{i:03}")).collect();
+        for (i, name) in names.iter().enumerate() {
+            source.put(name, Bytes::from(content(500 + i)));
+        }
+        let read_all = async |node: &Tiered<MemoryStore, MemoryStore>, names: &[String]| {
+            for name in names {
+                let len = 500 + names_index(name);
+                assert_eq!(read(node, name, 0..len as u64).await, content(len), "{name}");
+            }
+        };
+        // Another node read the last hundred files first.
+        let (other, metrics) = node(&source, &cache, Check::Digest);
+        read_all(&other, &names[200..]).await;
+        settled(&metrics, (200..300).map(|i| 500 + i as u64).sum()).await;
+
+        let (first, metrics) = node(&source, &cache, Check::Digest);
+        let lookups = cache.counts().gets;
+        read_all(&first, &names[..200]).await;
+        let asked = cache.counts().gets - lookups;
+        assert!(asked < 80, "after 32 misses in a row, about one file in 8 is looked up: {asked} of 200");
+        assert!(asked >= 32, "the first 32 are: {asked}");
+        assert_eq!(metrics.hits.get(), 0);
+
+        let gets = source.counts().gets;
+        read_all(&first, &names[200..]).await;
+        let from_source = source.counts().gets - gets;
+        assert!(from_source < 40, "once a sampled file is found, every file is looked up: {from_source} of 100");
+    }
+
+    fn names_index(name: &str) -> usize {
+        name[1..].parse().expect("a numbered name")
+    }
+
+    #[tokio::test]
     async fn a_version_replaced_at_the_source_is_a_new_key_in_the_cache() {
         let (source, cache) = (Arc::new(MemoryStore::new()), Arc::new(MemoryStore::new()));
         source.put("obj", Bytes::from(content(500)));
