@@ -20,7 +20,7 @@ fn unusable(settings: &SharedCacheSettings, what: &str, e: StoreError) -> String
     format!("--shared-cache s3://{}/{} at {endpoint}: {what} ({e})", settings.s3.bucket, settings.prefix)
 }
 
-/// The shared cache, checked and ready; its fills go up from a task on the current runtime.
+/// The shared cache, checked and ready.
 pub async fn connect(
     settings: &SharedCacheSettings,
     scope: String,
@@ -31,7 +31,7 @@ pub async fn connect(
 ) -> Result<Arc<SharedCache<S3Store>>, String> {
     // Every block is sealed with a digest or a MAC of its own, checked on each read: signing or
     // checksumming its bytes as well would pass over each one twice more (here and at the server).
-    let store = S3Store::connect(&settings.s3, retries)
+    let store = S3Store::connect(&settings.s3, retries.clone())
         .await
         .map_err(|e| unusable(settings, "cannot connect", e))?
         .without_payload_checks();
@@ -57,6 +57,12 @@ pub async fn connect(
             tracing::warn!(bucket = %settings.s3.bucket, prefix = %settings.prefix, "shared cache without --shared-cache-key-file: blocks are checked against corruption and mix-ups, but anyone who can write the bucket can make the nodes serve their bytes")
         }
     }
+    // Fills have connections of their own: the filling thread drives their I/O at its low
+    // priority, and a lookup must not wait on a connection it drives.
+    let fill_store = S3Store::connect(&settings.s3, retries)
+        .await
+        .map_err(|e| unusable(settings, "cannot connect", e))?
+        .without_payload_checks();
     let config = SharedCacheConfig { prefix: settings.prefix.clone(), scope, block, check, queue_bytes };
-    Ok(SharedCache::start(Arc::new(store), config, metrics))
+    SharedCache::start(Arc::new(store), Arc::new(fill_store), config, metrics)
 }

@@ -7,6 +7,7 @@
 //! served; fetchfs never deletes from the bucket (a lifecycle rule expires it).
 
 mod connect;
+mod filling;
 mod pieces;
 pub mod sealed;
 mod tier;
@@ -59,9 +60,12 @@ pub struct SharedCacheConfig {
     pub queue_bytes: u64,
 }
 
+/// A block waiting to go up, sealed by the filling thread (not on the reader's path).
 struct Fill {
     key: String,
-    body: Bytes,
+    block: Unsealed,
+    identity: Identity,
+    offset: u64,
 }
 
 pub struct SharedCache<C> {
@@ -83,17 +87,30 @@ pub struct SharedCache<C> {
 }
 
 impl<C: ObjectStore> SharedCache<C> {
-    /// The cache in `store`, its fills sent by a task on the current runtime.
-    pub fn start(store: Arc<C>, config: SharedCacheConfig, metrics: SharedCacheMetrics) -> Arc<Self> {
+    /// The cache in `store`; its fills are sealed and sent up through `fill_store` by a thread of
+    /// their own at the lowest CPU priority (see `filling`).
+    pub fn start(
+        store: Arc<C>,
+        fill_store: Arc<C>,
+        config: SharedCacheConfig,
+        metrics: SharedCacheMetrics,
+    ) -> Result<Arc<Self>, String> {
         let slots = (config.queue_bytes / config.block.max(1)).max(1) as usize;
         // The queue's share of the budget holds the free buffers as well as the queued ones.
         let buffers = BufferPool::new(sealed::HEADER_LEN + config.block as usize, slots.min(FILLS_AT_ONCE * 2));
         let (fills, queued) = tokio::sync::mpsc::channel(slots);
-        tokio::spawn(send_fills(Arc::clone(&store), queued, metrics.clone()));
+        let sender = Sender {
+            store: fill_store,
+            check: config.check.clone(),
+            buffers: Arc::clone(&buffers),
+            metrics: metrics.clone(),
+        };
+        filling::start(sender.send_all(queued))
+            .map_err(|e| format!("starting the shared cache's filling thread: {e}"))?;
         let misses = Mutex::new(lru::LruCache::new(
             std::num::NonZeroUsize::new(MISSES_KEPT).unwrap_or(std::num::NonZeroUsize::MIN),
         ));
-        Arc::new(Self {
+        Ok(Arc::new(Self {
             store,
             config,
             skip_until_ms: AtomicU64::new(0),
@@ -104,7 +121,7 @@ impl<C: ObjectStore> SharedCache<C> {
             buffers,
             pieces: Mutex::new(Pieces::default()),
             metrics,
-        })
+        }))
     }
 
     fn misses(&self) -> MutexGuard<'_, lru::LruCache<Identity, (u64, u32)>> {
@@ -231,40 +248,46 @@ impl<C: ObjectStore> SharedCache<C> {
     pub fn fill(&self, key: &str, etag: &str, size: u64, index: u64, block: Unsealed) {
         let identity = self.identity(key, etag, size);
         let (offset, _) = self.block_span(index, size);
-        let body = self.buffers.freeze(block.seal(&self.config.check, &identity, offset));
-        if self.fills.try_send(Fill { key: self.object_key(&identity, index), body }).is_err() {
+        let fill = Fill { key: self.object_key(&identity, index), block, identity, offset };
+        if self.fills.try_send(fill).is_err() {
             self.metrics.fills_dropped.inc();
         }
     }
 }
 
-async fn send_fills<C: ObjectStore>(
+/// What the filling thread needs to seal blocks and send them up.
+struct Sender<C> {
     store: Arc<C>,
-    queued: tokio::sync::mpsc::Receiver<Fill>,
+    check: Check,
+    buffers: Arc<BufferPool>,
     metrics: SharedCacheMetrics,
-) {
-    tokio_stream_of(queued)
-        .for_each_concurrent(FILLS_AT_ONCE, |fill| {
-            let (store, metrics) = (Arc::clone(&store), metrics.clone());
-            async move {
-                let len = fill.body.len() as u64;
-                let putting = store.put_object(&fill.key, fill.body, Replace::Allowed);
-                match tokio::time::timeout(FILL_DEADLINE, putting).await {
-                    Ok(Ok(_)) => {
-                        metrics.written_bytes.inc_by(len);
-                    }
-                    Ok(Err(e)) => {
-                        metrics.fills_failed.inc();
-                        tracing::debug!(key = fill.key, "shared cache: a fill failed: {e}");
-                    }
-                    Err(_) => {
-                        metrics.fills_failed.inc();
-                        tracing::debug!(key = fill.key, "shared cache: a fill took over {} s", FILL_DEADLINE.as_secs());
-                    }
-                }
+}
+
+impl<C: ObjectStore> Sender<C> {
+    /// Sends up what is queued, FILLS_AT_ONCE at a time, until the cache is dropped.
+    async fn send_all(self, queued: tokio::sync::mpsc::Receiver<Fill>) {
+        tokio_stream_of(queued).for_each_concurrent(FILLS_AT_ONCE, |fill| self.send(fill)).await;
+    }
+
+    async fn send(&self, fill: Fill) {
+        let Fill { key, block, identity, offset } = fill;
+        let body = self.buffers.freeze(block.seal(&self.check, &identity, offset));
+        let len = body.len() as u64;
+        let putting = self.store.put_object(&key, body, Replace::Allowed);
+        match tokio::time::timeout(FILL_DEADLINE, putting).await {
+            Ok(Ok(_)) => {
+                self.metrics.written_bytes.inc_by(len);
             }
-        })
-        .await;
+            Ok(Err(e)) => {
+                self.metrics.fills_failed.inc();
+                tracing::debug!(key, "shared cache: a fill failed: {e}");
+            }
+            Err(_) => {
+                self.metrics.fills_failed.inc();
+                tracing::debug!(key, "shared cache: a fill took over {} s", FILL_DEADLINE.as_secs());
+            }
+        }
+    }
 }
 
 /// The receiver as a stream of what it receives, until every sender is gone.

@@ -333,7 +333,8 @@ mod tests {
             check,
             queue_bytes: 1 << 20,
         };
-        let shared = SharedCache::start(Arc::clone(cache), config, metrics.clone());
+        let shared =
+            SharedCache::start(Arc::clone(cache), Arc::clone(cache), config, metrics.clone()).expect("started");
         (Tiered::new(Arc::clone(source), Some(shared)), metrics)
     }
 
