@@ -119,6 +119,7 @@ pub struct SharedCacheMetrics {
     pub read_bytes: Counter,
     pub written_bytes: Counter,
     pub fills_dropped: Counter,
+    pub fills_completed: Counter,
     pub fills_failed: Counter,
     pub integrity_failures: Counter,
 }
@@ -138,6 +139,11 @@ impl SharedCacheMetrics {
             "fills_dropped",
             "Blocks not sent to the shared cache because its queue was full",
             self.fills_dropped.clone(),
+        );
+        shared.register(
+            "fills_completed",
+            "Blocks dropped from the full queue, fetched again from the source and sent up once the node was idle",
+            self.fills_completed.clone(),
         );
         shared.register(
             "fills_failed",

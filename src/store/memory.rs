@@ -48,6 +48,7 @@ pub struct MemoryStore {
     part_copies: AtomicU64,
     failing_parts: AtomicU64,
     part_delay_us: AtomicU64,
+    put_delay_us: AtomicU64,
 }
 
 /// A multipart upload in progress: its key and its parts by number.
@@ -137,6 +138,11 @@ impl MemoryStore {
     /// Each part upload waits this long before answering.
     pub fn set_part_delay(&self, delay: Duration) {
         self.part_delay_us.store(delay.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Each PUT waits this long before answering.
+    pub fn set_put_delay(&self, delay: Duration) {
+        self.put_delay_us.store(delay.as_micros() as u64, Ordering::Relaxed);
     }
 
     /// The next `n` part uploads fail with a server error.
@@ -277,6 +283,10 @@ impl ObjectStore for MemoryStore {
 
     async fn put_object(&self, key: &str, body: Bytes, replace: Replace) -> Result<ETag, StoreError> {
         self.puts.fetch_add(1, Ordering::Relaxed);
+        let delay = self.put_delay_us.load(Ordering::Relaxed);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_micros(delay)).await;
+        }
         self.store(key, body, replace)
     }
 

@@ -6,17 +6,20 @@
 //! (endpoint, bucket, key, ETag, size), so a new version is a new key and stale bytes are never
 //! served; fetchfs never deletes from the bucket (a lifecycle rule expires it).
 
+mod completing;
 mod connect;
 mod filling;
 mod pieces;
 pub mod sealed;
 mod tier;
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+pub use completing::complete_dropped;
 pub use connect::connect;
 use futures::StreamExt;
 use pieces::Pieces;
@@ -38,6 +41,8 @@ const SKIP_AHEAD: u64 = 16;
 /// pays a cache round trip per `COLD_SAMPLE` small files, not one per file.
 const COLD_AFTER: u32 = 32;
 const COLD_SAMPLE: u8 = 8;
+/// Blocks dropped from a full queue that are remembered, to be sent up later (see `completing`).
+const DROPPED_KEPT: usize = 16_384;
 /// Versions whose misses are remembered.
 const MISSES_KEPT: usize = 4096;
 /// Longest a read waits for the cache before going to the source: it is meant to be near.
@@ -83,6 +88,10 @@ pub struct SharedCache<C> {
     /// one is mapped and zeroed page by page, which cost more CPU than the copy into it.
     buffers: Arc<BufferPool>,
     pieces: Mutex<Pieces>,
+    /// Blocks the queue dropped, oldest first, and when a reader last filled one (milliseconds
+    /// after `started`): they go up once the readers have been quiet for a while.
+    dropped: Mutex<VecDeque<Dropped>>,
+    last_fill_ms: AtomicU64,
     metrics: SharedCacheMetrics,
 }
 
@@ -120,6 +129,8 @@ impl<C: ObjectStore> SharedCache<C> {
             fills,
             buffers,
             pieces: Mutex::new(Pieces::default()),
+            dropped: Mutex::new(VecDeque::new()),
+            last_fill_ms: AtomicU64::new(0),
             metrics,
         }))
     }
@@ -244,15 +255,63 @@ impl<C: ObjectStore> SharedCache<C> {
         Unsealed::in_buffer(self.buffers.take())
     }
 
-    /// Queues block `index` of the version to go up; dropped if the queue is full.
+    /// Queues block `index` of the version to go up; if the queue is full, it is dropped and
+    /// remembered, to go up once the node is idle.
     pub fn fill(&self, key: &str, etag: &str, size: u64, index: u64, block: Unsealed) {
-        let identity = self.identity(key, etag, size);
-        let (offset, _) = self.block_span(index, size);
-        let fill = Fill { key: self.object_key(&identity, index), block, identity, offset };
-        if self.fills.try_send(fill).is_err() {
+        self.last_fill_ms.store(self.now_ms(), Ordering::Relaxed);
+        if !self.queue(key, etag, size, index, block) {
             self.metrics.fills_dropped.inc();
+            let mut dropped = self.dropped.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if dropped.len() >= DROPPED_KEPT {
+                dropped.pop_front();
+            }
+            dropped.push_back(Dropped { key: key.to_owned(), etag: etag.to_owned(), size, index });
         }
     }
+
+    /// Whether the block found room in the queue.
+    fn queue(&self, key: &str, etag: &str, size: u64, index: u64, block: Unsealed) -> bool {
+        let identity = self.identity(key, etag, size);
+        let (offset, _) = self.block_span(index, size);
+        self.fills.try_send(Fill { key: self.object_key(&identity, index), block, identity, offset }).is_ok()
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Up to `n` dropped blocks to send up now, if no reader filled one for `quiet`.
+    fn dropped_if_quiet(&self, quiet: Duration, n: usize) -> Vec<Dropped> {
+        let since = self.now_ms().saturating_sub(self.last_fill_ms.load(Ordering::Relaxed));
+        if since < quiet.as_millis() as u64 {
+            return Vec::new();
+        }
+        let mut dropped = self.dropped.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let n = n.min(dropped.len());
+        dropped.drain(..n).collect()
+    }
+
+    /// Room in the queue for a block fetched again, waited for before it is fetched.
+    async fn room(&self) -> Option<tokio::sync::mpsc::Permit<'_, Fill>> {
+        self.fills.reserve().await.ok()
+    }
+
+    /// A dropped block fetched again, into the room kept for it.
+    fn refill(&self, room: tokio::sync::mpsc::Permit<'_, Fill>, block: Dropped, bytes: Unsealed) {
+        let Dropped { key, etag, size, index } = block;
+        let identity = self.identity(&key, &etag, size);
+        let (offset, _) = self.block_span(index, size);
+        room.send(Fill { key: self.object_key(&identity, index), block: bytes, identity, offset });
+        self.metrics.fills_completed.inc();
+    }
+}
+
+/// A block the fill queue had no room for.
+pub struct Dropped {
+    pub key: String,
+    pub etag: String,
+    pub size: u64,
+    pub index: u64,
 }
 
 /// What the filling thread needs to seal blocks and send them up.

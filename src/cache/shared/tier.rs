@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use futures::StreamExt;
 
-use super::SharedCache;
 use super::sealed::Unsealed;
+use super::{SharedCache, complete_dropped};
 use crate::object_id::ETag;
 use crate::store::{BodyStream, ListPage, ObjectMeta, ObjectStore, Replace, StoreError, UploadId, UploadedPart};
 
@@ -24,12 +24,15 @@ pub struct Tiered<S, C> {
     source: Arc<S>,
     shared: Option<Arc<SharedCache<C>>>,
     sizes: Mutex<lru::LruCache<(String, ETag), u64>>,
+    /// The task that sends up what the fill queue dropped, started with the first GET (on the
+    /// runtime).
+    completing: std::sync::Once,
 }
 
 impl<S, C> Tiered<S, C> {
     pub fn new(source: Arc<S>, shared: Option<Arc<SharedCache<C>>>) -> Self {
         let capacity = std::num::NonZeroUsize::new(SIZES_KEPT).unwrap_or(std::num::NonZeroUsize::MIN);
-        Self { source, shared, sizes: Mutex::new(lru::LruCache::new(capacity)) }
+        Self { source, shared, sizes: Mutex::new(lru::LruCache::new(capacity)), completing: std::sync::Once::new() }
     }
 
     fn sizes(&self) -> MutexGuard<'_, lru::LruCache<(String, ETag), u64>> {
@@ -66,6 +69,9 @@ impl<S: ObjectStore, C: ObjectStore> ObjectStore for Tiered<S, C> {
         let (Some(shared), Some(size)) = (&self.shared, size) else {
             return self.source.get_range(key, range, etag).await;
         };
+        self.completing.call_once(|| {
+            tokio::spawn(complete_dropped(Arc::clone(&self.source), Arc::downgrade(shared)));
+        });
         let range = range.start..range.end.min(size);
         if range.is_empty() {
             return self.source.get_range(key, range, etag).await;
@@ -309,7 +315,7 @@ impl Filling {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::shared::sealed::Check;
+    use crate::cache::shared::sealed::{self, Check};
     use crate::cache::shared::{SharedCache, SharedCacheConfig};
     use crate::metrics::SharedCacheMetrics;
     use crate::store::memory::MemoryStore;
@@ -325,14 +331,18 @@ mod tests {
         cache: &Arc<MemoryStore>,
         check: Check,
     ) -> (Tiered<MemoryStore, MemoryStore>, SharedCacheMetrics) {
+        node_with_queue(source, cache, check, 1 << 20)
+    }
+
+    fn node_with_queue(
+        source: &Arc<MemoryStore>,
+        cache: &Arc<MemoryStore>,
+        check: Check,
+        queue_bytes: u64,
+    ) -> (Tiered<MemoryStore, MemoryStore>, SharedCacheMetrics) {
         let metrics = SharedCacheMetrics::default();
-        let config = SharedCacheConfig {
-            prefix: "c/".into(),
-            scope: "test\nsrc".into(),
-            block: BLOCK,
-            check,
-            queue_bytes: 1 << 20,
-        };
+        let config =
+            SharedCacheConfig { prefix: "c/".into(), scope: "test\nsrc".into(), block: BLOCK, check, queue_bytes };
         let shared =
             SharedCache::start(Arc::clone(cache), Arc::clone(cache), config, metrics.clone()).expect("started");
         (Tiered::new(Arc::clone(source), Some(shared)), metrics)
@@ -467,6 +477,28 @@ mod tests {
 
     fn names_index(name: &str) -> usize {
         name[1..].parse().expect("a numbered name")
+    }
+
+    #[tokio::test]
+    async fn blocks_a_full_queue_dropped_go_up_once_the_readers_are_quiet() {
+        let (source, cache) = (Arc::new(MemoryStore::new()), Arc::new(MemoryStore::new()));
+        let data = content(20 * BLOCK as usize);
+        source.put("obj", Bytes::from(data.clone()));
+        // A queue of one block and a slow cache: most of the 20 blocks find it full.
+        cache.set_put_delay(std::time::Duration::from_millis(50));
+        let (first, metrics) = node_with_queue(&source, &cache, Check::Digest, BLOCK);
+        assert_eq!(read(&first, "obj", 0..data.len() as u64).await, data);
+        let dropped = metrics.fills_dropped.get();
+        assert!(dropped > 0, "the queue dropped blocks");
+        let gets = source.counts().gets;
+        settled(&metrics, 20 * (BLOCK + sealed::HEADER_LEN as u64)).await;
+        assert_eq!(metrics.fills_completed.get(), dropped, "each dropped block went up later");
+        assert_eq!(source.counts().gets - gets, dropped, "fetched again from the source, once each");
+
+        let (second, _) = node(&source, &cache, Check::Digest);
+        let gets = source.counts().gets;
+        assert_eq!(read(&second, "obj", 0..data.len() as u64).await, data);
+        assert_eq!(source.counts().gets, gets, "the second node reads nothing from the source");
     }
 
     #[tokio::test]

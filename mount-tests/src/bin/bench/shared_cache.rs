@@ -22,7 +22,8 @@ fn read_both(mount: &Mount, large: usize) -> (f64, f64) {
     (SMALL_FILES as f64 / took.as_secs_f64(), dd_mb_per_s(mount, "large.bin", large, "1M"))
 }
 
-/// Waits until the node's fills stop going up (nothing more for a second).
+/// Waits until the node's fills stop going up (nothing more for three seconds: blocks the queue
+/// dropped go up after the readers were quiet for one).
 fn settle(metrics: &MetricsPort) {
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut last = u64::MAX;
@@ -32,7 +33,7 @@ fn settle(metrics: &MetricsPort) {
             return;
         }
         last = written;
-        std::thread::sleep(Duration::from_secs(1));
+        std::thread::sleep(Duration::from_secs(3));
     }
 }
 
