@@ -189,7 +189,7 @@ impl<C: ObjectStore> SharedCache<C> {
     pub async fn get(&self, key: &str, etag: &str, size: u64, index: u64) -> Option<Bytes> {
         let identity = self.identity(key, etag, size);
         let (offset, len) = self.block_span(index, size);
-        let now_ms = self.started.elapsed().as_millis() as u64;
+        let now_ms = self.now_ms();
         if now_ms < self.skip_until_ms.load(Ordering::Relaxed) || self.likely_missing(&identity, index) {
             self.metrics.misses.inc();
             return None;
@@ -259,9 +259,9 @@ impl<C: ObjectStore> SharedCache<C> {
     /// remembered, to go up once the node is idle.
     pub fn fill(&self, key: &str, etag: &str, size: u64, index: u64, block: Unsealed) {
         self.last_fill_ms.store(self.now_ms(), Ordering::Relaxed);
-        if !self.queue(key, etag, size, index, block) {
+        if self.fills.try_send(self.fill_of(key, etag, size, index, block)).is_err() {
             self.metrics.fills_dropped.inc();
-            let mut dropped = self.dropped.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut dropped = self.lock_dropped();
             if dropped.len() >= DROPPED_KEPT {
                 dropped.pop_front();
             }
@@ -269,11 +269,15 @@ impl<C: ObjectStore> SharedCache<C> {
         }
     }
 
-    /// Whether the block found room in the queue.
-    fn queue(&self, key: &str, etag: &str, size: u64, index: u64, block: Unsealed) -> bool {
+    /// Block `index` of the version, to go up under its cache key.
+    fn fill_of(&self, key: &str, etag: &str, size: u64, index: u64, block: Unsealed) -> Fill {
         let identity = self.identity(key, etag, size);
         let (offset, _) = self.block_span(index, size);
-        self.fills.try_send(Fill { key: self.object_key(&identity, index), block, identity, offset }).is_ok()
+        Fill { key: self.object_key(&identity, index), block, identity, offset }
+    }
+
+    fn lock_dropped(&self) -> MutexGuard<'_, VecDeque<Dropped>> {
+        self.dropped.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn now_ms(&self) -> u64 {
@@ -286,7 +290,7 @@ impl<C: ObjectStore> SharedCache<C> {
         if since < quiet.as_millis() as u64 {
             return Vec::new();
         }
-        let mut dropped = self.dropped.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut dropped = self.lock_dropped();
         let n = n.min(dropped.len());
         dropped.drain(..n).collect()
     }
@@ -298,10 +302,7 @@ impl<C: ObjectStore> SharedCache<C> {
 
     /// A dropped block fetched again, into the room kept for it.
     fn refill(&self, room: tokio::sync::mpsc::Permit<'_, Fill>, block: Dropped, bytes: Unsealed) {
-        let Dropped { key, etag, size, index } = block;
-        let identity = self.identity(&key, &etag, size);
-        let (offset, _) = self.block_span(index, size);
-        room.send(Fill { key: self.object_key(&identity, index), block: bytes, identity, offset });
+        room.send(self.fill_of(&block.key, &block.etag, block.size, block.index, bytes));
         self.metrics.fills_completed.inc();
     }
 }
