@@ -56,24 +56,49 @@ fn memcpy_from_the_top(slice: u64) -> Vec<Range<u64>> {
     reads
 }
 
-/// GETs made, and READs that waited for a GET of their own, replaying `reads` in order, two in
-/// flight at a time as the kernel keeps them, every byte checked.
+/// What replaying a recording cost.
+struct Cost {
+    gets: u64,
+    /// READs that waited for a GET of their own.
+    waited: u64,
+    /// Bytes the store sent, readahead still in flight at the end included.
+    sent: u64,
+}
+
+/// Replays `reads` in order on an object of `SIZE` bytes, two in flight at a time as the kernel
+/// keeps them, every byte checked.
 async fn replay(reads: &[Range<u64>]) -> (u64, u64) {
+    let cost = replay_on(SIZE, reads).await;
+    (cost.gets, cost.waited)
+}
+
+async fn replay_on(size: u64, reads: &[Range<u64>]) -> Cost {
     let store = Arc::new(MemoryStore::new());
-    let data: bytes::Bytes = (0..SIZE).map(|i| (i.wrapping_mul(2654435761) >> 8) as u8).collect();
+    let data: bytes::Bytes = (0..size).map(|i| (i.wrapping_mul(2654435761) >> 8) as u8).collect();
     let etag = store.put("obj", data.clone());
     store.set_get_delay(Duration::from_millis(2));
     let fetcher = Arc::new(Fetcher::new(Arc::clone(&store), FetchConfig::default(), None, Arc::default()));
     let object = Arc::new(ObjectId { key: "obj".into(), etag });
     let streams = SharedStreams::default();
     for pair in reads.chunks(2) {
-        let got = pair.iter().map(|r| fetcher.read(&object, SIZE, &streams, r.start, (r.end - r.start) as u32));
+        let got = pair.iter().map(|r| fetcher.read(&object, size, &streams, r.start, (r.end - r.start) as u32));
         for (r, got) in pair.iter().zip(futures::future::join_all(got).await) {
             let got = got.expect("read");
-            assert!(got == data.slice(r.start as usize..r.end as usize), "bytes of {r:?}");
+            let end = r.end.min(size);
+            assert!(got == data.slice(r.start as usize..end as usize), "bytes of {r:?}");
         }
     }
-    (store.counts().gets, fetcher.metrics.cache_misses.get())
+    // Readahead still in flight when the reader stops counts too: wait until nothing more arrives.
+    let mut sent = store.counts().bytes_sent;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = store.counts().bytes_sent;
+        if now == sent {
+            break;
+        }
+        sent = now;
+    }
+    Cost { gets: store.counts().gets, waited: fetcher.metrics.cache_misses.get(), sent }
 }
 
 /// The single-stream reader the others are held to: `dd bs=1M`, as the kernel sends it.
@@ -117,4 +142,40 @@ async fn four_processes_on_quarters_cost_what_dd_does() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_going_backwards_costs_what_dd_does() {
     assert_costs_about_what_dd_does("backwards", &recording(include_str!("recordings/backwards.txt"))).await;
+}
+
+/// pyarrow 26 reading one column (`read_table(columns=["c7"])`) of a Parquet file of 8 row groups
+/// of 32 float64 columns, 4 MiB chunks (the benchmark's wide file, 1,074,302,734 bytes): the
+/// footer, then the column's 8 chunks at once from its thread pool, one 4 MiB `pread` each, sent
+/// by the kernel as 256 KiB READs. Row group `g` starts at about `g` x 128 MiB; here each is moved
+/// down to `g` x 40 MiB (the streams stay 35 MiB apart), so the object is a third the size.
+fn pyarrow_column() -> (u64, Vec<Range<u64>>) {
+    const FILE: u64 = 1_074_302_734;
+    const MOVED: u64 = 88 * MIB;
+    let moved = |offset: u64| offset - offset / (128 * MIB) * MOVED;
+    let reads = recording(include_str!("recordings/pyarrow_column.txt"));
+    (moved(FILE), reads.into_iter().map(|r| moved(r.start)..moved(r.start) + (r.end - r.start)).collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pyarrow_reading_one_column_fetches_little_past_its_chunks() {
+    // The column's bytes, from the file's metadata (`total_compressed_size` of its 8 chunks).
+    const COLUMN: u64 = 33_571_048;
+    let (size, reads) = pyarrow_column();
+    let asked: u64 = reads.iter().map(|r| r.end.min(size) - r.start).sum();
+    let cost = replay_on(size, &reads).await;
+    eprintln!(
+        "pyarrow: {} bytes sent, {:.2} per column byte (the kernel asked for {:.2}); {} GETs, {} of {} READs waited",
+        cost.sent,
+        cost.sent as f64 / COLUMN as f64,
+        asked as f64 / COLUMN as f64,
+        cost.gets,
+        cost.waited,
+        reads.len()
+    );
+    // Today 1.27-1.29 (the kernel's own readahead past each chunk is 1.13); a window of whole
+    // blocks for each chunk made it 1.70.
+    assert!(cost.sent * 10 <= COLUMN * 13, "{} bytes sent for a column of {COLUMN}", cost.sent);
+    // Each chunk's first READ or two wait for their own bytes, and the footer's; not the rest.
+    assert!(cost.waited <= 3 * 8 + 1, "{} of {} READs waited", cost.waited, reads.len());
 }

@@ -465,6 +465,9 @@ impl<S: ObjectStore> Fetcher<S> {
         for span in plan.spans {
             self.fetch_span(object, size, stream, span);
         }
+        if let Some(lead) = plan.lead {
+            self.fetch_lead(object, stream, lead);
+        }
         if let Some(ahead) = plan.prefetch {
             self.prefetch(Arc::clone(object), size, Arc::clone(stream), ahead);
         }
@@ -514,6 +517,18 @@ impl<S: ObjectStore> Fetcher<S> {
         });
     }
 
+    /// Fetches `range`, just ahead of a young run's reader, for `stream` alone, once a connection
+    /// permit is free; nothing when spans hold their share of the budget already.
+    fn fetch_lead(self: &Arc<Self>, object: &Arc<ObjectId>, stream: &SharedStream, range: Range<u64>) {
+        let Some(charge) = self.span_budget.charge(range.end - range.start) else { return };
+        let fill = stream.start_span(range.clone(), charge);
+        let (this, object) = (Arc::clone(self), Arc::clone(object));
+        tokio::spawn(async move {
+            let Ok(_permit) = this.prefetch_permits.acquire().await else { return };
+            fill.fetched(this.read_direct(&object, range).await);
+        });
+    }
+
     /// `wanted` without claiming blocks for it: what the cache held (`slots`) of its first and last
     /// blocks, and the rest from the stream's spans, the disk cache or in one GET of just those
     /// bytes. (Reads straddle blocks: the half of one before or after a block boundary may have
@@ -541,15 +556,16 @@ impl<S: ObjectStore> Fetcher<S> {
             pieces.push(self.assemble(&cached(0, leading), wanted.start..missing_from, size).await?.0);
         }
         let mut missing = missing_from..missing_to;
-        if !missing.is_empty()
+        // A young run's leads are not aligned to the kernel's READs: one READ may take the end of
+        // one and the start of the next.
+        while !missing.is_empty()
             && let Some(span) = stream.take_span(&missing)
         {
             let part = span.range();
-            if let Some(bytes) = span.bytes().await {
-                self.metrics.cache_hits.inc();
-                pieces.push(bytes);
-                missing.start = part.end;
-            }
+            let Some(bytes) = span.bytes().await else { break };
+            self.metrics.cache_hits.inc();
+            pieces.push(bytes);
+            missing.start = part.end;
         }
         if !missing.is_empty() {
             pieces.push(match self.read_from_disk(object, size, &missing).await {

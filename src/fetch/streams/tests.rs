@@ -21,6 +21,7 @@ fn replay(streams: &VersionStreams, reads: &[Range<u64>]) -> (usize, u64) {
         requested.extend(plan.prefetch);
         requested.extend(plan.prefetch_behind);
         requested.extend(plan.spans);
+        requested.extend(plan.lead);
         requested.push(r.clone());
     }
     // Adjacent requests count as one, so a read across two of them is covered.
