@@ -29,10 +29,13 @@ const BACKWARD_RUN_READS: u32 = 2;
 const NEW_STREAM_TOLERANCE: u64 = 1024 * 1024;
 
 /// How long a run that began with a jump and has nothing to predict its length is fetched ahead
-/// of in bytes rather than in blocks. Such runs are often short (a Parquet column's chunks, read
-/// at once from a thread pool, a 4 MiB `pread` each): a window rounded up to whole blocks ran
-/// 2.7-3.1 MB past each 4 MiB chunk pyarrow read, 1.7 bytes fetched per column byte.
-const YOUNG_RUN: u64 = 8 * 1024 * 1024;
+/// of in bytes rather than in blocks: until a window of whole blocks (a quarter of the run rounded
+/// up, ending anywhere in its last block) would stop at most half the run again past its end. Such
+/// runs are often short (a Parquet column's chunks, read at once from a thread pool, a 4 MiB
+/// `pread` each): windows of whole blocks ran 2.7-3.1 MB past each 4 MiB chunk pyarrow read, 1.7
+/// bytes fetched per column byte. Longer, a small lead slows a reader for little: 8 MiB cost
+/// four threads each reading a 128 MiB quarter about a tenth of their speed (s3-like).
+const YOUNG_RUN: u64 = 6 * 1024 * 1024;
 
 /// A young run's lead: this share of the run so far, at least `YOUNG_LEAD_MIN`, so that a run
 /// that stops has had at most an eighth as much again fetched past its end (and the kernel's own
