@@ -42,7 +42,8 @@ const YOUNG_RUN: u64 = 6 * 1024 * 1024;
 /// readahead past it, which it asked for).
 const YOUNG_LEAD_SHARE: u64 = 8;
 
-/// The smallest lead of a young run: two of the kernel's READs, requested a READ ahead of need.
+/// The smallest lead of a young run, whose reads are small; it is at least three of its reads (a
+/// third of it is left when more is asked for, so the next read's bytes were asked for earlier).
 const YOUNG_LEAD_MIN: u64 = 512 * 1024;
 
 /// What a read asks of the fetch layer.
@@ -55,9 +56,7 @@ pub struct ReadPlan {
     /// Parts of blocks to fetch ahead for this stream alone: the rest of the block a window
     /// starts in, and the bytes of its last block that a predicted run ends in.
     pub spans: Vec<Range<u64>>,
-    /// Bytes just ahead of a young run's reader (see `YOUNG_RUN`), for this stream alone; not
-    /// fetched at all while spans hold their share of the memory budget (the reads then fetch
-    /// their own bytes), since whole blocks instead would fetch again what earlier leads did.
+    /// Bytes just ahead of a young run's reader (see `YOUNG_RUN`), for this stream alone.
     pub lead: Option<Range<u64>>,
     /// Whether the read, if it is under a block and not cached, should fetch only its own bytes
     /// rather than whole blocks: a random read, the first read of a stream (readahead brings the
@@ -357,9 +356,9 @@ impl ReadaheadWindow {
         ahead
     }
 
-    /// The bytes to fetch so that a young run's reader, after `read`, has its lead ahead of it (two
-    /// reads the size of this one, at least): nothing while more than half of it is still
-    /// ahead, and never where another stream began.
+    /// The bytes to fetch so that a young run's reader, after `read`, has its lead ahead of it:
+    /// nothing while more than a third of it (and more than a read) is still ahead, and never
+    /// where another stream began.
     fn lead_young_run(&mut self, read: &Range<u64>, size: u64, limits: WindowLimits) -> Option<Range<u64>> {
         let run = self.next - self.run_start;
         let len = read.end - read.start;

@@ -504,6 +504,35 @@ mod with_a_disk_cache {
         assert!(metrics.hits.get() >= blocks, "{} disk hits", metrics.hits.get());
     }
 
+    /// A chunk read after a jump (a Parquet column's) is led by bytes without a disk cache; with
+    /// one, its blocks are fetched whole, so the disk gets every block the reader went through.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_run_after_a_jump_reaches_the_disk_in_whole_blocks() {
+        let dir = Scratch(std::env::temp_dir().join(format!("fetchfs-fetch-disk-jump-{}", std::process::id())));
+        let size = 64 * MIB as usize;
+        let store = Arc::new(MemoryStore::new());
+        let data = content(5, size);
+        let object = Arc::new(ObjectId { key: "obj".into(), etag: store.put("obj", data.clone()) });
+        let (fetcher, metrics) = fetcher_on(&store, &dir);
+        assert!(fetcher.open_on_disk(&object, size as u64).is_none(), "opened, as a file is, and not on disk yet");
+        let stream = SharedStreams::default();
+        let start = 40 * MIB + 12345;
+        let end = start + 4 * MIB;
+        let mut offset = start;
+        while offset < end {
+            let got = fetcher.read(&object, size as u64, &stream, offset, 256 * 1024).await.unwrap();
+            assert!(got == data.slice(offset as usize..offset as usize + got.len()), "bytes at {offset}");
+            offset += got.len() as u64;
+        }
+        // The blocks after the run's first, up to the one it ends in, were fetched whole.
+        let whole = (end / MIB - (start / MIB + 1)) * MIB;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while metrics.written_bytes.get() < whole {
+            assert!(std::time::Instant::now() < deadline, "{} bytes written of {whole}", metrics.written_bytes.get());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// The disk stalls (its one I/O thread is stuck): a read waits the disk's deadline, then the
     /// network serves it, correctly.
     #[test]
