@@ -109,6 +109,17 @@ const PARALLEL_SPLIT: u64 = 4;
 /// and ~18,000 with 64 (an eighth of the default budget), and ran 5-9 % faster.
 const FREE_BUFFER_SHARE: u64 = 8;
 
+/// What a part of a block fetched ahead for one stream becomes when spans hold their share of the
+/// memory budget.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OverBudget {
+    /// Its whole blocks, into the cache (a window's first block, a predicted run's last).
+    WholeBlocks,
+    /// Nothing: the reads fetch their own bytes. A young run's lead: its blocks whole would fetch
+    /// again what its earlier leads did (pyarrow's column went from 1.27 to 1.45 bytes per byte).
+    Nothing,
+}
+
 pub struct Fetcher<S> {
     store: Arc<S>,
     cache: Arc<BlockCache>,
@@ -463,10 +474,10 @@ impl<S: ObjectStore> Fetcher<S> {
     /// Starts fetching what `plan` asks for ahead of the reader: its spans, then its blocks.
     fn fetch_ahead(self: &Arc<Self>, object: &Arc<ObjectId>, size: u64, stream: &SharedStream, plan: ReadPlan) {
         for span in plan.spans {
-            self.fetch_span(object, size, stream, span);
+            self.fetch_span(object, size, stream, span, OverBudget::WholeBlocks);
         }
         if let Some(lead) = plan.lead {
-            self.fetch_lead(object, size, stream, lead);
+            self.fetch_span(object, size, stream, lead, OverBudget::Nothing);
         }
         if let Some(ahead) = plan.prefetch {
             self.prefetch(Arc::clone(object), size, Arc::clone(stream), ahead);
@@ -500,34 +511,25 @@ impl<S: ObjectStore> Fetcher<S> {
     }
 
     /// Fetches `range`, part of a block, ahead for `stream` alone, once a connection permit is
-    /// free, in one GET. Its whole block is fetched into the cache instead when spans hold their
-    /// share of the memory budget already, and with a disk cache (whose budget for spans is 0):
-    /// every block a reader goes through is to reach the disk whole, so that the next open is
-    /// served from there.
-    fn fetch_span(self: &Arc<Self>, object: &Arc<ObjectId>, size: u64, stream: &SharedStream, range: Range<u64>) {
+    /// free, in one GET. With a disk cache (whose budget for spans is 0) its blocks are fetched
+    /// whole into the cache instead: every block a reader goes through is to reach the disk whole,
+    /// so that the next open is served from there. When spans hold their share of the memory
+    /// budget already, `over_budget` says what happens.
+    fn fetch_span(
+        self: &Arc<Self>,
+        object: &Arc<ObjectId>,
+        size: u64,
+        stream: &SharedStream,
+        range: Range<u64>,
+        over_budget: OverBudget,
+    ) {
         let Some(charge) = self.span_budget.charge(range.end - range.start) else {
-            let block_start = range.start / self.config.block_size * self.config.block_size;
-            return self.prefetch(Arc::clone(object), size, Arc::clone(stream), block_start..range.end);
+            if self.disk.is_some() || over_budget == OverBudget::WholeBlocks {
+                let block_start = range.start / self.config.block_size * self.config.block_size;
+                self.prefetch(Arc::clone(object), size, Arc::clone(stream), block_start..range.end);
+            }
+            return;
         };
-        let fill = stream.start_span(range.clone(), charge);
-        let (this, object) = (Arc::clone(self), Arc::clone(object));
-        tokio::spawn(async move {
-            let Ok(_permit) = this.prefetch_permits.acquire().await else { return };
-            fill.fetched(this.read_direct(&object, range).await);
-        });
-    }
-
-    /// Fetches `range`, just ahead of a young run's reader, for `stream` alone, once a connection
-    /// permit is free. While spans hold their share of the budget, nothing: whole blocks would
-    /// fetch again what earlier leads did (pyarrow's column went from 1.27 to 1.45 bytes per
-    /// byte), so the reads fetch their own bytes. With a disk cache (no spans at all) the lead's
-    /// blocks are fetched whole, for the disk.
-    fn fetch_lead(self: &Arc<Self>, object: &Arc<ObjectId>, size: u64, stream: &SharedStream, range: Range<u64>) {
-        if self.disk.is_some() {
-            let block_start = range.start / self.config.block_size * self.config.block_size;
-            return self.prefetch(Arc::clone(object), size, Arc::clone(stream), block_start..range.end);
-        }
-        let Some(charge) = self.span_budget.charge(range.end - range.start) else { return };
         let fill = stream.start_span(range.clone(), charge);
         let (this, object) = (Arc::clone(self), Arc::clone(object));
         tokio::spawn(async move {
