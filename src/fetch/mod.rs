@@ -120,6 +120,17 @@ enum OverBudget {
     Nothing,
 }
 
+/// What readahead does with blocks of its range that the reader went past before a connection
+/// permit came for them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PassedBlocks {
+    /// Left out: the reader read them and let them go, and would not read them again.
+    Skipped,
+    /// Fetched whole all the same, for the disk cache: the reader took only its own bytes of
+    /// them (a young run's reads do), and the next open is to find every block it went through.
+    Fetched,
+}
+
 pub struct Fetcher<S> {
     store: Arc<S>,
     cache: Arc<BlockCache>,
@@ -480,7 +491,7 @@ impl<S: ObjectStore> Fetcher<S> {
             self.fetch_span(object, size, stream, lead, OverBudget::Nothing);
         }
         if let Some(ahead) = plan.prefetch {
-            self.prefetch(Arc::clone(object), size, Arc::clone(stream), ahead);
+            self.prefetch(Arc::clone(object), size, Arc::clone(stream), ahead, PassedBlocks::Skipped);
         }
         if let Some(behind) = plan.prefetch_behind {
             self.prefetch_behind(Arc::clone(object), size, behind);
@@ -524,9 +535,10 @@ impl<S: ObjectStore> Fetcher<S> {
         over_budget: OverBudget,
     ) {
         let Some(charge) = self.span_budget.charge(range.end - range.start) else {
-            if self.disk.is_some() || over_budget == OverBudget::WholeBlocks {
+            let passed = if self.disk.is_some() { PassedBlocks::Fetched } else { PassedBlocks::Skipped };
+            if passed == PassedBlocks::Fetched || over_budget == OverBudget::WholeBlocks {
                 let block_start = range.start / self.config.block_size * self.config.block_size;
-                self.prefetch(Arc::clone(object), size, Arc::clone(stream), block_start..range.end);
+                self.prefetch(Arc::clone(object), size, Arc::clone(stream), block_start..range.end, passed);
             }
             return;
         };
@@ -676,9 +688,16 @@ impl<S: ObjectStore> Fetcher<S> {
 
     /// Fetches `range` ahead of the reader, in the background. Each part waits for a connection
     /// permit before its blocks are claimed, so until then a reader that needs them claims and
-    /// fetches them itself instead of waiting behind readahead. Blocks the reader has gone past
-    /// meanwhile are not claimed: it has read them and let them go, and would not read them again.
-    fn prefetch(self: &Arc<Self>, object: Arc<ObjectId>, size: u64, stream: SharedStream, range: Range<u64>) {
+    /// fetches them itself instead of waiting behind readahead. `passed` says what becomes of
+    /// blocks the reader has gone past meanwhile.
+    fn prefetch(
+        self: &Arc<Self>,
+        object: Arc<ObjectId>,
+        size: u64,
+        stream: SharedStream,
+        range: Range<u64>,
+        passed: PassedBlocks,
+    ) {
         let bs = self.config.block_size;
         let (first, last) = (range.start / bs, (range.end.max(range.start + 1) - 1) / bs);
         // A window still growing is split into PARALLEL_SPLIT GETs (of whole blocks), so that
@@ -697,7 +716,10 @@ impl<S: ObjectStore> Fetcher<S> {
                 // The stream's lock is held while claiming, so the reader cannot pass these blocks
                 // between the check and the claim.
                 let window = stream.window();
-                let unread = index.max(window.position() / bs);
+                let unread = match passed {
+                    PassedBlocks::Skipped => index.max(window.position() / bs),
+                    PassedBlocks::Fetched => index,
+                };
                 if unread <= part_end {
                     this.claim(&object, unread..=part_end, blocks_per_part as usize, |run| {
                         run.iter().for_each(|(_, slot)| slot.mark_ahead());
