@@ -135,15 +135,6 @@ fn reachability_error(config: &MountConfig, e: StoreError) -> String {
 
 fn serve(config: MountConfig, readiness: &mut Readiness) -> Result<(), String> {
     init_logging(&config)?;
-    // Blocks are freed on other threads than allocated them; one malloc arena per thread, and
-    // heap memory kept after free, would push the resident size past the cache budget. Blocks
-    // (1 MiB) are mapped and unmapped on their own instead: measured, the daemon's peak RSS falls
-    // from about budget + 100 MiB to budget + 30 MiB at no clear cost in throughput.
-    // SAFETY: mallopt only tunes the allocator, before any thread that allocates is started.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 512 * 1024);
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .thread_name("fetchfs-io")
         .enable_all()

@@ -5,6 +5,13 @@ use clap::{CommandFactory, Parser};
 use fetchfs::cli::{Cli, Command, HELPER_NAMES, HelperCall, helper_args};
 use fetchfs::config::MountConfig;
 
+/// jemalloc rather than glibc's malloc: a file read costs many small allocations on the request
+/// path (the SDK's, hyper's), and blocks are freed on other threads than allocated them. Measured
+/// on `cat` of 1000 small files (s3-like): about a tenth less daemon CPU per file and 3-7 % more
+/// files per second; peak RSS 0-25 MiB above glibc's tuned to two arenas.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let invoked_as = args.first().and_then(|a| a.rsplit('/').next()).unwrap_or_default();
