@@ -114,9 +114,12 @@ async fn assert_costs_about_what_dd_does(name: &str, reads: &[Range<u64>]) {
     eprintln!("{name}: {gets} GETs, {waited} of {} READs waited; dd: {dd_gets} GETs, {dd_waited} waited", reads.len());
     // Each stream grows a window of its own from one block, in GETs of its own: up to four
     // streams make at most twice and a half dd's GETs (one stream per handle made 8 to 13 times
-    // as many), and wait at the start of each, a few READs each (it made 300 to 900 wait).
+    // as many), and wait at the start of each, a few READs each (it made 300 to 900 wait). A
+    // loaded machine delays readahead's tasks: the 8 MiB memcpy's 1085 READs had 9 to 22 wait
+    // with the other tests beside it and two CPU hogs, so the margin is one READ in twenty.
     assert!(gets * 10 <= dd_gets * 25, "{name}: {gets} GETs against dd's {dd_gets}");
-    assert!(waited <= dd_waited + 20, "{name}: {waited} of {} READs waited (dd: {dd_waited})", reads.len());
+    let margin = (reads.len() as u64 / 20).max(20);
+    assert!(waited <= dd_waited + margin, "{name}: {waited} of {} READs waited (dd: {dd_waited})", reads.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
