@@ -111,13 +111,20 @@ fn storage_error(e: StorageError) -> S3Error {
     }
 }
 
+/// The whole body, copied chunk by chunk into one buffer of its announced length as it arrives:
+/// each chunk is let go before the next is read, so the connection's read buffer is used again
+/// instead of a fresh one mapped (and faulted in page by page) for every chunk held.
 async fn collect_body(body: Option<StreamingBlob>) -> S3Result<Bytes> {
     let Some(body) = body else { return Ok(Bytes::new()) };
-    let chunks: Vec<Bytes> = body.try_collect().await.map_err(|e| s3_error!(IncompleteBody, "request body: {e}"))?;
-    let mut buf = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
-    for chunk in chunks {
-        buf.extend_from_slice(&chunk);
-    }
+    // S3's largest single PUT: a claim above it is not taken at its word.
+    let announced = body.remaining_length().exact().unwrap_or(0).min(5 << 30);
+    let buf = body
+        .try_fold(BytesMut::with_capacity(announced), |mut buf, chunk| async move {
+            buf.extend_from_slice(&chunk);
+            Ok(buf)
+        })
+        .await
+        .map_err(|e| s3_error!(IncompleteBody, "request body: {e}"))?;
     Ok(buf.freeze())
 }
 
