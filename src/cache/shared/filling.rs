@@ -2,7 +2,8 @@
 //! fill is behind the reader, and gets the CPU the node's readers leave idle before theirs. On two
 //! cores, sealing and sending (and a cache server on the same cores receiving) made a first node
 //! read a 1 GiB object at 0.7-0.8 of a node without a cache. When the readers leave no CPU at all,
-//! the fill queue fills up and blocks are dropped, as the queue promises.
+//! the fill queue fills up and blocks are dropped, as the queue promises. What the sends make
+//! others do is not at this priority: for that, fills also wait out contended CPUs (`pressure`).
 
 use std::future::Future;
 

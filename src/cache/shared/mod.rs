@@ -10,6 +10,7 @@ mod completing;
 mod connect;
 mod filling;
 mod pieces;
+mod pressure;
 pub mod sealed;
 mod tier;
 
@@ -23,6 +24,7 @@ pub use completing::complete_dropped;
 pub use connect::connect;
 use futures::StreamExt;
 use pieces::Pieces;
+use pressure::CpuPressure;
 use sealed::{Check, Identity, Unsealed};
 pub use tier::Tiered;
 
@@ -260,13 +262,26 @@ impl<C: ObjectStore> SharedCache<C> {
     pub fn fill(&self, key: &str, etag: &str, size: u64, index: u64, block: Unsealed) {
         self.last_fill_ms.store(self.now_ms(), Ordering::Relaxed);
         if self.fills.try_send(self.fill_of(key, etag, size, index, block)).is_err() {
-            self.metrics.fills_dropped.inc();
-            let mut dropped = self.lock_dropped();
-            if dropped.len() >= DROPPED_KEPT {
-                dropped.pop_front();
-            }
-            dropped.push_back(Dropped { key: key.to_owned(), etag: etag.to_owned(), size, index });
+            self.drop_fill(key, etag, size, index);
         }
+    }
+
+    /// Whether the fill queue has room now: when it has none, a block about to pass by is
+    /// dropped at once rather than copied to be dropped when it is whole.
+    pub fn has_room(&self) -> bool {
+        self.fills.capacity() > 0
+    }
+
+    /// Block `index` of the version will not go up now: it is remembered, to go up once the node
+    /// is idle.
+    pub fn drop_fill(&self, key: &str, etag: &str, size: u64, index: u64) {
+        self.last_fill_ms.store(self.now_ms(), Ordering::Relaxed);
+        self.metrics.fills_dropped.inc();
+        let mut dropped = self.lock_dropped();
+        if dropped.len() >= DROPPED_KEPT {
+            dropped.pop_front();
+        }
+        dropped.push_back(Dropped { key: key.to_owned(), etag: etag.to_owned(), size, index });
     }
 
     /// Block `index` of the version, to go up under its cache key.
@@ -324,9 +339,16 @@ struct Sender<C> {
 }
 
 impl<C: ObjectStore> Sender<C> {
-    /// Sends up what is queued, FILLS_AT_ONCE at a time, until the cache is dropped.
+    /// Sends up what is queued, FILLS_AT_ONCE at a time, until the cache is dropped; each fill
+    /// first waits for the CPUs to calm (while it waits, the queue fills and readers drop blocks).
     async fn send_all(self, queued: tokio::sync::mpsc::Receiver<Fill>) {
-        tokio_stream_of(queued).for_each_concurrent(FILLS_AT_ONCE, |fill| self.send(fill)).await;
+        let calmed =
+            futures::stream::unfold((queued, CpuPressure::default()), |(mut queued, mut pressure)| async move {
+                let fill = queued.recv().await?;
+                pressure.wait_for_idle_cpu().await;
+                Some((fill, (queued, pressure)))
+            });
+        calmed.for_each_concurrent(FILLS_AT_ONCE, |fill| self.send(fill)).await;
     }
 
     async fn send(&self, fill: Fill) {
@@ -348,9 +370,4 @@ impl<C: ObjectStore> Sender<C> {
             }
         }
     }
-}
-
-/// The receiver as a stream of what it receives, until every sender is gone.
-fn tokio_stream_of<T: Send + 'static>(receiver: tokio::sync::mpsc::Receiver<T>) -> impl futures::Stream<Item = T> {
-    futures::stream::unfold(receiver, |mut receiver| async move { receiver.recv().await.map(|item| (item, receiver)) })
 }

@@ -270,13 +270,31 @@ struct Filling {
     block: u64,
     /// Where the block being gathered starts (a multiple of `block`).
     start: u64,
-    gathered: Option<Unsealed>,
+    gathering: Option<Gathering>,
+}
+
+/// What becomes of the block at `Filling::start`.
+enum Gathering {
+    /// Its bytes so far, copied as they pass.
+    Into(Unsealed),
+    /// The fill queue was full when it began: it was dropped then, and this many of its bytes
+    /// went by without a copy made of them for nothing.
+    Passing(usize),
+}
+
+impl Gathering {
+    fn gathered(&self) -> usize {
+        match self {
+            Gathering::Into(block) => block.gathered(),
+            Gathering::Passing(passed) => *passed,
+        }
+    }
 }
 
 impl Filling {
     /// For a body starting at `offset`: blocks from the first that starts in it.
     fn at(offset: u64, block: u64) -> Self {
-        Self { block, start: offset.div_ceil(block) * block, gathered: None }
+        Self { block, start: offset.div_ceil(block) * block, gathering: None }
     }
 
     /// `chunk`, which starts at `offset` of the object, passed by.
@@ -290,22 +308,33 @@ impl Filling {
         let mut data = &chunk[skip..];
         while !data.is_empty() && self.start < version.size {
             let block_len = (self.block.min(version.size - self.start)) as usize;
-            let gathered = self.gathered.get_or_insert_with(|| shared.unsealed());
-            let take = (block_len - gathered.gathered()).min(data.len());
-            gathered.extend_from_slice(&data[..take]);
+            let index = self.start / self.block;
+            let gathering = self.gathering.get_or_insert_with(|| {
+                if shared.has_room() {
+                    Gathering::Into(shared.unsealed())
+                } else {
+                    shared.drop_fill(&version.key, version.etag.as_str(), version.size, index);
+                    Gathering::Passing(0)
+                }
+            });
+            let take = (block_len - gathering.gathered()).min(data.len());
+            match gathering {
+                Gathering::Into(block) => block.extend_from_slice(&data[..take]),
+                Gathering::Passing(passed) => *passed += take,
+            }
             data = &data[take..];
-            if gathered.gathered() == block_len
-                && let Some(block) = self.gathered.take()
-            {
-                shared.fill(&version.key, version.etag.as_str(), version.size, self.start / self.block, block);
+            if gathering.gathered() == block_len {
+                if let Some(Gathering::Into(block)) = self.gathering.take() {
+                    shared.fill(&version.key, version.etag.as_str(), version.size, index, block);
+                }
                 self.start += block_len as u64;
             }
         }
     }
 
-    /// The body ended: a block it ended inside goes to the pieces.
+    /// The body ended: a block it ended inside goes to the pieces (unless it was dropped).
     fn finish<C: ObjectStore>(&mut self, shared: &SharedCache<C>, version: &Version) {
-        if let Some(gathered) = self.gathered.take().filter(|gathered| gathered.gathered() > 0) {
+        if let Some(Gathering::Into(gathered)) = self.gathering.take().filter(|gathering| gathering.gathered() > 0) {
             let piece = Bytes::copy_from_slice(gathered.bytes());
             shared.fill_piece(&version.key, version.etag.as_str(), version.size, self.start / self.block, 0, piece);
         }
@@ -499,6 +528,37 @@ mod tests {
         let gets = source.counts().gets;
         assert_eq!(read(&second, "obj", 0..data.len() as u64).await, data);
         assert_eq!(source.counts().gets, gets, "the second node reads nothing from the source");
+    }
+
+    #[tokio::test]
+    async fn a_block_that_begins_while_the_queue_is_full_is_dropped_then_and_never_gathered() {
+        let (source, cache) = (Arc::new(MemoryStore::new()), Arc::new(MemoryStore::new()));
+        // A queue of one block and a cache that takes its time: the queue is full once the filling
+        // thread has as many fills under way as it sends at once.
+        cache.set_put_delay(std::time::Duration::from_secs(5));
+        let (node, metrics) = node_with_queue(&source, &cache, Check::Digest, BLOCK);
+        let shared = node.shared.clone().expect("a shared cache");
+        let version = Version { key: "obj".into(), etag: ETag::new("\"e\""), size: 40 * BLOCK };
+        let block = Bytes::from(content(BLOCK as usize));
+        let mut filling = Filling::at(0, BLOCK);
+        let mut offset = 0;
+        while shared.has_room() && offset < 30 * BLOCK {
+            filling.take(&block, offset, &shared, &version);
+            offset += BLOCK;
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(!shared.has_room(), "the queue filled up");
+        let dropped = metrics.fills_dropped.get();
+        filling.take(&block.slice(..BLOCK as usize / 2), offset, &shared, &version);
+        assert!(
+            matches!(filling.gathering, Some(Gathering::Passing(passed)) if passed as u64 == BLOCK / 2),
+            "half a block went by without a copy"
+        );
+        assert_eq!(metrics.fills_dropped.get(), dropped + 1, "dropped as it began");
+        filling.take(&block.slice(BLOCK as usize / 2..), offset + BLOCK / 2, &shared, &version);
+        assert!(filling.gathering.is_none() && filling.start == offset + BLOCK, "on to the next block");
+        assert_eq!(metrics.fills_dropped.get(), dropped + 1, "dropped once");
+        assert_eq!(shared.lock_dropped().back().map(|d| d.index), Some(offset / BLOCK), "remembered, to go up later");
     }
 
     #[tokio::test]
