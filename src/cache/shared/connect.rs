@@ -8,7 +8,7 @@ use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 
 use super::sealed::Check;
-use super::{SharedCache, SharedCacheConfig};
+use super::{CpuPressure, SharedCache, SharedCacheConfig};
 use crate::config::SharedCacheSettings;
 use crate::metrics::SharedCacheMetrics;
 use crate::store::s3::S3Store;
@@ -63,6 +63,7 @@ pub async fn connect(
         .await
         .map_err(|e| unusable(settings, "cannot connect", e))?
         .without_payload_checks();
-    let config = SharedCacheConfig { prefix: settings.prefix.clone(), scope, block, check, queue_bytes };
+    let pressure = CpuPressure::of_this_machine();
+    let config = SharedCacheConfig { prefix: settings.prefix.clone(), scope, block, check, queue_bytes, pressure };
     SharedCache::start(Arc::new(store), Arc::new(fill_store), config, metrics)
 }

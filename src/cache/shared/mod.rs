@@ -24,7 +24,7 @@ pub use completing::complete_dropped;
 pub use connect::connect;
 use futures::StreamExt;
 use pieces::Pieces;
-use pressure::CpuPressure;
+pub use pressure::CpuPressure;
 use sealed::{Check, Identity, Unsealed};
 pub use tier::Tiered;
 
@@ -65,6 +65,8 @@ pub struct SharedCacheConfig {
     pub check: Check,
     /// Bytes of blocks waiting to go up, at most.
     pub queue_bytes: u64,
+    /// Whether fills wait while the CPUs are contended (the node's pressure stall information).
+    pub pressure: CpuPressure,
 }
 
 /// A block waiting to go up, sealed by the filling thread (not on the reader's path).
@@ -110,13 +112,14 @@ impl<C: ObjectStore> SharedCache<C> {
         // The queue's share of the budget holds the free buffers as well as the queued ones.
         let buffers = BufferPool::new(sealed::HEADER_LEN + config.block as usize, slots.min(FILLS_AT_ONCE * 2));
         let (fills, queued) = tokio::sync::mpsc::channel(slots);
+        let pressure = config.pressure.clone();
         let sender = Sender {
             store: fill_store,
             check: config.check.clone(),
             buffers: Arc::clone(&buffers),
             metrics: metrics.clone(),
         };
-        filling::start(sender.send_all(queued))
+        filling::start(sender.send_all(queued, pressure))
             .map_err(|e| format!("starting the shared cache's filling thread: {e}"))?;
         let misses = Mutex::new(lru::LruCache::new(
             std::num::NonZeroUsize::new(MISSES_KEPT).unwrap_or(std::num::NonZeroUsize::MIN),
@@ -341,13 +344,12 @@ struct Sender<C> {
 impl<C: ObjectStore> Sender<C> {
     /// Sends up what is queued, FILLS_AT_ONCE at a time, until the cache is dropped; each fill
     /// first waits for the CPUs to calm (while it waits, the queue fills and readers drop blocks).
-    async fn send_all(self, queued: tokio::sync::mpsc::Receiver<Fill>) {
-        let calmed =
-            futures::stream::unfold((queued, CpuPressure::default()), |(mut queued, mut pressure)| async move {
-                let fill = queued.recv().await?;
-                pressure.wait_for_idle_cpu().await;
-                Some((fill, (queued, pressure)))
-            });
+    async fn send_all(self, queued: tokio::sync::mpsc::Receiver<Fill>, pressure: CpuPressure) {
+        let calmed = futures::stream::unfold((queued, pressure), |(mut queued, mut pressure)| async move {
+            let fill = queued.recv().await?;
+            pressure.wait_for_idle_cpu().await;
+            Some((fill, (queued, pressure)))
+        });
         calmed.for_each_concurrent(FILLS_AT_ONCE, |fill| self.send(fill)).await;
     }
 

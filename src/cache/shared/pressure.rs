@@ -16,22 +16,27 @@ const CONTENDED: f64 = 0.3;
 /// Longest a fill waits for the CPUs to calm: a node busy for good still fills, slowly.
 const LONGEST_WAIT: Duration = Duration::from_secs(1);
 
+#[derive(Clone)]
 pub struct CpuPressure {
-    path: PathBuf,
+    /// Where the pressure is read; none: fills never wait.
+    path: Option<PathBuf>,
     /// The last reading: when, and the microseconds stalled in all until then.
     last: Option<(Instant, u64)>,
     share: f64,
 }
 
-impl Default for CpuPressure {
-    fn default() -> Self {
+impl CpuPressure {
+    pub fn of_this_machine() -> Self {
         Self::at("/proc/pressure/cpu".into())
     }
-}
 
-impl CpuPressure {
+    /// Never contended: fills never wait.
+    pub fn ignored() -> Self {
+        Self { path: None, last: None, share: 0.0 }
+    }
+
     fn at(path: PathBuf) -> Self {
-        Self { path, last: None, share: 0.0 }
+        Self { path: Some(path), last: None, share: 0.0 }
     }
 
     /// Waits while the CPUs are contended, at most `LONGEST_WAIT`. Without pressure stall
@@ -67,7 +72,7 @@ impl CpuPressure {
     }
 
     fn stalled_micros(&self) -> Option<u64> {
-        some_total(&std::fs::read_to_string(&self.path).ok()?)
+        some_total(&std::fs::read_to_string(self.path.as_ref()?).ok()?)
     }
 }
 

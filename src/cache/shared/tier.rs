@@ -345,7 +345,7 @@ impl Filling {
 mod tests {
     use super::*;
     use crate::cache::shared::sealed::{self, Check};
-    use crate::cache::shared::{SharedCache, SharedCacheConfig};
+    use crate::cache::shared::{CpuPressure, SharedCache, SharedCacheConfig};
     use crate::metrics::SharedCacheMetrics;
     use crate::store::memory::MemoryStore;
 
@@ -370,8 +370,16 @@ mod tests {
         queue_bytes: u64,
     ) -> (Tiered<MemoryStore, MemoryStore>, SharedCacheMetrics) {
         let metrics = SharedCacheMetrics::default();
-        let config =
-            SharedCacheConfig { prefix: "c/".into(), scope: "test\nsrc".into(), block: BLOCK, check, queue_bytes };
+        // Fills here must not wait on how busy the machine running the tests is.
+        let pressure = CpuPressure::ignored();
+        let config = SharedCacheConfig {
+            prefix: "c/".into(),
+            scope: "test\nsrc".into(),
+            block: BLOCK,
+            check,
+            queue_bytes,
+            pressure,
+        };
         let shared =
             SharedCache::start(Arc::clone(cache), Arc::clone(cache), config, metrics.clone()).expect("started");
         (Tiered::new(Arc::clone(source), Some(shared)), metrics)
