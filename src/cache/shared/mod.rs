@@ -23,7 +23,7 @@ use bytes::Bytes;
 pub use completing::complete_dropped;
 pub use connect::connect;
 use futures::StreamExt;
-use pieces::Pieces;
+use pieces::{Covered, Pieces};
 pub use pressure::CpuPressure;
 use sealed::{Check, Identity, Unsealed};
 pub use tier::Tiered;
@@ -248,10 +248,15 @@ impl<C: ObjectStore> SharedCache<C> {
         let identity = self.identity(key, etag, size);
         let covered =
             self.pieces.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).add(identity, index, len, at, bytes);
-        if let Some(pieces) = covered {
-            let mut block = self.unsealed();
-            pieces.iter().for_each(|piece| block.extend_from_slice(piece));
-            self.fill(key, etag, size, index, block);
+        match covered {
+            Some(Covered::Bytes(pieces)) => {
+                let mut block = self.unsealed();
+                pieces.iter().for_each(|piece| block.extend_from_slice(piece));
+                self.fill(key, etag, size, index, block);
+            }
+            // Fetched whole again once the readers are quiet, as a block the queue dropped is.
+            Some(Covered::LetGo) => self.drop_fill(key, etag, size, index),
+            None => {}
         }
     }
 

@@ -2,10 +2,14 @@
 //! own and the rest of their block as a span (so the first read waits only for its own bytes): no
 //! single GET then carries that block whole. Its pieces are kept here, by version and block, until
 //! they cover it; then it goes up like any other. A few blocks at a time, the least recently
-//! touched dropped first, so pieces no GET completes (the edges of random reads) cost little.
+//! touched let go first, so pieces no GET completes (the edges of random reads) cost little. Of a
+//! block let go only where its pieces lay is remembered: when later pieces fill in the rest (a
+//! loader copying shuffled slices out of a memory map reads each block's two halves far apart),
+//! the node has read all of it, and it is worth fetching whole to send up.
 
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
+use std::ops::Range;
 
 use bytes::Bytes;
 
@@ -13,27 +17,47 @@ use super::sealed::Identity;
 
 /// Blocks being pieced together at once.
 const BLOCKS_KEPT: usize = 16;
+/// Blocks let go whose pieces' places are remembered.
+const PLACES_KEPT: usize = 4096;
 /// Pieces one block may take before it is given up (a reader of tiny scattered ranges).
 const PIECES_PER_BLOCK: usize = 64;
 
+/// What a block's pieces came to, once they cover it.
+#[derive(Debug, PartialEq)]
+pub enum Covered {
+    /// Its bytes, in order.
+    Bytes(Vec<Bytes>),
+    /// Every byte of it passed by, but some so long ago that they were let go.
+    LetGo,
+}
+
 pub struct Pieces {
     blocks: lru::LruCache<(Identity, u64), BTreeMap<u64, Bytes>>,
+    let_go: lru::LruCache<(Identity, u64), Vec<Range<u64>>>,
 }
 
 impl Default for Pieces {
     fn default() -> Self {
-        Self { blocks: lru::LruCache::new(NonZeroUsize::new(BLOCKS_KEPT).unwrap_or(NonZeroUsize::MIN)) }
+        let kept = |n| NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN);
+        Self { blocks: lru::LruCache::new(kept(BLOCKS_KEPT)), let_go: lru::LruCache::new(kept(PLACES_KEPT)) }
     }
 }
 
 impl Pieces {
-    /// `bytes` at `at` within block `index` of the version, a block of `len` bytes. Returns the
-    /// block's pieces, in order, once they cover all of it.
-    pub fn add(&mut self, identity: Identity, index: u64, len: u64, at: u64, bytes: Bytes) -> Option<Vec<Bytes>> {
+    /// `bytes` at `at` within block `index` of the version, a block of `len` bytes. Returns what
+    /// the block's pieces came to, once they cover all of it.
+    pub fn add(&mut self, identity: Identity, index: u64, len: u64, at: u64, bytes: Bytes) -> Option<Covered> {
         if bytes.is_empty() || at >= len {
             return None;
         }
         let block = (identity, index);
+        if !self.blocks.contains(&block)
+            && let Some((evicted, pieces)) = self.blocks.push(block, BTreeMap::new())
+        {
+            let places = pieces.iter().map(|(&at, bytes)| at..at + bytes.len() as u64);
+            let remembered = self.let_go.get_or_insert_mut(evicted, Vec::new);
+            remembered.extend(places);
+        }
         let pieces = self.blocks.get_or_insert_mut(block, BTreeMap::new);
         let longest = pieces.get(&at).map_or(0, Bytes::len);
         if bytes.len() > longest {
@@ -41,12 +65,36 @@ impl Pieces {
         }
         if pieces.len() > PIECES_PER_BLOCK {
             self.blocks.pop(&block);
+            self.let_go.pop(&block);
             return None;
         }
-        let covered = in_order(pieces, len)?;
+        if let Some(covered) = in_order(pieces, len) {
+            self.blocks.pop(&block);
+            self.let_go.pop(&block);
+            return Some(Covered::Bytes(covered));
+        }
+        let here = pieces.iter().map(|(&at, bytes)| at..at + bytes.len() as u64);
+        let places: Vec<Range<u64>> = here.chain(self.let_go.peek(&block).into_iter().flatten().cloned()).collect();
+        if !covers(places, len) {
+            return None;
+        }
         self.blocks.pop(&block);
-        Some(covered)
+        self.let_go.pop(&block);
+        Some(Covered::LetGo)
     }
+}
+
+/// Whether `places` cover `0..len` without a gap.
+fn covers(mut places: Vec<Range<u64>>, len: u64) -> bool {
+    places.sort_unstable_by_key(|place| place.start);
+    let mut cursor = 0;
+    for place in places {
+        if place.start > cursor {
+            return false;
+        }
+        cursor = cursor.max(place.end);
+    }
+    cursor >= len
 }
 
 /// The pieces that cover `0..len` in order, trimmed so that none overlaps the one before, if they
@@ -76,7 +124,8 @@ mod tests {
 
     const ID: Identity = [7; 32];
 
-    fn joined_bytes(pieces: Vec<Bytes>) -> Vec<u8> {
+    fn joined_bytes(covered: Covered) -> Vec<u8> {
+        let Covered::Bytes(pieces) = covered else { panic!("{covered:?}: the bytes were let go") };
         pieces.iter().flat_map(|p| p.iter().copied()).collect()
     }
 
@@ -107,7 +156,28 @@ mod tests {
         for index in 0..=BLOCKS_KEPT as u64 {
             pieces.add(ID, index, 10, 0, Bytes::from_static(b"abcde"));
         }
-        assert_eq!(pieces.add(ID, 0, 10, 5, Bytes::from_static(b"fghij")), None, "block 0 was let go");
-        assert!(pieces.add(ID, BLOCKS_KEPT as u64, 10, 5, Bytes::from_static(b"fghij")).is_some());
+        assert_eq!(
+            pieces.add(ID, 0, 10, 5, Bytes::from_static(b"fghij")),
+            Some(Covered::LetGo),
+            "block 0's bytes were let go, but all of it passed by"
+        );
+        let last = pieces.add(ID, BLOCKS_KEPT as u64, 10, 5, Bytes::from_static(b"fghij"));
+        assert_eq!(joined_bytes(last.expect("covered")), b"abcdefghij");
+    }
+
+    #[test]
+    fn a_block_let_go_is_not_covered_by_pieces_that_leave_a_gap() {
+        let mut pieces = Pieces::default();
+        pieces.add(ID, 0, 100, 0, Bytes::from(vec![1; 30]));
+        for index in 1..=BLOCKS_KEPT as u64 {
+            pieces.add(ID, index, 100, 0, Bytes::from(vec![1; 30]));
+        }
+        assert_eq!(pieces.add(ID, 0, 100, 40, Bytes::from(vec![1; 60])), None, "30..40 never passed by");
+        assert_eq!(pieces.add(ID, 0, 100, 25, Bytes::from(vec![1; 20])), Some(Covered::LetGo));
+        assert_eq!(
+            pieces.add(ID, 0, 100, 0, Bytes::from(vec![1; 100])),
+            Some(Covered::Bytes(vec![Bytes::from(vec![1; 100])])),
+            "then once more, whole"
+        );
     }
 }
