@@ -109,6 +109,36 @@ fn a_second_node_reads_what_the_first_fetched_from_the_near_cache() {
 }
 
 #[test]
+fn a_file_copied_out_of_a_memory_map_in_shuffled_slices_goes_up_whole() {
+    let (far, near) = far_and_near();
+    let metrics = MetricsPort::free();
+    let first = node(&far, &near, &metrics, &[]).unwrap();
+    // A loader copying tensors out of a mapped file in shuffled order: the kernel reads around
+    // each fault, so most blocks come in two pieces, many slices apart.
+    let loader = r#"
+import mmap, random, sys
+random.seed(7)
+with open(sys.argv[1], "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as m:
+    starts = list(range(0, len(m), 1 << 18))
+    random.shuffle(starts)
+    parts = {at: bytes(m[at:at + (1 << 18)]) for at in starts}
+sys.stdout.buffer.write(b"".join(parts[at] for at in sorted(parts)))
+"#;
+    let large = first.path("large.bin");
+    let out = std::process::Command::new("python3").args(["-c", loader]).arg(&large).output().unwrap();
+    assert!(out.status.success(), "the loader: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout == data::content(99, 24 * MIB), "the slices' bytes");
+    wait_written(&metrics, 24 * MIB as u64);
+    first.unmount_and_wait();
+
+    let metrics = MetricsPort::free();
+    let second = node(&far, &near, &metrics, &[]).unwrap();
+    let before = far_gets(&far);
+    assert!(std::fs::read(second.path("large.bin")).unwrap() == data::content(99, 24 * MIB), "large.bin");
+    assert_eq!(far_gets(&far) - before, 0, "GETs of the far source");
+}
+
+#[test]
 fn planted_or_unkeyed_blocks_are_refused_and_the_bytes_stay_exact() {
     let (far, near) = far_and_near();
     let key = fresh_dir("shared-key").join("key");
