@@ -54,9 +54,7 @@ impl Pieces {
         if !self.blocks.contains(&block)
             && let Some((evicted, pieces)) = self.blocks.push(block, BTreeMap::new())
         {
-            let places = pieces.iter().map(|(&at, bytes)| at..at + bytes.len() as u64);
-            let remembered = self.let_go.get_or_insert_mut(evicted, Vec::new);
-            remembered.extend(places);
+            self.let_go.get_or_insert_mut(evicted, Vec::new).extend(places(&pieces));
         }
         let pieces = self.blocks.get_or_insert_mut(block, BTreeMap::new);
         let longest = pieces.get(&at).map_or(0, Bytes::len);
@@ -73,15 +71,19 @@ impl Pieces {
             self.let_go.pop(&block);
             return Some(Covered::Bytes(covered));
         }
-        let here = pieces.iter().map(|(&at, bytes)| at..at + bytes.len() as u64);
-        let places: Vec<Range<u64>> = here.chain(self.let_go.peek(&block).into_iter().flatten().cloned()).collect();
-        if !covers(places, len) {
+        let let_go = self.let_go.peek(&block).into_iter().flatten().cloned();
+        if !covers(places(pieces).chain(let_go).collect(), len) {
             return None;
         }
         self.blocks.pop(&block);
         self.let_go.pop(&block);
         Some(Covered::LetGo)
     }
+}
+
+/// Where in its block each piece lies.
+fn places(pieces: &BTreeMap<u64, Bytes>) -> impl Iterator<Item = Range<u64>> + '_ {
+    pieces.iter().map(|(&at, bytes)| at..at + bytes.len() as u64)
 }
 
 /// Whether `places` cover `0..len` without a gap.
