@@ -102,16 +102,37 @@ fn init_logging(config: &MountConfig) -> Result<(), String> {
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match &config.log_file {
         Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| format!("opening log file {}: {e}", path.display()))?;
+            let file = open_log_file(path).map_err(|e| format!("log file {}: {e}", path.display()))?;
             builder.with_ansi(false).with_writer(std::sync::Mutex::new(file)).init();
         }
         None => builder.with_writer(std::io::stderr).init(),
     }
+    crate::panics::install_hook();
     Ok(())
+}
+
+/// Opens the log for appending, never through a symbolic link and never one another user owns:
+/// in a shared directory (/tmp) another user could plant either to make a daemon running as root
+/// write where they choose.
+fn open_log_file(path: &std::path::Path) -> Result<std::fs::File, String> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => "it is a symbolic link: give the log's own path".to_owned(),
+            _ => e.to_string(),
+        })?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Err(format!("it belongs to user {}, not to the user running fetchfs ({me}): refused", meta.uid()));
+    }
+    Ok(file)
 }
 
 /// Says in one line why the bucket cannot be used, naming the bucket and endpoint.
@@ -200,6 +221,10 @@ fn serve(config: MountConfig, readiness: &mut Readiness) -> Result<(), String> {
     tracing::info!(bucket = %config.s3.bucket, prefix = %config.prefix, mountpoint = %config.mountpoint.display(), "mounted");
     // On stderr, as a diagnostic: scripts may read what the mount prints on stdout.
     eprintln!("{}", startup_line(&config));
+    if let Some(warning) = half_of_replace(&config.fs.writes) {
+        tracing::warn!("{warning}");
+        eprintln!("fetchfs: warning: {warning}");
+    }
 
     if readiness.is_background() {
         readiness.ready()?;
@@ -280,6 +305,23 @@ fn startup_line(config: &MountConfig) -> String {
         config.prefix,
         config.mountpoint.display()
     )
+}
+
+/// What to say of a mount that may replace other clients' objects but not delete them, or the
+/// reverse: checkpoint libraries save again by overwriting shards, then deleting and renaming
+/// their index, and half of that leaves new shards beside the old index.
+fn half_of_replace(writes: &crate::fs::WriteMode) -> Option<&'static str> {
+    match (writes.read_only, writes.allow_overwrite, writes.allow_delete) {
+        (false, true, false) => Some(
+            "--allow-overwrite without --allow-delete: a checkpoint saved again over another mount's (new shards, \
+             then the old index deleted) stops midway and leaves a mixed checkpoint; give both flags, or neither",
+        ),
+        (false, false, true) => Some(
+            "--allow-delete without --allow-overwrite: a checkpoint saved again over another mount's stops at its \
+             first shard; give both flags, or neither",
+        ),
+        _ => None,
+    }
 }
 
 /// A clean unmount (umount, SIGTERM, systemd stop) leaves on disk what was read: blocks queued for

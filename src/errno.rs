@@ -102,7 +102,10 @@ impl FsError {
                 StoreError::NotFound | StoreError::NoSuchBucket => libc::ENOENT,
                 StoreError::PreconditionFailed => libc::ESTALE,
                 StoreError::AccessDenied(_) => libc::EACCES,
-                StoreError::WrongRegion(_) | StoreError::Unreachable(_) | StoreError::Other(_) => libc::EIO,
+                StoreError::WrongRegion(_)
+                | StoreError::Unreachable(_)
+                | StoreError::TooLong(_)
+                | StoreError::Other(_) => libc::EIO,
             },
         }
     }

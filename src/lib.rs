@@ -21,6 +21,7 @@ pub mod fuse;
 pub mod in_flight;
 pub mod metrics;
 pub mod object_id;
+pub mod panics;
 pub mod prefetch_command;
 pub mod store;
 pub mod unmount;

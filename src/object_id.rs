@@ -3,6 +3,9 @@
 
 use std::fmt;
 
+/// Longest key S3 stores, in bytes.
+pub const LONGEST_KEY: usize = 1024;
+
 /// An entity tag as S3 reports it, quotes included (`"<md5>"` or `"<md5>-<parts>"`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ETag(String);

@@ -147,6 +147,13 @@ impl Drop for Mount {
             let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
         }
         let _ = std::fs::remove_dir(&self.dir);
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
         let _ = std::fs::remove_file(&self.log);
+        // No input, network or kernel answer may panic the daemon: every mount's log is checked.
+        if let Some(panic) = log.lines().find(|l| l.contains(fetchfs::panics::LOGGED))
+            && !std::thread::panicking()
+        {
+            panic!("the daemon panicked: {panic}");
+        }
     }
 }

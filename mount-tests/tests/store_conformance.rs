@@ -82,8 +82,26 @@ against_both!(
     ranges_stream_exact_bytes,
     stale_etag_is_precondition_failed,
     missing_keys_are_not_found,
-    listings_group_and_page
+    listings_group_and_page,
+    a_whole_object_longer_than_asked_is_refused_by_its_length,
+    keys_longer_than_s3_allows_are_never_asked_for
 );
+
+async fn a_whole_object_longer_than_asked_is_refused_by_its_length(f: &impl Fixture) {
+    let data = data::content(3, 4 << 20);
+    f.put("cache/block", data.clone());
+    assert_eq!(f.store().get_whole("cache/block", 4 << 20).await, Ok(data));
+    assert_eq!(f.store().get_whole("cache/block", 1000).await, Err(StoreError::TooLong(4 << 20)));
+    assert_eq!(f.store().get_whole("cache/absent", 1000).await, Err(StoreError::NotFound));
+}
+
+async fn keys_longer_than_s3_allows_are_never_asked_for(f: &impl Fixture) {
+    f.put("x/y", Bytes::from_static(b"y"));
+    let deep = format!("x/{}", "a/".repeat(17_000));
+    let page = f.store().list_page(&deep, None, None).await.expect("an empty listing, not an error or a panic");
+    assert!(page.objects.is_empty() && page.prefixes.is_empty());
+    assert_eq!(f.store().head(&format!("{deep}f")).await, Err(StoreError::NotFound));
+}
 
 async fn get(f: &impl Fixture, key: &str, range: std::ops::Range<u64>, etag: &ETag) -> Result<Bytes, StoreError> {
     let mut body = f.store().get_range(key, range, etag).await?;

@@ -460,6 +460,10 @@ impl<S: ObjectStore> Fs<S> {
                     tracing::debug!(key = %meta.key, "skipping a key that cannot be a file name");
                     continue;
                 }
+                if ino == ROOT_INO && name == control::CONTROL_DIR {
+                    self.control.warn_hidden(&prefix);
+                    continue;
+                }
                 let name = name.to_owned();
                 found.entry(name).or_insert(Entry::File(meta));
             }
@@ -599,7 +603,7 @@ impl<S: ObjectStore> Fs<S> {
             return None;
         }
         if let Some(writer) = self.writing.remove(handle) {
-            return writer.outcome().is_none().then_some(UnfinishedUpload(writer));
+            return writer.needs_finishing().then_some(UnfinishedUpload(writer));
         }
         let mut files = lock(&self.open_files);
         let file = files.remove(&handle)?;

@@ -4,6 +4,8 @@
 /// Longest file name Linux accepts, in bytes.
 const NAME_MAX: usize = 255;
 
+pub use crate::object_id::LONGEST_KEY;
+
 /// A name longer than Linux allows: `ENAMETOOLONG`, not a name that is merely not a key.
 pub fn is_too_long(name: &str) -> bool {
     name.len() > NAME_MAX

@@ -344,6 +344,114 @@ mod writing {
         assert_eq!(object(&store, "raced").await, Some(Bytes::from_static(b"OTHER-CLIENT-DATA")));
     }
 
+    /// Writes `data` as the whole file `name` in `dir`, as `open(O_CREAT|O_TRUNC)`, `write` and
+    /// `close` do: created when new, replaced when it exists.
+    async fn save(fs: &Fs<MemoryStore>, dir: Ino, name: &str, data: &[u8]) -> Result<(), FsError> {
+        let handle = match fs.lookup(dir, name).await {
+            Ok(attr) => fs.open(attr.ino, Access::Replace, None)?.handle,
+            Err(FsError::NotFound) => fs.create(dir, name, None).await?.1,
+            Err(e) => return Err(e),
+        };
+        fs.write(handle, 0, data).await?;
+        let closed = fs.flush(handle, None).await;
+        fs.release(handle);
+        closed.map(|_| ())
+    }
+
+    /// torch.distributed.checkpoint's save: the shards written in place, the index written to a
+    /// temporary name, the old index deleted, the new one renamed into place.
+    async fn save_checkpoint(fs: &Fs<MemoryStore>, dir: Ino, step: u8) -> Result<(), FsError> {
+        save(fs, dir, "__0_0.distcp", &[step; 70_000]).await?;
+        save(fs, dir, ".metadata.tmp", &[step; 100]).await?;
+        match fs.unlink(dir, ".metadata").await {
+            Ok(()) | Err(FsError::NotFound) => {}
+            Err(e) => return Err(e),
+        }
+        fs.rename(dir, ".metadata.tmp", dir, ".metadata", RenameFlags::default()).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_checkpoint_this_mount_saved_is_saved_again_without_flags() {
+        let (store, fs) = writable(WriteMode::default());
+        let dir = fs.mkdir(ROOT_INO, "latest").await.unwrap().ino;
+        for step in 1..=3 {
+            save_checkpoint(&fs, dir, step).await.unwrap_or_else(|e| panic!("save {step}: {e}"));
+            assert_eq!(object(&store, "latest/__0_0.distcp").await, Some(Bytes::from(vec![step; 70_000])));
+            assert_eq!(object(&store, "latest/.metadata").await, Some(Bytes::from(vec![step; 100])));
+            assert_eq!(object(&store, "latest/.metadata.tmp").await, None);
+        }
+        // torch.save over its own file, then a file this mount wrote deleted.
+        save(&fs, ROOT_INO, "model.pt", b"epoch 1").await.unwrap();
+        save(&fs, ROOT_INO, "model.pt", b"epoch 2").await.unwrap();
+        assert_eq!(object(&store, "model.pt").await, Some(Bytes::from_static(b"epoch 2")));
+        fs.unlink(ROOT_INO, "model.pt").await.unwrap();
+        assert_eq!(object(&store, "model.pt").await, None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn another_client_s_object_is_never_replaced_or_deleted_without_flags() {
+        let (store, fs) = writable(WriteMode::default());
+        let dir = fs.lookup(ROOT_INO, "d").await.unwrap().ino;
+        // Written by another mount before this one began.
+        assert!(matches!(save(&fs, dir, "existing", b"mine").await, Err(FsError::NotPermitted(_))));
+        assert!(matches!(fs.unlink(dir, "existing").await, Err(FsError::NotPermitted(_))));
+        assert_eq!(object(&store, "d/existing").await, Some(Bytes::from_static(b"old")));
+        // Written here, then replaced by another client: this mount's ETag no longer holds.
+        save(&fs, dir, "shard", b"first save").await.unwrap();
+        save(&fs, dir, "index", b"first index").await.unwrap();
+        store.put("d/shard", Bytes::from_static(b"OTHER-CLIENT"));
+        store.put("d/index", Bytes::from_static(b"OTHER-INDEX"));
+        let resaved = save(&fs, dir, "shard", b"second save").await;
+        assert!(matches!(resaved, Err(FsError::UploadFailed(_))), "{resaved:?}");
+        assert_eq!(object(&store, "d/shard").await, Some(Bytes::from_static(b"OTHER-CLIENT")));
+        let deleted = fs.unlink(dir, "index").await;
+        assert!(matches!(deleted, Err(FsError::NotPermitted(_))), "{deleted:?}");
+        assert_eq!(object(&store, "d/index").await, Some(Bytes::from_static(b"OTHER-INDEX")));
+        save(&fs, dir, "index.tmp", b"second index").await.unwrap();
+        let renamed = fs.rename(dir, "index.tmp", dir, "index", RenameFlags::default()).await;
+        assert!(matches!(renamed, Err(FsError::NotPermitted(_))), "{renamed:?}");
+        assert_eq!(object(&store, "d/index").await, Some(Bytes::from_static(b"OTHER-INDEX")));
+    }
+
+    #[tokio::test]
+    async fn a_child_s_write_after_the_opener_closed_is_reported_by_the_child_s_close() {
+        let (store, fs) = writable(WriteMode::default());
+        let (_, handle) = fs.create(ROOT_INO, "raced", Some(100)).await.unwrap();
+        fs.flush(handle, Some(100)).await.unwrap();
+        store.put("raced", Bytes::from_static(b"OTHER-CLIENT-DATA"));
+        fs.write(handle, 0, b"child's bytes").await.unwrap();
+        let closed = fs.flush(handle, Some(200)).await;
+        assert!(matches!(closed, Err(FsError::UploadFailed(_))), "the child hears it: {closed:?}");
+        assert!(fs.release(handle).is_none(), "nothing left to finish");
+        assert_eq!(object(&store, "raced").await, Some(Bytes::from_static(b"OTHER-CLIENT-DATA")));
+        // Without the race the child's bytes land, and its close says so.
+        let (_, handle) = fs.create(ROOT_INO, "late", Some(100)).await.unwrap();
+        fs.flush(handle, Some(100)).await.unwrap();
+        fs.write(handle, 0, b"child's bytes").await.unwrap();
+        fs.flush(handle, Some(200)).await.unwrap();
+        assert_eq!(object(&store, "late").await, Some(Bytes::from_static(b"child's bytes")));
+    }
+
+    #[tokio::test]
+    async fn a_file_refused_after_its_early_close_removes_only_its_own_empty_object() {
+        let (store, fs) = writable(WriteMode::default());
+        let (_, handle) = fs.create(ROOT_INO, "refused", Some(100)).await.unwrap();
+        fs.flush(handle, Some(100)).await.unwrap();
+        assert_eq!(object(&store, "refused").await, Some(Bytes::new()), "the early close made the empty object");
+        assert!(matches!(fs.write(handle, 5, b"x").await, Err(FsError::InvalidWrite(_))));
+        let unfinished = fs.release(handle).expect("the refusal is settled at the release");
+        fs.finish_released(unfinished).await;
+        assert_eq!(object(&store, "refused").await, None, "no object appears");
+        // The delete is pinned to the empty object's ETag: another client's object stays.
+        let (_, handle) = fs.create(ROOT_INO, "theirs", Some(100)).await.unwrap();
+        fs.flush(handle, Some(100)).await.unwrap();
+        store.put("theirs", Bytes::from_static(b"OTHER-CLIENT-DATA"));
+        assert!(matches!(fs.write(handle, 5, b"x").await, Err(FsError::InvalidWrite(_))));
+        let unfinished = fs.release(handle).expect("the refusal is settled at the release");
+        fs.finish_released(unfinished).await;
+        assert_eq!(object(&store, "theirs").await, Some(Bytes::from_static(b"OTHER-CLIENT-DATA")));
+    }
+
     #[tokio::test]
     async fn a_replaced_object_s_new_version_gets_an_inode_of_its_own() {
         let (store, fs) = writable(WriteMode { allow_overwrite: true, ..WriteMode::default() });
@@ -496,7 +604,7 @@ mod prefetch_queue {
         let dir = fs.lookup(ROOT_INO, ".fetchfs").await.unwrap();
         assert_eq!((dir.ino, dir.kind), (CONTROL_DIR_INO, Kind::Directory));
         let file = fs.lookup(dir.ino, "prefetch").await.unwrap();
-        fs.open_control(file.ino, caller).unwrap().unwrap()
+        fs.open_control(file.ino, caller, Vec::new()).unwrap().unwrap()
     }
 
     async fn write(fs: &Fs<MemoryStore>, handle: u64, text: &str) {

@@ -1,6 +1,6 @@
 //! The write path: files created here, or replaced whole, become uploads. The `close` by the
 //! process that opened the file, its `fsync`, or the release of its last descriptor completes it;
-//! a close by a child that inherited the descriptor does not. Deletes, and directories that live
+//! a close by a child that inherited the descriptor does not, until the opener has closed it. Deletes, and directories that live
 //! here until a file is written under them.
 
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use super::writing::Writer;
 use super::{Access, Attr, AttrChange, Entry, Fs, Ino, Kind, Opened, UnfinishedUpload, names};
 use crate::errno::FsError;
 use crate::object_id::ETag;
-use crate::store::{ObjectMeta, ObjectStore, Replace};
+use crate::store::{ObjectMeta, ObjectStore, Replace, StoreError};
 use crate::upload::{Source, WriteError};
 
 /// A file completed: the object exists.
@@ -23,6 +23,10 @@ pub struct Finished {
     pub replaced: Option<Ino>,
 }
 
+/// Why nothing is made, moved or deleted at `.fetchfs` at the root, or in it.
+pub(super) const RESERVED: FsError =
+    FsError::NotPermitted("`.fetchfs` at the mount's root is its control directory: nothing moves into or out of it");
+
 impl<S: ObjectStore> Fs<S> {
     fn check_writable(&self) -> Result<(), FsError> {
         if self.options.writes.read_only { Err(FsError::ReadOnly) } else { Ok(()) }
@@ -31,8 +35,12 @@ impl<S: ObjectStore> Fs<S> {
     /// The key prefix of `parent`, if `name` may be made there.
     pub(super) fn prefix_for_new(&self, parent: Ino, name: &str) -> Result<String, FsError> {
         self.check_writable()?;
+        if self.is_reserved(parent, name) {
+            return Err(RESERVED);
+        }
         let prefix = self.dir_prefix(parent)?;
-        if names::is_too_long(name) {
+        // S3 keys are at most 1024 bytes; a directory's prefix adds its `/`.
+        if names::is_too_long(name) || prefix.len() + name.len() + 1 > names::LONGEST_KEY {
             return Err(FsError::NameTooLong);
         }
         if !names::is_valid_name(name) {
@@ -79,13 +87,9 @@ impl<S: ObjectStore> Fs<S> {
         opener: Option<u32>,
     ) -> Result<Opened, FsError> {
         self.check_writable()?;
-        if !self.options.writes.allow_overwrite {
-            return Err(FsError::NotPermitted(
-                "changing an existing object (replacing or appending) needs --allow-overwrite",
-            ));
-        }
+        let replace = self.may_replace(&meta)?;
         let upload = match access {
-            Access::Replace => self.uploader.start(meta.key, Replace::Allowed),
+            Access::Replace => self.uploader.start(meta.key, replace),
             Access::Append => self.uploader.start_appending(Source { key: meta.key, etag: meta.etag, size: meta.size }),
             Access::Read | Access::ReadWrite => {
                 return Err(FsError::NotPermitted(
@@ -99,6 +103,41 @@ impl<S: ObjectStore> Fs<S> {
         writer.set_written(meta.size * u64::from(access == Access::Append));
         let handle = self.add_writer(writer);
         Ok(Opened { handle, local_copy: None, writing: true })
+    }
+
+    /// How an existing object may be replaced: anything with `--allow-overwrite`; without it, only
+    /// an object this mount wrote, and only while it still has the ETag the mount gave it (a job
+    /// saving its checkpoint again replaces its own files, never another client's).
+    pub(super) fn may_replace(&self, meta: &ObjectMeta) -> Result<Replace, FsError> {
+        if self.options.writes.allow_overwrite {
+            Ok(Replace::Allowed)
+        } else if self.writing.object_written_here(&meta.key, &meta.etag) {
+            Ok(Replace::IfMatch(meta.etag.clone()))
+        } else if self.writing.key_written_here(&meta.key) {
+            Err(FsError::NotPermitted(
+                "the object this mount wrote was changed by another client since: replacing that needs --allow-overwrite",
+            ))
+        } else {
+            Err(FsError::NotPermitted(
+                "changing an object this mount did not write (replacing or appending) needs --allow-overwrite",
+            ))
+        }
+    }
+
+    /// Whether the object `meta` may be deleted, and pinned to which ETag: anything with
+    /// `--allow-delete`; without it, only an object this mount wrote, as it wrote it.
+    pub(super) fn may_delete(&self, meta: &ObjectMeta) -> Result<Option<crate::object_id::ETag>, FsError> {
+        if self.options.writes.allow_delete {
+            Ok(None)
+        } else if self.writing.object_written_here(&meta.key, &meta.etag) {
+            Ok(Some(meta.etag.clone()))
+        } else if self.writing.key_written_here(&meta.key) {
+            Err(FsError::NotPermitted(
+                "the object this mount wrote was changed by another client since: deleting that needs --allow-delete",
+            ))
+        } else {
+            Err(FsError::NotPermitted("deleting an object this mount did not write needs --allow-delete"))
+        }
     }
 
     fn add_writer(&self, writer: Writer<S>) -> u64 {
@@ -145,15 +184,16 @@ impl<S: ObjectStore> Fs<S> {
 
     /// A `close` of one of the file's descriptors by `process`. The opener's completes the file
     /// and reports how that went; another's (a child that inherited the descriptor) leaves it to
-    /// the opener, or to the last release. A file closed by its opener before anything was written
-    /// (`touch`; a shell's redirection for a builtin) becomes an empty object at once, and a write
-    /// at offset 0 through a descriptor still open then replaces it.
+    /// the opener while the opener has it open, and completes it once the opener has closed it, so
+    /// that a child's write after that is reported to the child. A file closed by its opener
+    /// before anything was written (`touch`; a shell's redirection for a builtin) becomes an empty
+    /// object at once, and a write at offset 0 through a descriptor still open then replaces it.
     pub async fn flush(&self, handle: u64, process: Option<u32>) -> Result<Finished, FsError> {
         if self.close_control(handle, false) {
             return Ok(Finished::default());
         }
         match self.writing.get(handle) {
-            Some(writer) if writer.opener.is_none() || writer.opener == process => self.finish(&writer).await,
+            Some(writer) if writer.closes_for(process) => self.finish(&writer).await,
             _ => Ok(Finished::default()),
         }
     }
@@ -244,8 +284,8 @@ impl<S: ObjectStore> Fs<S> {
     /// Deletes the object `name` in `parent`, with `--allow-delete`.
     pub async fn unlink(&self, parent: Ino, name: &str) -> Result<(), FsError> {
         self.check_writable()?;
-        if !self.options.writes.allow_delete {
-            return Err(FsError::NotPermitted("deleting objects needs --allow-delete"));
+        if self.is_reserved(parent, name) {
+            return Err(RESERVED);
         }
         let prefix = self.dir_prefix(parent)?;
         if self.writing.of_name(&prefix, name).is_some() {
@@ -257,7 +297,20 @@ impl<S: ObjectStore> Fs<S> {
             Known::Unknown => self.within_deadline(self.ask_store(&prefix, name)).await?,
         };
         let Entry::File(meta) = entry else { return Err(FsError::IsADirectory) };
-        self.within_deadline(async { Ok(self.store.delete_object(&meta.key, None).await?) }).await?;
+        let pinned = self.may_delete(&meta)?;
+        let deleting = self.store.delete_object(&meta.key, pinned.as_ref());
+        match self.within_deadline(async { Ok(deleting.await?) }).await {
+            Ok(()) => {}
+            Err(FsError::Store(StoreError::PreconditionFailed)) => {
+                self.metadata.forget_listing(&prefix);
+                tracing::warn!(key = %meta.key, "not deleted: another client changed the object this mount wrote");
+                return Err(FsError::NotPermitted(
+                    "the object this mount wrote was changed by another client since: deleting that needs --allow-delete",
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+        self.writing.forget_object(&meta.key);
         self.metadata.forget_listing(&prefix);
         self.metadata.store_missing(&prefix, name);
         Ok(())
@@ -292,6 +345,9 @@ impl<S: ObjectStore> Fs<S> {
     /// which is deleted with `--allow-delete`).
     pub async fn rmdir(&self, parent: Ino, name: &str) -> Result<(), FsError> {
         self.check_writable()?;
+        if self.is_reserved(parent, name) {
+            return Err(RESERVED);
+        }
         let parent_prefix = self.dir_prefix(parent)?;
         let dir_prefix = format!("{parent_prefix}{name}/");
         if self.writing.busy_under(&dir_prefix) {
@@ -303,6 +359,12 @@ impl<S: ObjectStore> Fs<S> {
             return Err(FsError::NotEmpty);
         }
         if let Some(marker) = marker {
+            // Only an empty object is a directory marker; one with bytes is data at the
+            // directory's name, which rmdir does not delete.
+            if marker.size > 0 {
+                tracing::warn!(key = %marker.key, size = marker.size, "rmdir: the directory's own key holds data; not deleted");
+                return Err(FsError::NotEmpty);
+            }
             if !self.options.writes.allow_delete {
                 return Err(FsError::NotPermitted(
                     "the directory is a marker object: deleting it needs --allow-delete",

@@ -40,6 +40,9 @@ pub struct Writer<S> {
     refused: Mutex<Option<&'static str>>,
     /// A refused file's upload has been given up.
     discarded: AtomicBool,
+    /// The opener has closed the file: a close by whoever still holds a descriptor (a child that
+    /// inherited it) completes what it wrote since, and hears how that went.
+    opener_closed: AtomicBool,
 }
 
 impl<S> Writer<S> {
@@ -61,6 +64,7 @@ impl<S> Writer<S> {
             outcome: Mutex::new(None),
             refused: Mutex::new(None),
             discarded: AtomicBool::new(false),
+            opener_closed: AtomicBool::new(false),
         }
     }
 
@@ -121,6 +125,22 @@ impl<S> Writer<S> {
     /// Whether this call is the first to give up the refused file's upload.
     pub fn discard(&self) -> bool {
         !self.discarded.swap(true, Ordering::Relaxed)
+    }
+
+    /// Whether a close by `process` completes the file: the opener's, or anyone's once the opener
+    /// has closed it (then nobody else would report what a child wrote after).
+    pub fn closes_for(&self, process: Option<u32>) -> bool {
+        let by_opener = self.opener.is_none() || self.opener == process;
+        if by_opener {
+            self.opener_closed.store(true, Ordering::Relaxed);
+        }
+        by_opener || self.opener_closed.load(Ordering::Relaxed)
+    }
+
+    /// Whether the release of its last descriptor still has to finish the file: it was never
+    /// finished, or written again since, or refused after it was (its empty object is removed).
+    pub fn needs_finishing(&self) -> bool {
+        self.unfinished() || (self.refused().is_some() && !self.discarded.load(Ordering::Relaxed))
     }
 }
 
@@ -203,6 +223,11 @@ impl<S> Writing<S> {
 
     pub fn object_written_here(&self, key: &str, etag: &ETag) -> bool {
         lock(&self.written_objects).get(key) == Some(etag)
+    }
+
+    /// Whether this mount wrote an object at `key`, whatever it holds now.
+    pub fn key_written_here(&self, key: &str) -> bool {
+        lock(&self.written_objects).contains_key(key)
     }
 
     pub fn forget_object(&self, key: &str) {

@@ -18,6 +18,7 @@ use fuser::{
 use tokio::runtime::Handle;
 
 use crate::errno::FsError;
+use crate::fs::control::groups_of_process;
 use crate::fs::{Access, Attr, AttrChange, Fs, Kind, Listing, User};
 use crate::store::ObjectStore;
 
@@ -209,7 +210,9 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
                 &FsError::TextBusy,
             ));
         }
-        if let Some(control) = self.fs.open_control(ino.0, User { uid: req.uid(), gid: req.gid() }) {
+        if let Some(control) =
+            self.fs.open_control(ino.0, User { uid: req.uid(), gid: req.gid() }, groups_of_process(req.pid()))
+        {
             return match control {
                 // Its reads show the state now, and its writes are lines: no page cache.
                 Ok(handle) => reply.opened(FileHandle(handle), FopenFlags::FOPEN_DIRECT_IO),

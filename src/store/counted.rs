@@ -31,6 +31,7 @@ fn status<T>(result: &Result<T, StoreError>) -> &'static str {
         Err(StoreError::AccessDenied(_)) => "access_denied",
         Err(StoreError::WrongRegion(_)) => "wrong_region",
         Err(StoreError::Unreachable(_)) => "unreachable",
+        Err(StoreError::TooLong(_)) => "too_long",
         Err(StoreError::Other(_)) => "error",
     }
 }
@@ -82,8 +83,8 @@ impl<S: ObjectStore> ObjectStore for Counted<S> {
         result
     }
 
-    async fn get_whole(&self, key: &str) -> Result<Bytes, StoreError> {
-        let result = self.inner.get_whole(key).await;
+    async fn get_whole(&self, key: &str, longest: u64) -> Result<Bytes, StoreError> {
+        let result = self.inner.get_whole(key, longest).await;
         self.metrics.request("get", status(&result));
         result
     }

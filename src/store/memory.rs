@@ -296,9 +296,13 @@ impl ObjectStore for MemoryStore {
         Ok(UploadId(id))
     }
 
-    async fn get_whole(&self, key: &str) -> Result<Bytes, StoreError> {
+    async fn get_whole(&self, key: &str, longest: u64) -> Result<Bytes, StoreError> {
         self.gets.fetch_add(1, Ordering::Relaxed);
-        self.lock().get(key).map(|o| o.data.clone()).ok_or(StoreError::NotFound)
+        let data = self.lock().get(key).map(|o| o.data.clone()).ok_or(StoreError::NotFound)?;
+        if data.len() as u64 > longest {
+            return Err(StoreError::TooLong(data.len() as u64));
+        }
+        Ok(data)
     }
 
     async fn upload_part(

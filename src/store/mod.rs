@@ -50,6 +50,9 @@ pub enum StoreError {
     WrongRegion(String),
     #[error("cannot reach the endpoint: {0}")]
     Unreachable(String),
+    /// An object longer than the caller takes; its body was not read.
+    #[error("the object is {0} bytes, longer than expected")]
+    TooLong(u64),
     #[error("{0}")]
     Other(String),
 }
@@ -97,8 +100,10 @@ pub trait ObjectStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<BodyStream, StoreError>> + Send;
 
     /// The whole object at `key`, whatever its version (for objects fetchfs itself keeps, such as
-    /// the shared cache's, whose contents are checked on their own).
-    fn get_whole(&self, key: &str) -> impl Future<Output = Result<Bytes, StoreError>> + Send;
+    /// the shared cache's, whose contents are checked on their own). An object longer than
+    /// `longest` bytes is `TooLong`, refused by the length its response announces, before its
+    /// body is read: whoever may write those objects must not be able to fill the node's memory.
+    fn get_whole(&self, key: &str, longest: u64) -> impl Future<Output = Result<Bytes, StoreError>> + Send;
 
     // Writes: new objects in one PUT or as a multipart upload, and deletes.
 

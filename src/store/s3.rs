@@ -24,7 +24,7 @@ use bytes::Bytes;
 use md5::Digest;
 
 use super::{BodyStream, ListPage, ObjectMeta, ObjectStore, Replace, StoreError, UploadId, UploadedPart};
-use crate::object_id::ETag;
+use crate::object_id::{ETag, LONGEST_KEY};
 
 /// How to reach the bucket; built from the checked mount configuration.
 #[derive(Clone, Debug, Default)]
@@ -255,6 +255,10 @@ impl ObjectStore for S3Store {
         token: Option<String>,
         max_keys: Option<i32>,
     ) -> Result<ListPage, StoreError> {
+        if prefix.len() > LONGEST_KEY {
+            // No key is that long, and a request that long may not be a URI the client can build.
+            return Ok(ListPage::default());
+        }
         let out = self
             .client
             .list_objects_v2()
@@ -290,6 +294,9 @@ impl ObjectStore for S3Store {
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
+        if key.len() > LONGEST_KEY {
+            return Err(StoreError::NotFound);
+        }
         let out = self
             .client
             .head_object()
@@ -376,7 +383,7 @@ impl ObjectStore for S3Store {
         out.upload_id.map(UploadId).ok_or_else(|| StoreError::Other("the server gave no upload id".into()))
     }
 
-    async fn get_whole(&self, key: &str) -> Result<Bytes, StoreError> {
+    async fn get_whole(&self, key: &str, longest: u64) -> Result<Bytes, StoreError> {
         let out = self
             .client
             .get_object()
@@ -386,6 +393,12 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(classify)?;
+        // Dropping the response unread closes its connection instead of draining the body.
+        match out.content_length {
+            Some(length) if u64::try_from(length).unwrap_or(u64::MAX) <= longest => {}
+            Some(length) => return Err(StoreError::TooLong(u64::try_from(length).unwrap_or(u64::MAX))),
+            None => return Err(StoreError::Other(format!("{key}: the response announced no length"))),
+        }
         let body =
             out.body.collect().await.map_err(|e| StoreError::Other(format!("the body of {key} was cut off: {e}")))?;
         Ok(body.into_bytes())

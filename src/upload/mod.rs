@@ -501,7 +501,10 @@ impl<S: ObjectStore> Upload<S> {
         let mut parts = std::mem::take(&mut self.done);
         parts.sort_by_key(|p| p.number);
         let completing = store.complete_upload(&self.key, &upload, parts, self.replace.clone());
-        match within(completion_deadline(deadline, self.written), "completing the upload", completing).await {
+        // A server that answers late may still complete it after this gives up and aborts: then
+        // the object appears whole (S3 never shows a part of one), and the caller was told EIO.
+        let what = "completing the upload (a server still at work may yet store the object, whole)";
+        match within(completion_deadline(deadline, self.written), what, completing).await {
             Ok(etag) => {
                 self.ended(&upload);
                 Ok(etag)

@@ -24,6 +24,16 @@ pub struct Files {
 pub fn prepare(dir: &Path) -> Result<Files, String> {
     let shown = dir.display();
     check_ancestors(dir)?;
+    if let Ok(link) = std::fs::read_link(dir)
+        && !dir.exists()
+    {
+        return Err(format!(
+            "the disk cache path {shown} is a symbolic link to {}, which does not exist: refusing to create a \
+             directory through a link (another user could have planted it); create {} first, or give the real path",
+            link.display(),
+            link.display()
+        ));
+    }
     if !dir.exists() {
         DirBuilder::new()
             .recursive(true)
@@ -162,6 +172,17 @@ mod tests {
         assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
         assert_eq!(std::fs::metadata(dir.join(LAYOUT)).unwrap().mode() & 0o777, 0o700);
         std::fs::remove_dir_all(dir.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_dangling_link_is_refused_and_named_as_one() {
+        let dir = scratch("dangling");
+        let target = dir.with_extension("nowhere");
+        std::os::unix::fs::symlink(&target, &dir).unwrap();
+        let refused = prepare(&dir).err().unwrap_or_default();
+        let _ = std::fs::remove_file(&dir);
+        assert!(refused.contains("symbolic link") && refused.contains("does not exist"), "{refused}");
+        assert!(!target.exists(), "nothing made through the link");
     }
 
     #[test]

@@ -200,12 +200,25 @@ impl<C: ObjectStore> SharedCache<C> {
             return None;
         }
         let object_key = self.object_key(&identity, index);
-        let getting = self.store.get_whole(&object_key);
+        let getting = self.store.get_whole(&object_key, sealed::HEADER_LEN as u64 + len);
         let found = match tokio::time::timeout(GET_DEADLINE, getting).await {
             Ok(Ok(found)) => found,
             Ok(Err(StoreError::NotFound)) => {
                 self.metrics.misses.inc();
                 self.found(&identity, index, false);
+                return None;
+            }
+            Ok(Err(StoreError::TooLong(length))) => {
+                self.metrics.misses.inc();
+                self.metrics.integrity_failures.inc();
+                tracing::warn!(
+                    key,
+                    etag,
+                    index,
+                    length,
+                    "shared cache: a cached block was refused by its length, unread (longer than a block and its \
+                     seal); reading from the source"
+                );
                 return None;
             }
             answer => {

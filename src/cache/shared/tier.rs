@@ -99,8 +99,8 @@ impl<S: ObjectStore, C: ObjectStore> ObjectStore for Tiered<S, C> {
         }
     }
 
-    async fn get_whole(&self, key: &str) -> Result<Bytes, StoreError> {
-        self.source.get_whole(key).await
+    async fn get_whole(&self, key: &str, longest: u64) -> Result<Bytes, StoreError> {
+        self.source.get_whole(key, longest).await
     }
 
     async fn put_object(&self, key: &str, body: Bytes, replace: Replace) -> Result<ETag, StoreError> {

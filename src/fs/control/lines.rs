@@ -3,8 +3,11 @@
 
 use std::path::{Component, Path};
 
-/// A line longer than this is not a path (Linux's PATH_MAX is 4096); it is dropped as bad.
-const LONGEST_LINE: usize = 64 * 1024;
+/// A line longer than this is not a path: Linux's PATH_MAX, its terminating NUL included. Longer
+/// lines are dropped as bad as they arrive, so a writer cannot make the daemon hold more.
+const LONGEST_LINE: usize = libc::PATH_MAX as usize - 1;
+/// The longest name a path's component may have (NAME_MAX).
+const LONGEST_NAME: usize = 255;
 
 /// What one line asks for.
 #[derive(Debug, PartialEq, Eq)]
@@ -83,8 +86,8 @@ pub fn parse(line: Option<&[u8]>, mountpoint: &Path) -> Line {
     for component in relative.components() {
         match component {
             Component::Normal(part) => match part.to_str() {
-                Some(part) => parts.push(part),
-                None => return Line::Bad,
+                Some(part) if part.len() <= LONGEST_NAME => parts.push(part),
+                _ => return Line::Bad,
             },
             Component::CurDir | Component::RootDir => {}
             Component::ParentDir => {
@@ -144,5 +147,18 @@ mod tests {
         assert_eq!(parse("a/.."), Line::Bad);
         assert_eq!(super::parse(Some(b"\xff\xfe"), mnt), Line::Bad);
         assert_eq!(super::parse(None, mnt), Line::Bad);
+        assert_eq!(parse(&format!("d/{}", "n".repeat(255))), Line::InMount(format!("d/{}", "n".repeat(255))));
+        assert_eq!(parse(&format!("d/{}", "n".repeat(256))), Line::Bad, "a component over NAME_MAX");
+    }
+
+    #[test]
+    fn a_line_over_path_max_is_bad_and_one_at_it_is_read() {
+        let at_limit = format!("{}f", "a/".repeat((LONGEST_LINE - 1) / 2));
+        let over = format!("q/{}f", "a/".repeat(17_000));
+        let text = format!("{at_limit}\n{over}\nok\n");
+        let out = lines_of(&[text.as_bytes()]);
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[0].as_deref().map(str::len), Some(at_limit.len()));
+        assert_eq!((&out[1], &out[2]), (&None, &Some("ok".to_owned())));
     }
 }

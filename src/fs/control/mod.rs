@@ -26,6 +26,8 @@ struct ControlHandle {
     /// Who opened it: the kernel checks the control file's own mode (`default_permissions`);
     /// what a line names is checked against the mount's modes for this user.
     caller: Option<User>,
+    /// The caller's supplementary groups: the kernel counts them too.
+    groups: Vec<u32>,
     lines: LineBuffer,
     shown: Option<Bytes>,
 }
@@ -49,11 +51,26 @@ impl ControlFiles {
     }
 }
 
-/// Whether `mode` lets `caller` do `what` (4 read, 1 search), for files owned by `uid`:`gid`.
-fn allows(mode: u16, uid: u32, gid: u32, caller: User, what: u16) -> bool {
+/// The supplementary groups of process `pid`, from `/proc/PID/status` (none when it is gone).
+pub fn groups_of_process(pid: u32) -> Vec<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    groups_in_status(&status)
+}
+
+fn groups_in_status(status: &str) -> Vec<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .map(|groups| groups.split_whitespace().filter_map(|g| g.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// Whether `mode` lets `caller` (with supplementary `groups`) do `what` (4 read, 1 search), for
+/// files owned by `uid`:`gid`.
+fn allows(mode: u16, uid: u32, gid: u32, caller: User, groups: &[u32], what: u16) -> bool {
     let bits = if caller.uid == uid {
         mode >> 6
-    } else if caller.gid == gid {
+    } else if caller.gid == gid || groups.contains(&gid) {
         mode >> 3
     } else {
         mode
@@ -98,11 +115,11 @@ impl<S: ObjectStore> Fs<S> {
 
     /// Opens a control file for `caller`, if `ino` is one: its reads and writes bypass the page
     /// cache.
-    pub fn open_control(&self, ino: Ino, caller: User) -> Option<Result<u64, FsError>> {
+    pub fn open_control(&self, ino: Ino, caller: User, groups: Vec<u32>) -> Option<Result<u64, FsError>> {
         match ino {
             PREFETCH_INO => {
                 let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
-                let opened = ControlHandle { caller: Some(caller), ..ControlHandle::default() };
+                let opened = ControlHandle { caller: Some(caller), groups, ..ControlHandle::default() };
                 lock(&self.control.handles).insert(handle, opened);
                 self.control.open.fetch_add(1, Ordering::Relaxed);
                 Some(Ok(handle))
@@ -138,7 +155,7 @@ impl<S: ObjectStore> Fs<S> {
             let mut handles = lock(&self.control.handles);
             let opened = handles.get_mut(&handle)?;
             opened.lines.feed(data, |line| lines.push(lines::parse(line, &self.options.mountpoint)));
-            opened.caller
+            opened.caller.map(|c| (c, opened.groups.clone()))
         };
         self.queue_lines(lines, caller);
         Some(data.len() as u32)
@@ -155,7 +172,7 @@ impl<S: ObjectStore> Fs<S> {
             let mut handles = lock(&self.control.handles);
             let Some(opened) = handles.get_mut(&handle) else { return false };
             opened.lines.finish(|line| lines.push(lines::parse(line, &self.options.mountpoint)));
-            let caller = opened.caller;
+            let caller = opened.caller.map(|c| (c, opened.groups.clone()));
             if released && handles.remove(&handle).is_some() {
                 self.control.open.fetch_sub(1, Ordering::Relaxed);
             }
@@ -165,13 +182,14 @@ impl<S: ObjectStore> Fs<S> {
         true
     }
 
-    fn queue_lines(&self, lines: Vec<Line>, caller: Option<User>) {
+    fn queue_lines(&self, lines: Vec<Line>, caller: Option<(User, Vec<u32>)>) {
         if lines.is_empty() {
             return;
         }
         let o = &self.options;
-        let may_read =
-            caller.is_none_or(|c| allows(o.dir_mode, o.uid, o.gid, c, 1) && allows(o.file_mode, o.uid, o.gid, c, 4));
+        let may_read = caller.is_none_or(|(c, groups)| {
+            allows(o.dir_mode, o.uid, o.gid, c, &groups, 1) && allows(o.file_mode, o.uid, o.gid, c, &groups, 4)
+        });
         let keys = lines.into_iter().map(|line| match line {
             Line::InMount(path) if may_read && !self.is_control_path(&path) => {
                 Line::InMount(format!("{}{path}", o.root_prefix))
@@ -180,6 +198,12 @@ impl<S: ObjectStore> Fs<S> {
             other => other,
         });
         self.prefetch.take_lines(keys, self);
+    }
+
+    /// Whether `name` in `parent` is the control directory or in it: nothing is made, moved or
+    /// deleted there, whatever the bucket holds.
+    pub(super) fn is_reserved(&self, parent: Ino, name: &str) -> bool {
+        (parent == ROOT_INO && name == CONTROL_DIR) || parent == CONTROL_DIR_INO
     }
 
     fn is_control_path(&self, path: &str) -> bool {
@@ -196,10 +220,23 @@ mod tests {
         let owner = User { uid: 1000, gid: 1000 };
         let other = User { uid: 1001, gid: 1001 };
         let group = User { uid: 1002, gid: 1000 };
-        assert!(allows(0o600, 1000, 1000, owner, 4));
-        assert!(!allows(0o640, 1000, 1000, other, 4));
-        assert!(allows(0o640, 1000, 1000, group, 4));
-        assert!(!allows(0o750, 1000, 1000, other, 1));
-        assert!(allows(0o700, 1000, 1000, User { uid: 0, gid: 0 }, 4), "root reads all");
+        assert!(allows(0o600, 1000, 1000, owner, &[], 4));
+        assert!(!allows(0o640, 1000, 1000, other, &[], 4));
+        assert!(allows(0o640, 1000, 1000, group, &[], 4));
+        assert!(allows(0o640, 1000, 1000, other, &[27, 1000], 4), "a member by a supplementary group");
+        assert!(!allows(0o640, 1000, 1000, other, &[27], 4));
+        assert!(!allows(0o750, 1000, 1000, other, &[], 1));
+        assert!(allows(0o700, 1000, 1000, User { uid: 0, gid: 0 }, &[], 4), "root reads all");
+    }
+
+    #[test]
+    fn supplementary_groups_are_read_from_the_process_status() {
+        let status = "Name:\tpython3\nGid:\t1001\t1001\t1001\t1001\nGroups:\t27 1000 1005 \nNSpid:\t9\n";
+        assert_eq!(groups_in_status(status), [27, 1000, 1005]);
+        assert_eq!(groups_in_status("Groups:\t\n"), Vec::<u32>::new());
+        let mine = groups_of_process(std::process::id());
+        // SAFETY: getgroups with a zero count only returns how many there are.
+        let count = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+        assert_eq!(mine.len(), usize::try_from(count).unwrap_or(0), "this process's own groups: {mine:?}");
     }
 }

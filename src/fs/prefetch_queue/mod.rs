@@ -92,8 +92,10 @@ impl PrefetchQueue {
                 Line::InMount(key) => {
                     if !shared.queue.push(&key) && !self.warned_full.swap(true, Ordering::Relaxed) {
                         tracing::warn!(
-                            "prefetch queue: {} names queued, the most it holds; further lines are dropped",
-                            queue::MAX_QUEUED
+                            "prefetch queue: full ({} names or {} MiB of names, the most it holds); further lines \
+                             are dropped",
+                            queue::MAX_QUEUED,
+                            queue::MAX_QUEUED_BYTES >> 20
                         );
                     }
                 }
@@ -183,7 +185,10 @@ async fn pump<S: ObjectStore>(fs: Weak<Fs<S>>, wake: Arc<Notify>) {
             loop {
                 let next = fs.prefetch.lock().queue.next_to_fetch(limits);
                 let Some(next) = next else { break };
-                fs.start_queued(next, limits).await;
+                let seq = next.seq;
+                if crate::panics::guarded(fs.start_queued(next, limits)).await.is_none() {
+                    fs.prefetch.lock().queue.fetch_ended(seq, None, false);
+                }
             }
         }
         woken.await;
@@ -222,12 +227,16 @@ impl<S: ObjectStore> Fs<S> {
         let (fetcher, me, wake) = (Arc::clone(&self.fetcher), self.me.clone(), Arc::clone(&self.prefetch.wake));
         let object = Arc::new(ObjectId { key: meta.key, etag: meta.etag });
         tokio::spawn(async move {
-            let fetched = fetcher.fetch_queued(object, meta.size, limit).await;
-            if let Err(e) = &fetched {
-                tracing::debug!("prefetch queue: fetching a queued file: {e}");
-            }
+            let fetched = match crate::panics::guarded(fetcher.fetch_queued(object, meta.size, limit)).await {
+                Some(Ok(bytes)) => Some(bytes),
+                Some(Err(e)) => {
+                    tracing::debug!("prefetch queue: fetching a queued file: {e}");
+                    None
+                }
+                None => None,
+            };
             if let Some(fs) = me.upgrade() {
-                fs.prefetch.lock().queue.fetch_ended(next.seq, fetched.ok(), false);
+                fs.prefetch.lock().queue.fetch_ended(next.seq, fetched, false);
             }
             wake.notify_one();
         });
@@ -236,6 +245,9 @@ impl<S: ObjectStore> Fs<S> {
     /// The object a queued key names, from its directory's listing (listed once, then kept for the
     /// metadata TTL, so the job's own lookups cost no request either).
     async fn resolve_queued(&self, key: &str) -> Result<ObjectMeta, Unresolved> {
+        if key.len() > super::names::LONGEST_KEY {
+            return Err(Unresolved::NoFile);
+        }
         let (prefix, name) = key.rfind('/').map_or(("", key), |i| (&key[..=i], &key[i + 1..]));
         if let Known::Unknown = self.metadata.known(prefix, name) {
             let dir = self.directory_number(prefix);

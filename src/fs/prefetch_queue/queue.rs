@@ -7,6 +7,9 @@ use std::sync::Arc;
 
 /// Names a queue holds at most; lines past it are dropped and counted (about 150 bytes each).
 pub const MAX_QUEUED: usize = 1_000_000;
+/// Bytes of names a queue holds at most, whatever their number: lines past it are dropped and
+/// counted, so long names cannot grow the daemon past this (and `MAX_QUEUED` slots) either.
+pub const MAX_QUEUED_BYTES: usize = 64 << 20;
 
 /// How far behind the furthest open a queued file may still be opened in turn: workers of one job
 /// take their files from one order a little out of step (a data loader's workers each load a
@@ -102,6 +105,8 @@ pub struct Queue {
     window_files: usize,
     window_bytes: u64,
     in_flight: usize,
+    /// Bytes of the names in `slots`.
+    key_bytes: usize,
     counts: Counts,
 }
 
@@ -140,10 +145,11 @@ impl Queue {
 
     /// Appends `key` to the order; false when the queue is full (the line is dropped).
     pub fn push(&mut self, key: &str) -> bool {
-        if self.slots.len() >= MAX_QUEUED {
+        if self.slots.len() >= MAX_QUEUED || self.key_bytes + key.len() > MAX_QUEUED_BYTES {
             self.counts.dropped += 1;
             return false;
         }
+        self.key_bytes += key.len();
         let seq = self.base + self.slots.len() as u64;
         let key: Arc<str> = Arc::from(key);
         match self.places.get_mut(&key) {
@@ -260,7 +266,9 @@ impl Queue {
     /// Drops settled places off the front.
     fn trim(&mut self) {
         while self.slots.front().is_some_and(|s| s.state == State::Settled) {
-            self.slots.pop_front();
+            if let Some(slot) = self.slots.pop_front() {
+                self.key_bytes -= slot.key.len();
+            }
             self.base += 1;
         }
         self.next = self.next.max(self.base);
@@ -445,6 +453,22 @@ mod tests {
         }
         assert!(!queue.push("one more"));
         assert_eq!(queue.counts().dropped, 1);
+    }
+
+    #[test]
+    fn long_names_fill_the_queue_by_their_bytes_and_leave_it_with_them() {
+        let mut queue = Queue::default();
+        let name = |i: usize| format!("{i:05}{}", "n/".repeat(2000));
+        let fit = MAX_QUEUED_BYTES / name(0).len();
+        for i in 0..fit {
+            assert!(queue.push(&name(i)), "{i} of {fit}");
+        }
+        assert!(!queue.push(&name(fit)), "over the bytes, far under the count");
+        assert_eq!((queue.counts().dropped, queue.slots.len()), (1, fit));
+        assert!(queue.key_bytes <= MAX_QUEUED_BYTES);
+        queue.clear();
+        assert_eq!(queue.key_bytes, 0, "cleared names give their bytes back");
+        assert!(queue.push(&name(0)));
     }
 
     #[test]

@@ -4,9 +4,10 @@
 //! file created here and still being written is completed under its new name instead.
 //! Directories: `directory.rs`.
 //!
-//! Who may: a file this mount wrote, into a name that does not exist, needs no flag (the
-//! write-then-rename of checkpoint libraries works on a default mount); any other object needs
-//! `--allow-delete`, and replacing an existing name `--allow-overwrite`.
+//! Who may: a file this mount wrote needs no flag, into a free name or onto another object this
+//! mount wrote and nobody changed since (the write-then-rename of checkpoint libraries, saved
+//! again, works on a default mount); any other object needs `--allow-delete`, and replacing
+//! another client's object `--allow-overwrite`.
 
 mod directory;
 
@@ -64,10 +65,7 @@ impl<S: ObjectStore> Fs<S> {
             None => Replace::Never,
             Some(Entry::Directory { .. }) => return Err(FsError::IsADirectory),
             Some(Entry::File(_)) if flags.no_replace => return Err(FsError::Exists),
-            Some(Entry::File(_)) if !self.options.writes.allow_overwrite => {
-                return Err(FsError::NotPermitted("renaming onto an existing object needs --allow-overwrite"));
-            }
-            Some(Entry::File(_)) => Replace::Allowed,
+            Some(Entry::File(target)) => self.may_replace(&target)?,
         };
         let new_key = format!("{}{}", to.prefix, to.name);
         let mut upload = writer.upload.lock().await;
@@ -87,6 +85,28 @@ impl<S: ObjectStore> Fs<S> {
         Ok(())
     }
 
+    /// Makes way for a rename onto the object `target`: with `--allow-overwrite` the copy replaces
+    /// it; without, only an object this mount wrote may be replaced, and it is deleted first,
+    /// pinned to the ETag the mount gave it (a server-side copy cannot be pinned to what it
+    /// replaces), so another client's object at that name is never lost.
+    async fn clear_for_rename(&self, prefix: &str, target: &ObjectMeta) -> Result<(), FsError> {
+        let Replace::IfMatch(etag) = self.may_replace(target)? else { return Ok(()) };
+        let deleting = self.store.delete_object(&target.key, Some(&etag));
+        match self.within_deadline(async { Ok(deleting.await?) }).await {
+            Ok(()) => {
+                self.writing.forget_object(&target.key);
+                Ok(())
+            }
+            Err(FsError::Store(StoreError::PreconditionFailed)) => {
+                self.metadata.forget_listing(prefix);
+                Err(FsError::NotPermitted(
+                    "the object this mount wrote was changed by another client since: replacing that needs --allow-overwrite",
+                ))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Renames the file `name` in `parent` to `new_name` in `new_parent`.
     pub async fn rename(
         &self,
@@ -101,6 +121,9 @@ impl<S: ObjectStore> Fs<S> {
         }
         if flags.exchange {
             return Err(FsError::InvalidWrite("S3 cannot swap two names (RENAME_EXCHANGE)".into()));
+        }
+        if self.is_reserved(parent, name) {
+            return Err(super::write_path::RESERVED);
         }
         let prefix = self.dir_prefix(parent)?;
         let new_prefix = self.prefix_for_new(new_parent, new_name)?;
@@ -141,10 +164,7 @@ impl<S: ObjectStore> Fs<S> {
             None => {}
             Some(Entry::Directory { .. }) => return Err(FsError::IsADirectory),
             Some(Entry::File(_)) if flags.no_replace => return Err(FsError::Exists),
-            Some(Entry::File(_)) if !self.options.writes.allow_overwrite => {
-                return Err(FsError::NotPermitted("renaming onto an existing object needs --allow-overwrite"));
-            }
-            Some(Entry::File(_)) => {}
+            Some(Entry::File(target)) => self.clear_for_rename(&new_prefix, &target).await?,
         }
         let source = Source { key: meta.key.clone(), etag: meta.etag.clone(), size: meta.size };
         let etag = match self.uploader.copy_whole(&source, &new_key).await {
