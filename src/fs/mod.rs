@@ -3,6 +3,7 @@
 //! GETs. Answers are plain values and `FsError`s; `fuse` turns them into replies.
 
 pub mod control;
+mod handles;
 mod inode;
 mod listing;
 pub mod names;
@@ -18,10 +19,9 @@ pub use listing::Listing;
 pub use rename::RenameFlags;
 pub use write_path::Finished;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -36,6 +36,7 @@ use crate::store::{ObjectMeta, ObjectStore, StoreError};
 use crate::upload::dangling::Journal;
 use crate::upload::{UploadConfig, Uploader};
 use control::ControlFiles;
+use handles::{Handle, Handles};
 use inode::InodeTable;
 use listing::{Known, MAX_LISTED_ENTRIES, MetadataCache};
 use next_file::NextFiles;
@@ -127,7 +128,7 @@ pub struct Attr {
 
 /// An open file: the inode and object version it reads, and the streams of reads of that
 /// version (shared by every handle open on it).
-struct OpenFile {
+pub(super) struct OpenFile {
     ino: Ino,
     object: Arc<ObjectId>,
     size: u64,
@@ -185,14 +186,13 @@ pub struct Fs<S> {
     inodes: InodeTable,
     metadata: MetadataCache,
     next_files: NextFiles,
-    open_files: Mutex<HashMap<u64, OpenFile>>,
+    handles: Handles<S>,
     /// A stream continued by a new open (a reader that reopens the file for each chunk) keeps the
     /// readahead window it had built, instead of starting again from the smallest one.
     released_streams: Mutex<lru::LruCache<Ino, (Arc<ObjectId>, SharedStreams)>>,
     timed_out: TimedOutReads,
     uploader: Arc<Uploader<S>>,
-    writing: Writing<S>,
-    next_handle: AtomicU64,
+    writing: Writing,
     mounted_at: SystemTime,
     control: ControlFiles,
     prefetch: PrefetchQueue,
@@ -218,6 +218,7 @@ impl<S: ObjectStore> Fs<S> {
         Arc::new_cyclic(|me| Self {
             uploader: Uploader::new(Arc::clone(&store), upload, Arc::clone(&metrics), journal),
             writing: Writing::default(),
+            handles: Handles::default(),
             fetcher: Arc::new(Fetcher::new(Arc::clone(&store), fetch, disk, Arc::clone(&metrics))),
             metrics,
             store,
@@ -226,11 +227,9 @@ impl<S: ObjectStore> Fs<S> {
             timed_out: TimedOutReads::new(TIMED_OUT_MEMORY.min(options.read_timeout)),
             options,
             next_files: NextFiles::default(),
-            open_files: Mutex::new(HashMap::new()),
             released_streams: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(RELEASED_STREAMS).unwrap_or(std::num::NonZeroUsize::MIN),
             )),
-            next_handle: AtomicU64::new(1),
             mounted_at: SystemTime::now(),
             control: ControlFiles::default(),
             prefetch: PrefetchQueue::default(),
@@ -262,7 +261,7 @@ impl<S: ObjectStore> Fs<S> {
 
     /// Sets the gauges read off the filesystem's state.
     pub fn refresh_gauges(&self) {
-        self.metrics.open_handles.set(lock(&self.open_files).len() as i64);
+        self.metrics.open_handles.set(self.handles.len() as i64);
         self.metrics.inodes.set(self.inodes.len() as i64);
         self.metrics.listed_entries.set(self.metadata.listed_entries() as i64);
         self.metrics.cache_bytes.set(self.fetcher.cache().used() as i64);
@@ -284,7 +283,7 @@ impl<S: ObjectStore> Fs<S> {
             Entry::File(meta) => Attr {
                 ino,
                 kind: Kind::File,
-                size: self.writing.of_inode(ino).map_or(meta.size, |w| w.written()),
+                size: self.handles.writer_of(ino).map_or(meta.size, |w| w.written()),
                 mtime: meta.last_modified,
                 perm: o.file_mode,
                 uid: o.uid,
@@ -326,7 +325,7 @@ impl<S: ObjectStore> Fs<S> {
         if !names::is_valid_name(name) {
             return Err(FsError::NotFound);
         }
-        if let Some(writer) = self.writing.of_name(&prefix, name)
+        if let Some(writer) = self.handles.writer_at(&prefix, name)
             && let Some(entry) = self.inodes.get(writer.ino())
         {
             let ino = self.inodes.looked_up(parent, name, entry.clone(), Some(writer.ino())).0;
@@ -359,7 +358,7 @@ impl<S: ObjectStore> Fs<S> {
     fn bind(&self, parent: Ino, name: &str, entry: &Entry, numbered: Option<Ino>) -> Ino {
         let (ino, replaced) = self.inodes.looked_up(parent, name, entry.clone(), numbered);
         if let Some((old, meta)) = replaced
-            && !lock(&self.open_files).values().any(|f| f.ino == old)
+            && !self.handles.reads(old)
         {
             self.fetcher.forget_version(&ObjectId { key: meta.key, etag: meta.etag }, meta.size);
         }
@@ -416,7 +415,7 @@ impl<S: ObjectStore> Fs<S> {
         let listing = self.listing(ino, &prefix).await?;
         // Files being written and directories made here are listed too.
         let mut extra: Vec<(String, Ino, Entry)> = Vec::new();
-        for writer in self.writing.in_directory(&prefix) {
+        for writer in self.handles.writers_in(&prefix) {
             let name = writer.place().name;
             if listing.position(&name).is_none()
                 && let Some(entry) = self.inodes.get(writer.ino())
@@ -506,7 +505,7 @@ impl<S: ObjectStore> Fs<S> {
             Some(Entry::Directory { .. }) => return Err(FsError::IsADirectory),
             None => return Err(FsError::NotFound),
         };
-        if self.writing.of_inode(ino).is_some() {
+        if self.handles.writer_of(ino).is_some() {
             return Err(FsError::Busy);
         }
         if access != Access::Read {
@@ -516,17 +515,15 @@ impl<S: ObjectStore> Fs<S> {
         if !self.prefetch.opened(&meta.key) {
             self.prefetch_next_files(ino);
         }
-        let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
         let ObjectMeta { key, size, etag, .. } = meta;
         let object = Arc::new(ObjectId { key, etag });
         let local_copy = self.fetcher.open_on_disk(&object, size);
-        let mut files = lock(&self.open_files);
-        let open = files.values().find(|f| f.ino == ino && f.object == object).map(|f| Arc::clone(&f.streams));
+        let open = self.handles.reading(ino, |f| f.object == object).map(|f| Arc::clone(&f.streams));
         let streams = open.unwrap_or_else(|| match lock(&self.released_streams).pop(&ino) {
             Some((released, streams)) if released == object => streams,
             _ => Arc::default(),
         });
-        files.insert(handle, OpenFile { ino, object, size, streams });
+        let handle = self.handles.add(Handle::Read(Arc::new(OpenFile { ino, object, size, streams })));
         Ok(Opened { handle, local_copy, writing: false })
     }
 
@@ -555,14 +552,12 @@ impl<S: ObjectStore> Fs<S> {
     /// on. If that version is gone, the read fails with `ESTALE` and what is known of the name is
     /// dropped, so the next lookup finds the current version (under a new inode).
     pub async fn read(&self, handle: u64, offset: u64, len: u32) -> Result<Bytes, FsError> {
-        if let Some(text) = self.read_control(handle, offset, len) {
-            return Ok(text);
-        }
-        let (ino, object, size, streams) = {
-            let files = lock(&self.open_files);
-            let file = files.get(&handle).ok_or(FsError::BadHandle)?;
-            (file.ino, Arc::clone(&file.object), file.size, Arc::clone(&file.streams))
+        let file = match self.handles.get(handle) {
+            Some(Handle::Read(file)) => file,
+            Some(Handle::Control(control)) => return Ok(self.read_control(&control, offset, len)),
+            Some(Handle::Write(_)) | None => return Err(FsError::BadHandle),
         };
+        let OpenFile { ino, ref object, size, ref streams } = *file;
         let deadline = self.options.read_timeout;
         let wanted = offset..offset.saturating_add(u64::from(len));
         if self.timed_out.recently_failed(&object, &wanted) {
@@ -596,21 +591,11 @@ impl<S: ObjectStore> Fs<S> {
         }
     }
 
-    /// Forgets a handle. A file being written whose upload is not complete yet is returned, for
-    /// the caller to complete with `finish_released` off the kernel's thread.
-    pub fn release(&self, handle: u64) -> Option<UnfinishedUpload<S>> {
-        if self.close_control(handle, true) {
-            return None;
-        }
-        if let Some(writer) = self.writing.remove(handle) {
-            return writer.needs_finishing().then_some(UnfinishedUpload(writer));
-        }
-        let mut files = lock(&self.open_files);
-        let file = files.remove(&handle)?;
-        let last = !files.values().any(|f| f.ino == file.ino);
-        drop(files);
-        if !last {
-            return None;
+    /// The last handle of a read file was released: a version replaced since leaves the caches,
+    /// one read to its end is completed on disk, and its streams are kept for the next open.
+    fn release_read(&self, file: &OpenFile) {
+        if self.handles.reads(file.ino) {
+            return;
         }
         let read_to_the_end = file.streams.furthest() >= file.size;
         if self.inodes.is_replaced(file.ino) {
@@ -619,8 +604,7 @@ impl<S: ObjectStore> Fs<S> {
             self.fetcher.complete_on_disk(Arc::clone(&file.object), file.size);
         }
         file.streams.forget_spans();
-        lock(&self.released_streams).put(file.ino, (file.object, file.streams));
-        None
+        lock(&self.released_streams).put(file.ino, (Arc::clone(&file.object), Arc::clone(&file.streams)));
     }
 }
 

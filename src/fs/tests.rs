@@ -1,6 +1,7 @@
 //! The filesystem logic against the in-memory store: what listings save, negative answers, the
 //! inode table's bounds, and next-file prefetch.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use super::*;
@@ -450,6 +451,23 @@ mod writing {
         let unfinished = fs.release(handle).expect("the refusal is settled at the release");
         fs.finish_released(unfinished).await;
         assert_eq!(object(&store, "theirs").await, Some(Bytes::from_static(b"OTHER-CLIENT-DATA")));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_directory_emptied_here_stays_until_rmdir() {
+        // `mv` of a directory past --rename-dir-limit: copies, deletes each file, then rmdir.
+        let (store, fs) = writable(WriteMode { allow_delete: true, ..WriteMode::default() });
+        store.put("u/one", Bytes::from_static(b"1"));
+        store.put("u/two", Bytes::from_static(b"2"));
+        let dir = fs.lookup(ROOT_INO, "u").await.unwrap().ino;
+        fs.unlink(dir, "one").await.unwrap();
+        fs.rename(dir, "two", ROOT_INO, "two", RenameFlags::default()).await.unwrap();
+        assert_eq!(store.object_count(), 2, "d/existing and the moved file");
+        assert_eq!(fs.lookup(ROOT_INO, "u").await.map(|a| a.kind), Ok(Kind::Directory), "still there");
+        assert!(fs.readdir(ROOT_INO).await.unwrap().position("u").is_some());
+        assert!(fs.readdir(dir).await.unwrap().entries().is_empty());
+        fs.rmdir(ROOT_INO, "u").await.unwrap();
+        assert_eq!(fs.lookup(ROOT_INO, "u").await, Err(FsError::NotFound));
     }
 
     #[tokio::test]

@@ -4,9 +4,9 @@
 //! here until a file is written under them.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
+use super::handles::Handle;
 use super::listing::Known;
 use super::writing::Writer;
 use super::{Access, Attr, AttrChange, Entry, Fs, Ino, Kind, Opened, UnfinishedUpload, names};
@@ -53,7 +53,7 @@ impl<S: ObjectStore> Fs<S> {
     /// `opener` is the process creating it.
     pub async fn create(&self, parent: Ino, name: &str, opener: Option<u32>) -> Result<(Attr, u64), FsError> {
         let prefix = self.prefix_for_new(parent, name)?;
-        if self.writing.of_name(&prefix, name).is_some() {
+        if self.handles.writer_at(&prefix, name).is_some() {
             return Err(FsError::Busy);
         }
         // With the directory's listing at hand, the lookups of the next names created in it are
@@ -141,18 +141,18 @@ impl<S: ObjectStore> Fs<S> {
     }
 
     fn add_writer(&self, writer: Writer<S>) -> u64 {
-        let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        self.writing.insert(handle, Arc::new(writer));
-        handle
+        self.writing.made_here(writer.ino());
+        self.handles.add(Handle::Write(Arc::new(writer)))
     }
 
     /// Appends `data` at `offset`, which must be where the file ends. A write elsewhere is refused
     /// (EINVAL), and the file will not become an object: it would not hold what was written.
     pub async fn write(&self, handle: u64, offset: u64, data: &[u8]) -> Result<u32, FsError> {
-        if let Some(written) = self.write_control(handle, data) {
-            return Ok(written);
-        }
-        let writer = self.writing.get(handle).ok_or(FsError::BadHandle)?;
+        let writer = match self.handles.get(handle) {
+            Some(Handle::Write(writer)) => writer,
+            Some(Handle::Control(control)) => return Ok(self.write_control(&control, data)),
+            Some(Handle::Read(_)) | None => return Err(FsError::BadHandle),
+        };
         if let Some(why) = writer.refused() {
             return Err(FsError::InvalidWrite(format!("the file will not be written: {why}")));
         }
@@ -177,39 +177,8 @@ impl<S: ObjectStore> Fs<S> {
         Ok(data.len() as u32)
     }
 
-    /// Whether `handle` is a file opened for writing.
-    pub fn is_writer(&self, handle: u64) -> bool {
-        self.writing.get(handle).is_some()
-    }
-
-    /// A `close` of one of the file's descriptors by `process`. The opener's completes the file
-    /// and reports how that went; another's (a child that inherited the descriptor) leaves it to
-    /// the opener while the opener has it open, and completes it once the opener has closed it, so
-    /// that a child's write after that is reported to the child. A file closed by its opener
-    /// before anything was written (`touch`; a shell's redirection for a builtin) becomes an empty
-    /// object at once, and a write at offset 0 through a descriptor still open then replaces it.
-    pub async fn flush(&self, handle: u64, process: Option<u32>) -> Result<Finished, FsError> {
-        if self.close_control(handle, false) {
-            return Ok(Finished::default());
-        }
-        match self.writing.get(handle) {
-            Some(writer) if writer.closes_for(process) => self.finish(&writer).await,
-            _ => Ok(Finished::default()),
-        }
-    }
-
-    /// Completes a file being written (and reports how that went); nothing for files read.
-    pub async fn fsync(&self, handle: u64) -> Result<Finished, FsError> {
-        if self.close_control(handle, false) {
-            return Ok(Finished::default());
-        }
-        match self.writing.get(handle) {
-            Some(writer) => self.finish(&writer).await,
-            None => Ok(Finished::default()),
-        }
-    }
-
-    async fn finish(&self, writer: &Writer<S>) -> Result<Finished, FsError> {
+    /// Completes a file being written and reports how that went.
+    pub(super) async fn finish(&self, writer: &Writer<S>) -> Result<Finished, FsError> {
         let mut upload = writer.upload.lock().await;
         if let Some(why) = writer.refused() {
             // What the program saw fail was its write; nothing of the file is kept, not even the
@@ -275,7 +244,7 @@ impl<S: ObjectStore> Fs<S> {
     /// `fallocate` on a file being written: S3 objects have no holes or reserved room, and a file
     /// whose size a program could not set will not hold what it meant, so it is not written.
     pub fn allocate(&self, handle: u64) -> Result<(), FsError> {
-        if let Some(writer) = self.writing.get(handle) {
+        if let Some(Handle::Write(writer)) = self.handles.get(handle) {
             writer.refuse("fallocate was refused (an object's size comes only from writing)");
         }
         Err(FsError::Unsupported("S3 objects have no room reserved ahead of their bytes"))
@@ -288,7 +257,7 @@ impl<S: ObjectStore> Fs<S> {
             return Err(RESERVED);
         }
         let prefix = self.dir_prefix(parent)?;
-        if self.writing.of_name(&prefix, name).is_some() {
+        if self.handles.writer_at(&prefix, name).is_some() {
             return Err(FsError::Busy);
         }
         let entry = match self.metadata.known(&prefix, name) {
@@ -311,9 +280,19 @@ impl<S: ObjectStore> Fs<S> {
             Err(e) => return Err(e),
         }
         self.writing.forget_object(&meta.key);
+        self.keep_emptied(&prefix);
         self.metadata.forget_listing(&prefix);
         self.metadata.store_missing(&prefix, name);
         Ok(())
+    }
+
+    /// A directory whose object was deleted or moved away stays until `rmdir`, as on a local
+    /// disk: S3 would drop it with its last object, and `rm -r` or `mv`, which empty a directory
+    /// and then remove it, would find it gone.
+    pub(super) fn keep_emptied(&self, prefix: &str) {
+        if prefix != self.options.root_prefix {
+            self.writing.add_local_dir(prefix.to_owned());
+        }
     }
 
     /// Makes a directory that exists here until a file is written under it (S3 has no
@@ -330,7 +309,7 @@ impl<S: ObjectStore> Fs<S> {
             },
         };
         let dir_prefix = format!("{prefix}{name}/");
-        if exists || self.writing.of_name(&prefix, name).is_some() || self.writing.is_local_dir(&dir_prefix) {
+        if exists || self.handles.writer_at(&prefix, name).is_some() || self.writing.is_local_dir(&dir_prefix) {
             return Err(FsError::Exists);
         }
         self.writing.add_local_dir(dir_prefix.clone());
@@ -350,7 +329,7 @@ impl<S: ObjectStore> Fs<S> {
         }
         let parent_prefix = self.dir_prefix(parent)?;
         let dir_prefix = format!("{parent_prefix}{name}/");
-        if self.writing.busy_under(&dir_prefix) {
+        if self.handles.writing_under(&dir_prefix) || self.writing.local_dirs_under(&dir_prefix) {
             return Err(FsError::Busy);
         }
         let page = self.within_deadline(async { Ok(self.store.list_page(&dir_prefix, None, Some(2)).await?) }).await?;
@@ -397,12 +376,12 @@ impl<S: ObjectStore> Fs<S> {
             && size != attr.size
         {
             let why = "a size can change only by writing (files are written front to back)";
-            if let Some(writer) = self.writing.any_of_inode(ino) {
+            if let Some(writer) = self.handles.any_writer_of(ino) {
                 writer.refuse(why);
             }
             return Err(FsError::InvalidWrite(why.into()));
         }
-        let made_here = self.writing.written_here(ino) || self.writing.of_inode(ino).is_some();
+        let made_here = self.writing.written_here(ino) || self.handles.writer_of(ino).is_some();
         if change.metadata && !made_here && attr.kind == Kind::File {
             return Err(FsError::NotPermitted("modes, owners and times come from the mount's flags and from S3"));
         }

@@ -1,12 +1,15 @@
-//! Files being written through this mount, each an upload, by handle; the inodes of files this
-//! mount wrote (their attributes may be "set" as no-ops, as `tar -x` and `touch` do); and
-//! directories made with `mkdir`, which exist only here until a file is written under them.
+//! A file being written through this mount (`Writer`: where it is, its inode, its opener, its
+//! upload; its handle lives in the handle table); the inodes and objects this mount wrote (their
+//! attributes may be "set" as no-ops, as `tar -x` and `touch` do, and they may be replaced and
+//! deleted without flags); and directories made with `mkdir`, which exist only here until a file
+//! is written under them.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::inode::Ino;
+use super::lock;
 use crate::errno::FsError;
 use crate::object_id::ETag;
 use crate::upload::Upload;
@@ -84,12 +87,12 @@ impl<S> Writer<S> {
         *lock(&self.place) = place;
     }
 
-    fn is_at(&self, prefix: &str, name: &str) -> bool {
+    pub(super) fn is_at(&self, prefix: &str, name: &str) -> bool {
         let place = lock(&self.place);
         place.prefix == prefix && place.name == name
     }
 
-    fn is_under(&self, prefix: &str) -> bool {
+    pub(super) fn is_under(&self, prefix: &str) -> bool {
         lock(&self.place).prefix.starts_with(prefix)
     }
 
@@ -110,7 +113,7 @@ impl<S> Writer<S> {
     }
 
     /// Still being written: not finished, or finished empty and written again.
-    fn unfinished(&self) -> bool {
+    pub(super) fn unfinished(&self) -> bool {
         lock(&self.outcome).is_none()
     }
 
@@ -144,12 +147,10 @@ impl<S> Writer<S> {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-pub struct Writing<S> {
-    by_handle: Mutex<HashMap<u64, Arc<Writer<S>>>>,
+/// What the mount knows of its own writes beyond open handles: the inodes and objects it wrote,
+/// and the directories made here.
+#[derive(Default)]
+pub struct Writing {
     written_here: Mutex<HashSet<Ino>>,
     /// Objects this mount wrote, by key, and the ETag each got (another's write since makes the
     /// key no longer ours).
@@ -158,51 +159,7 @@ pub struct Writing<S> {
     local_dirs: Mutex<BTreeSet<String>>,
 }
 
-impl<S> Default for Writing<S> {
-    fn default() -> Self {
-        Self {
-            by_handle: Mutex::default(),
-            written_here: Mutex::default(),
-            written_objects: Mutex::default(),
-            local_dirs: Mutex::default(),
-        }
-    }
-}
-
-impl<S> Writing<S> {
-    pub fn insert(&self, handle: u64, writer: Arc<Writer<S>>) {
-        lock(&self.written_here).insert(writer.ino());
-        lock(&self.by_handle).insert(handle, writer);
-    }
-
-    pub fn get(&self, handle: u64) -> Option<Arc<Writer<S>>> {
-        lock(&self.by_handle).get(&handle).cloned()
-    }
-
-    pub fn remove(&self, handle: u64) -> Option<Arc<Writer<S>>> {
-        lock(&self.by_handle).remove(&handle)
-    }
-
-    /// The writer of `name` in the directory of `prefix`, if it is being written. A file complete
-    /// but not yet released is an object like any other.
-    pub fn of_name(&self, prefix: &str, name: &str) -> Option<Arc<Writer<S>>> {
-        lock(&self.by_handle).values().find(|w| w.unfinished() && w.is_at(prefix, name)).cloned()
-    }
-
-    /// The writer of `ino`, finished or not.
-    pub fn any_of_inode(&self, ino: Ino) -> Option<Arc<Writer<S>>> {
-        lock(&self.by_handle).values().find(|w| w.ino() == ino).cloned()
-    }
-
-    pub fn of_inode(&self, ino: Ino) -> Option<Arc<Writer<S>>> {
-        lock(&self.by_handle).values().find(|w| w.unfinished() && w.ino() == ino).cloned()
-    }
-
-    /// Every file being written in the directory of `prefix`.
-    pub fn in_directory(&self, prefix: &str) -> Vec<Arc<Writer<S>>> {
-        lock(&self.by_handle).values().filter(|w| w.unfinished() && w.place().prefix == prefix).cloned().collect()
-    }
-
+impl Writing {
     /// Records an inode made by this mount (a directory made with mkdir, a version written here).
     pub fn made_here(&self, ino: Ino) {
         lock(&self.written_here).insert(ino);
@@ -232,11 +189,6 @@ impl<S> Writing<S> {
 
     pub fn forget_object(&self, key: &str) {
         lock(&self.written_objects).remove(key);
-    }
-
-    /// Whether a file is being written anywhere under the directory of `prefix`.
-    pub fn writing_under(&self, prefix: &str) -> bool {
-        lock(&self.by_handle).values().any(|w| w.unfinished() && w.is_under(prefix))
     }
 
     /// The directories made here under `from` (itself included) now live under `to`.
@@ -270,12 +222,8 @@ impl<S> Writing<S> {
             .collect()
     }
 
-    /// Whether anything is being written under the directory of `prefix`.
-    pub fn busy_under(&self, prefix: &str) -> bool {
-        lock(&self.by_handle).values().any(|w| w.unfinished() && w.is_under(prefix))
-            || lock(&self.local_dirs)
-                .range(prefix.to_owned()..)
-                .take_while(|p| p.starts_with(prefix))
-                .any(|p| p != prefix)
+    /// Whether directories made here lie under the directory of `prefix`.
+    pub fn local_dirs_under(&self, prefix: &str) -> bool {
+        lock(&self.local_dirs).range(prefix.to_owned()..).take_while(|p| p.starts_with(prefix)).any(|p| p != prefix)
     }
 }

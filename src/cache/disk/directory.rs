@@ -212,6 +212,36 @@ mod tests {
     }
 
     #[test]
+    fn a_link_into_a_directory_others_may_write_is_checked_where_it_leads() {
+        // The path as given passes (its parents are safe); where it resolves does not.
+        let unsafe_parent = scratch("resolved-open");
+        std::fs::create_dir_all(unsafe_parent.join("cache")).unwrap();
+        std::fs::set_permissions(unsafe_parent.join("cache"), std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::set_permissions(&unsafe_parent, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let link = scratch("resolved-link");
+        std::os::unix::fs::symlink(unsafe_parent.join("cache"), &link).unwrap();
+        let refused = prepare(&link).err().unwrap_or_default();
+        let _ = std::fs::remove_file(&link);
+        std::fs::remove_dir_all(&unsafe_parent).unwrap();
+        assert!(refused.contains("others may write to"), "{refused}");
+    }
+
+    #[test]
+    fn a_layout_directory_that_is_a_link_is_refused() {
+        let dir = scratch("layout-link");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let elsewhere = scratch("layout-elsewhere");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dir.join(LAYOUT)).unwrap();
+        let refused = prepare(&dir).err().unwrap_or_default();
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&elsewhere).unwrap();
+        assert!(refused.contains("is not a directory (a link?)"), "{refused}");
+    }
+
+    #[test]
     fn files_are_reached_through_the_directory_opened_at_mount() {
         let dir = scratch("held");
         let files = prepare(&dir).unwrap();

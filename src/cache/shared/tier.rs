@@ -481,6 +481,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn keyed_nodes_share_blocks_and_refuse_a_flipped_byte_or_an_oversized_object() {
+        let (source, cache) = (Arc::new(MemoryStore::new()), Arc::new(MemoryStore::new()));
+        let data = content(800);
+        source.put("obj", Bytes::from(data.clone()));
+        let secret: &[u8] = b"cluster secret";
+        let (first, metrics) = node(&source, &cache, Check::keyed(secret));
+        assert_eq!(read(&first, "obj", 0..800).await, data);
+        settled(&metrics, 800).await;
+        // A second node with the same key is served from the cache alone.
+        let (second, metrics) = node(&source, &cache, Check::keyed(secret));
+        let gets = source.counts().gets;
+        assert_eq!(read(&second, "obj", 0..800).await, data);
+        assert_eq!((source.counts().gets, metrics.hits.get(), metrics.integrity_failures.get()), (gets, 1, 0));
+        // One byte flipped in a block sealed with the right key.
+        let (key, sealed) = cache.objects().into_iter().next().expect("a cached block");
+        let mut flipped = sealed.to_vec();
+        flipped[sealed::HEADER_LEN + 17] ^= 0x01;
+        cache.put(&key, Bytes::from(flipped));
+        let (third, metrics) = node(&source, &cache, Check::keyed(secret));
+        assert_eq!(read(&third, "obj", 0..800).await, data, "exact bytes, from the source");
+        assert_eq!((metrics.hits.get(), metrics.integrity_failures.get()), (0, 1));
+        // A planted object far longer than a block and its seal is refused by its length alone.
+        let mut oversized = sealed.to_vec();
+        oversized.extend(std::iter::repeat_n(0u8, 1 << 20));
+        cache.put(&key, Bytes::from(oversized));
+        let (fourth, metrics) = node(&source, &cache, Check::keyed(secret));
+        assert_eq!(read(&fourth, "obj", 0..800).await, data);
+        assert_eq!((metrics.hits.get(), metrics.integrity_failures.get()), (0, 1));
+    }
+
+    #[tokio::test]
     async fn a_node_ahead_of_the_others_asks_the_cache_of_few_files_until_one_is_there() {
         let (source, cache) = (Arc::new(MemoryStore::new()), Arc::new(MemoryStore::new()));
         let names: Vec<String> = (0..300).map(|i| format!("f{i:03}")).collect();

@@ -151,6 +151,74 @@ mod tests {
         assert_eq!(parse(&format!("d/{}", "n".repeat(256))), Line::Bad, "a component over NAME_MAX");
     }
 
+    mod any_input {
+        use super::*;
+        use crate::fs::prefetch_queue::queue::{MAX_QUEUED_BYTES, Queue};
+        use proptest::prelude::*;
+
+        /// A line as writers send them: a path, any bytes, or a long run of components.
+        fn line() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                "[a-z0-9./]{0,40}\r?".prop_map(String::into_bytes),
+                proptest::collection::vec(any::<u8>().prop_filter("one line", |b| *b != b'\n'), 0..300),
+                (3000usize..9000, 1usize..300).prop_map(|(len, part)| {
+                    let component = "c".repeat(part);
+                    let mut path = String::new();
+                    while path.len() < len {
+                        path.push_str(&component);
+                        path.push('/');
+                    }
+                    path.into_bytes()
+                }),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(200))]
+
+            #[test]
+            fn every_line_is_queued_cleared_or_counted_and_none_grows_memory(
+                lines in proptest::collection::vec(line(), 0..40),
+                cuts in proptest::collection::vec(0usize..20_000, 0..12),
+            ) {
+                let mut text: Vec<u8> = Vec::new();
+                for line in &lines {
+                    text.extend_from_slice(line);
+                    text.push(b'\n');
+                }
+                let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(text.len())).collect();
+                cuts.sort_unstable();
+                let mut buffer = LineBuffer::default();
+                let mut queue = Queue::default();
+                let (mut clears, mut longest) = (0u64, 0usize);
+                let mut take = |line: Option<&[u8]>, queue: &mut Queue| {
+                    match parse(line, Path::new("/mnt/data")) {
+                        Line::InMount(key) => {
+                            longest = longest.max(key.len());
+                            queue.push(&key);
+                        }
+                        Line::Clear => {
+                            clears += 1;
+                            queue.clear();
+                        }
+                        Line::Bad => queue.bad_line(),
+                    }
+                };
+                let mut from = 0;
+                for cut in cuts.into_iter().chain([text.len()]) {
+                    buffer.feed(&text[from..cut], |l| take(l, &mut queue));
+                    prop_assert!(buffer.partial.len() <= LONGEST_LINE, "a line in the making is bounded");
+                    from = cut;
+                }
+                buffer.finish(|l| take(l, &mut queue));
+                let c = queue.counts();
+                prop_assert_eq!(c.queued + c.bad + c.dropped + clears, lines.len() as u64);
+                prop_assert!(longest <= LONGEST_LINE);
+                prop_assert!(queue.key_bytes() <= MAX_QUEUED_BYTES);
+            }
+        }
+    }
+
     #[test]
     fn a_line_over_path_max_is_bad_and_one_at_it_is_read() {
         let at_limit = format!("{}f", "a/".repeat((LONGEST_LINE - 1) / 2));

@@ -5,12 +5,12 @@
 
 pub mod lines;
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
+use super::handles::Handle;
 use super::inode::{CONTROL_DIR_INO, Entry, Ino, PREFETCH_INO, ROOT_INO};
 use super::{Attr, Fs, Kind, User, lock};
 use crate::errno::FsError;
@@ -21,22 +21,19 @@ use lines::{Line, LineBuffer};
 pub const CONTROL_DIR: &str = ".fetchfs";
 const PREFETCH: &str = "prefetch";
 /// An open control file: the line being written, and the state text this descriptor reads.
-#[derive(Default)]
-struct ControlHandle {
+pub(in crate::fs) struct ControlHandle {
     /// Who opened it: the kernel checks the control file's own mode (`default_permissions`);
     /// what a line names is checked against the mount's modes for this user.
-    caller: Option<User>,
+    caller: User,
     /// The caller's supplementary groups: the kernel counts them too.
     groups: Vec<u32>,
     lines: LineBuffer,
     shown: Option<Bytes>,
 }
 
+/// What the mount's control files share: whether hidden keys were warned of.
 #[derive(Default)]
 pub struct ControlFiles {
-    handles: Mutex<HashMap<u64, ControlHandle>>,
-    /// Control files open now: while none is, reads and writes of data files skip the lock.
-    open: AtomicUsize,
     warned_hidden: AtomicBool,
 }
 
@@ -118,11 +115,8 @@ impl<S: ObjectStore> Fs<S> {
     pub fn open_control(&self, ino: Ino, caller: User, groups: Vec<u32>) -> Option<Result<u64, FsError>> {
         match ino {
             PREFETCH_INO => {
-                let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
-                let opened = ControlHandle { caller: Some(caller), groups, ..ControlHandle::default() };
-                lock(&self.control.handles).insert(handle, opened);
-                self.control.open.fetch_add(1, Ordering::Relaxed);
-                Some(Ok(handle))
+                let opened = ControlHandle { caller, groups, lines: LineBuffer::default(), shown: None };
+                Some(Ok(self.handles.add(Handle::Control(Arc::new(Mutex::new(opened))))))
             }
             CONTROL_DIR_INO => Some(Err(FsError::IsADirectory)),
             _ => None,
@@ -130,66 +124,47 @@ impl<S: ObjectStore> Fs<S> {
     }
 
     /// A read of a control file: the queue's state, taken when the descriptor reads from 0.
-    pub(super) fn read_control(&self, handle: u64, offset: u64, len: u32) -> Option<Bytes> {
-        if self.control.open.load(Ordering::Relaxed) == 0 {
-            return None;
-        }
-        let mut handles = lock(&self.control.handles);
-        let opened = handles.get_mut(&handle)?;
+    pub(super) fn read_control(&self, control: &Mutex<ControlHandle>, offset: u64, len: u32) -> Bytes {
+        let mut opened = lock(control);
         if offset == 0 || opened.shown.is_none() {
             opened.shown = Some(Bytes::from(self.queue_state()));
         }
         let shown = opened.shown.clone().unwrap_or_default();
         let start = (offset as usize).min(shown.len());
         let end = start.saturating_add(len as usize).min(shown.len());
-        Some(shown.slice(start..end))
+        shown.slice(start..end)
     }
 
     /// A write to a control file: whole lines go to the queue, the rest waits for the next write.
-    pub(super) fn write_control(&self, handle: u64, data: &[u8]) -> Option<u32> {
-        if self.control.open.load(Ordering::Relaxed) == 0 {
-            return None;
-        }
+    pub(super) fn write_control(&self, control: &Mutex<ControlHandle>, data: &[u8]) -> u32 {
         let mut lines = Vec::new();
-        let caller = {
-            let mut handles = lock(&self.control.handles);
-            let opened = handles.get_mut(&handle)?;
+        let (caller, groups) = {
+            let mut opened = lock(control);
             opened.lines.feed(data, |line| lines.push(lines::parse(line, &self.options.mountpoint)));
-            opened.caller.map(|c| (c, opened.groups.clone()))
+            (opened.caller, opened.groups.clone())
         };
-        self.queue_lines(lines, caller);
-        Some(data.len() as u32)
+        self.queue_lines(lines, caller, &groups);
+        data.len() as u32
     }
 
-    /// A close of a control file: a last line without its newline counts. Forgets the handle
-    /// when `released`.
-    pub(super) fn close_control(&self, handle: u64, released: bool) -> bool {
-        if self.control.open.load(Ordering::Relaxed) == 0 {
-            return false;
-        }
+    /// A close of a control file: a last line without its newline counts.
+    pub(super) fn close_control(&self, control: &Mutex<ControlHandle>) {
         let mut lines = Vec::new();
-        let caller = {
-            let mut handles = lock(&self.control.handles);
-            let Some(opened) = handles.get_mut(&handle) else { return false };
+        let (caller, groups) = {
+            let mut opened = lock(control);
             opened.lines.finish(|line| lines.push(lines::parse(line, &self.options.mountpoint)));
-            let caller = opened.caller.map(|c| (c, opened.groups.clone()));
-            if released && handles.remove(&handle).is_some() {
-                self.control.open.fetch_sub(1, Ordering::Relaxed);
-            }
-            caller
+            (opened.caller, opened.groups.clone())
         };
-        self.queue_lines(lines, caller);
-        true
+        self.queue_lines(lines, caller, &groups);
     }
 
-    fn queue_lines(&self, lines: Vec<Line>, caller: Option<(User, Vec<u32>)>) {
+    fn queue_lines(&self, lines: Vec<Line>, caller: User, groups: &[u32]) {
         if lines.is_empty() {
             return;
         }
         let o = &self.options;
-        let may_read = caller.is_none_or(|(c, groups)| {
-            allows(o.dir_mode, o.uid, o.gid, c, &groups, 1) && allows(o.file_mode, o.uid, o.gid, c, &groups, 4)
-        });
+        let may_read =
+            allows(o.dir_mode, o.uid, o.gid, caller, groups, 1) && allows(o.file_mode, o.uid, o.gid, caller, groups, 4);
         let keys = lines.into_iter().map(|line| match line {
             Line::InMount(path) if may_read && !self.is_control_path(&path) => {
                 Line::InMount(format!("{}{path}", o.root_prefix))

@@ -124,6 +124,12 @@ impl Queue {
         self.in_flight
     }
 
+    /// Bytes of the names held.
+    #[cfg(test)]
+    pub(crate) fn key_bytes(&self) -> usize {
+        self.key_bytes
+    }
+
     pub fn window_bytes(&self) -> u64 {
         self.window_bytes
     }

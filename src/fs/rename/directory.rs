@@ -43,7 +43,7 @@ impl<S: ObjectStore> Fs<S> {
         if from.is_empty() || target.starts_with(from) {
             return Err(FsError::InvalidWrite("a directory cannot move into itself".into()));
         }
-        if self.writing.writing_under(from) {
+        if self.handles.writing_under(from) {
             return Err(FsError::Busy);
         }
         self.clear_target(&target, to.parent_prefix, to.name, flags).await?;
@@ -91,7 +91,8 @@ impl<S: ObjectStore> Fs<S> {
             Some(Entry::Directory { .. }) if flags.no_replace => Err(FsError::Exists),
             Some(Entry::Directory { .. }) => {
                 let empty_here = self.writing.is_local_dir(target)
-                    && !self.writing.busy_under(target)
+                    && !self.handles.writing_under(target)
+                    && !self.writing.local_dirs_under(target)
                     && self.objects_under(target).await?.is_empty();
                 if !empty_here {
                     return Err(FsError::NotEmpty);

@@ -127,10 +127,10 @@ impl<S: ObjectStore> Fs<S> {
         }
         let prefix = self.dir_prefix(parent)?;
         let new_prefix = self.prefix_for_new(new_parent, new_name)?;
-        if self.writing.of_name(&new_prefix, new_name).is_some() {
+        if self.handles.writer_at(&new_prefix, new_name).is_some() {
             return Err(FsError::Busy);
         }
-        if let Some(writer) = self.writing.of_name(&prefix, name) {
+        if let Some(writer) = self.handles.writer_at(&prefix, name) {
             return self
                 .rename_while_written(
                     &writer,
@@ -183,6 +183,7 @@ impl<S: ObjectStore> Fs<S> {
             return Err(e);
         }
         self.fetcher.forget_version(&ObjectId { key: meta.key.clone(), etag: meta.etag.clone() }, meta.size);
+        self.keep_emptied(&prefix);
         if self.writing.object_written_here(&meta.key, &meta.etag) {
             self.writing.forget_object(&meta.key);
             self.writing.wrote_object(new_key.clone(), etag.clone());
