@@ -18,6 +18,10 @@ use crate::upload::UploadConfig;
 #[error("{0}")]
 pub struct ConfigError(String);
 
+/// The filesystem type a mount shows (`fuse.fetchfs`), and its subtype.
+const SUBTYPE: &str = "fetchfs";
+const FSTYPE: &str = "fuse.fetchfs";
+
 fn error(message: impl Into<String>) -> ConfigError {
     ConfigError(message.into())
 }
@@ -126,9 +130,10 @@ impl MountConfig {
     pub fn mount_options(&self) -> Vec<MountOption> {
         // Not the kernel's `ro` on a read-only mount: the daemon answers every change with EROFS
         // itself, and the control files (`.fetchfs/prefetch`) stay writable.
+        // The source as an fstab entry gives it, so mount(8) (`mount -a`) sees the entry mounted.
         vec![
-            MountOption::FSName(format!("fetchfs:{}", self.s3.bucket)),
-            MountOption::Subtype("fetchfs".into()),
+            MountOption::FSName(format!("s3://{}/{}", self.s3.bucket, self.prefix)),
+            MountOption::Subtype(SUBTYPE.into()),
             MountOption::NoDev,
             MountOption::NoSuid,
             MountOption::DefaultPermissions,
@@ -149,6 +154,9 @@ fn shared_cache_settings(
     }
     let (bucket, prefix) = parse_source(url)?;
     let prefix = normalize_prefix(prefix.as_deref().unwrap_or(""))?;
+    if let Some(url) = &args.shared_cache_endpoint_url {
+        check_endpoint_url("--shared-cache-endpoint-url", url)?;
+    }
     let endpoint_url = args.shared_cache_endpoint_url.clone().or_else(|| source.endpoint_url.clone());
     if bucket == source.bucket && endpoint_url == source.endpoint_url {
         let overlaps = prefix.starts_with(source_prefix) || source_prefix.starts_with(&prefix);
@@ -187,6 +195,9 @@ fn shared_cache_settings(
 /// How to reach the bucket, from the flags every command shares.
 pub fn s3_settings(bucket: String, args: &S3Args) -> Result<S3Settings, ConfigError> {
     let max_attempts = within(args.max_attempts, MAX_ATTEMPTS, "--max-attempts", "attempts")?;
+    if let Some(url) = &args.endpoint_url {
+        check_endpoint_url("--endpoint-url", url)?;
+    }
     Ok(S3Settings {
         bucket,
         region: args.region.clone(),
@@ -206,6 +217,18 @@ pub fn s3_settings(bucket: String, args: &S3Args) -> Result<S3Settings, ConfigEr
             .map(read_ca_bundle)
             .transpose()?,
     })
+}
+
+/// An endpoint is a URL with its scheme: without one the SDK only says "relative URL without a
+/// base" when the first request goes out.
+fn check_endpoint_url(flag: &str, url: &str) -> Result<(), ConfigError> {
+    if url.starts_with("http://") || url.starts_with("https://") {
+        return Ok(());
+    }
+    Err(error(format!(
+        "{flag} {url:?} has no scheme: write http://{url} (a plain-HTTP server such as MinIO on its default \
+         port) or https://{url}"
+    )))
 }
 
 /// A user who may not open /dev/fuse gets a bare "Permission denied" from deep in the mount; say
@@ -455,11 +478,45 @@ fn check_mountpoint(path: &Path) -> Result<(), ConfigError> {
     if !meta.is_dir() {
         return Err(error(format!("mount point {shown} is not a directory")));
     }
+    if let Some(source) = std::fs::canonicalize(path).ok().and_then(|p| fetchfs_mounted_at(&p)) {
+        return Err(error(format!(
+            "{shown} is already a fetchfs mount (of {source}): unmount it first (umount {shown}), or mount elsewhere"
+        )));
+    }
     let mut entries = std::fs::read_dir(path).map_err(|e| error(format!("mount point {shown}: {e}")))?;
     if entries.next().is_some() {
         return Err(error(format!("mount point {shown} is not empty")));
     }
     Ok(())
+}
+
+/// Whether `source` (as an fstab entry or a command line gives it) is mounted by fetchfs at
+/// `mountpoint` already: mount(8)'s helper then has nothing to do (`mount -a` run again).
+pub fn is_mounted_from(source: &str, mountpoint: &Path) -> bool {
+    let Ok((bucket, prefix)) = parse_source(source) else { return false };
+    let Ok(prefix) = prefix.as_deref().map_or(Ok(String::new()), normalize_prefix) else { return false };
+    let mounted = std::fs::canonicalize(mountpoint).ok().and_then(|p| fetchfs_mounted_at(&p));
+    mounted.as_deref() == Some(format!("s3://{bucket}/{prefix}").as_str())
+}
+
+/// The source of the fetchfs mount at `path`, if one is there (from /proc/self/mountinfo).
+fn fetchfs_mounted_at(path: &Path) -> Option<String> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let target = path.to_str()?;
+    mountinfo.lines().rev().find_map(|line| fetchfs_mount_in(line, target))
+}
+
+/// The source of `line` of mountinfo, if it is a fetchfs mount at `target`. Mount points with
+/// spaces are escaped there (`\040`), as in /proc/mounts.
+fn fetchfs_mount_in(line: &str, target: &str) -> Option<String> {
+    let (mount, fs) = line.split_once(" - ")?;
+    let point = mount.split(' ').nth(4)?.replace("\\040", " ");
+    let mut fs = fs.split(' ');
+    let (kind, source) = (fs.next()?, fs.next()?);
+    // fuser mounts as root with mount(2) and the type `fuse` (its subtype reaches only
+    // fusermount3's mounts): a `fuse` mount whose source is an s3:// URL is ours too.
+    let ours = kind == FSTYPE || (kind == "fuse" && source.starts_with("s3://"));
+    (point == target && ours).then(|| source.to_owned())
 }
 
 /// Detaches the dead FUSE mount at `path` (its daemon was killed), so a new daemon can mount
@@ -481,6 +538,26 @@ mod tests {
         assert_eq!(normalize_prefix("a/b").unwrap(), "a/b/");
         assert_eq!(normalize_prefix("/a/b/").unwrap(), "a/b/");
         assert!(normalize_prefix("a/../b").is_err());
+    }
+
+    #[test]
+    fn an_endpoint_without_its_scheme_is_refused_with_the_fix() {
+        let said = check_endpoint_url("--endpoint-url", "127.0.0.1:42445").err().map(|e| e.to_string());
+        let said = said.unwrap_or_default();
+        assert!(said.contains("http://127.0.0.1:42445") && said.contains("https://127.0.0.1:42445"), "{said}");
+        assert!(check_endpoint_url("--endpoint-url", "http://127.0.0.1:9000").is_ok());
+        assert!(check_endpoint_url("--endpoint-url", "https://s3.example.com").is_ok());
+    }
+
+    #[test]
+    fn a_fetchfs_mount_is_found_in_mountinfo() {
+        let line = "512 28 0:61 / /mnt/my\\040data rw,nosuid,nodev,relatime shared:270 - fuse.fetchfs s3://sample/ rw,user_id=0";
+        assert_eq!(fetchfs_mount_in(line, "/mnt/my data"), Some("s3://sample/".into()));
+        assert_eq!(fetchfs_mount_in(line, "/mnt/other"), None);
+        let other = "513 28 0:62 / /mnt/x rw - fuse.sshfs host:/ rw";
+        assert_eq!(fetchfs_mount_in(other, "/mnt/x"), None);
+        let as_root = "514 28 0:63 / /mnt/y rw - fuse s3://sample/imgs/ rw";
+        assert_eq!(fetchfs_mount_in(as_root, "/mnt/y"), Some("s3://sample/imgs/".into()));
     }
 
     #[test]

@@ -174,7 +174,16 @@ fn serve(config: MountConfig, readiness: &mut Readiness) -> Result<(), String> {
         tokio::time::timeout(REACHABILITY_TIMEOUT, futures::future::join_all(probes)).await
     });
     match check.map(|answers| answers.into_iter().collect::<Result<Vec<_>, _>>()) {
-        Ok(Ok(_)) => {}
+        Ok(Ok(pages)) => {
+            let empty = pages.first().is_some_and(|p| p.objects.is_empty() && p.prefixes.is_empty());
+            if empty && !config.prefix.is_empty() {
+                let parent = parent_prefix(&config.prefix);
+                let siblings = runtime.block_on(store.list_page(parent, None, None)).map(|p| p.prefixes);
+                let warning = empty_prefix_warning(&config.s3.bucket, &config.prefix, &siblings.unwrap_or_default());
+                tracing::warn!("{warning}");
+                eprintln!("fetchfs: warning: {warning}");
+            }
+        }
         Ok(Err(e)) => return Err(reachability_error(&config, e)),
         Err(_) => {
             return Err(reachability_error(
@@ -307,6 +316,32 @@ fn startup_line(config: &MountConfig) -> String {
     )
 }
 
+/// The prefix holding `prefix` (both end with `/`, or the parent is empty).
+fn parent_prefix(prefix: &str) -> &str {
+    let trimmed = prefix.trim_end_matches('/');
+    trimmed.rfind('/').map_or("", |at| &prefix[..=at])
+}
+
+/// What to say when the mounted prefix holds nothing: most often a typo, so the names beside it
+/// that are close to it are named.
+fn empty_prefix_warning(bucket: &str, prefix: &str, siblings: &[String]) -> String {
+    let wanted = prefix.trim_end_matches('/');
+    let mut near: Vec<(f64, &str)> = siblings
+        .iter()
+        .map(|s| (strsim::normalized_damerau_levenshtein(wanted, s.trim_end_matches('/')), s.as_str()))
+        .filter(|(likeness, _)| *likeness >= 0.6)
+        .collect();
+    near.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let said = format!("s3://{bucket}/{prefix} holds no objects: the mount is empty");
+    match near.as_slice() {
+        [] => format!("{said} (check the prefix)"),
+        near => {
+            let names: Vec<String> = near.iter().take(3).map(|(_, s)| format!("s3://{bucket}/{s}")).collect();
+            format!("{said}; did you mean {}?", names.join(" or "))
+        }
+    }
+}
+
 /// What to say of a mount that may replace other clients' objects but not delete them, or the
 /// reverse: checkpoint libraries save again by overwriting shards, then deleting and renaming
 /// their index, and half of that leaves new shards beside the old index.
@@ -396,5 +431,23 @@ fn detach_stdio() {
             // SAFETY: dup2 onto the standard descriptors, which this process owns.
             unsafe { libc::dup2(null.as_raw_fd(), fd) };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_prefix_names_the_prefixes_close_to_it() {
+        assert_eq!(parent_prefix("imgaes/"), "");
+        assert_eq!(parent_prefix("a/b/"), "a/");
+        let siblings = ["images/".to_owned(), "labels/".to_owned(), "imagenet/".to_owned()];
+        let said = empty_prefix_warning("sample", "imgaes/", &siblings);
+        assert!(said.starts_with("s3://sample/imgaes/ holds no objects"), "{said}");
+        assert!(said.contains("did you mean s3://sample/images/"), "{said}");
+        assert!(!said.contains("labels"), "{said}");
+        let said = empty_prefix_warning("sample", "zzz/", &siblings);
+        assert!(said.ends_with("(check the prefix)"), "{said}");
     }
 }

@@ -17,7 +17,17 @@ fn main() {
     let invoked_as = args.first().and_then(|a| a.rsplit('/').next()).unwrap_or_default();
     let cli = if HELPER_NAMES.contains(&invoked_as) {
         match helper_args(&args[1..]) {
-            Ok(HelperCall::Mount(translated)) => Cli::parse_from(translated),
+            Ok(HelperCall::Mount(translated)) => {
+                // mount(8) runs the helper for an fstab entry it does not see mounted (`mount -a`
+                // again): what is mounted already is left as it is.
+                if let [source, mountpoint, ..] = &args[1..]
+                    && fetchfs::config::is_mounted_from(source, std::path::Path::new(mountpoint))
+                {
+                    eprintln!("fetchfs: {source} is already mounted at {mountpoint}");
+                    return;
+                }
+                Cli::parse_from(translated)
+            }
             Ok(HelperCall::Fake) => return,
             Err(message) => fail(&message),
         }

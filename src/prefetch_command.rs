@@ -21,9 +21,15 @@ const POLL: Duration = Duration::from_millis(100);
 
 pub fn run(args: &PrefetchArgs) -> Result<(), String> {
     let cwd = std::env::current_dir().map_err(|e| format!("the current directory: {e}"))?;
-    let first = match (args.paths.first(), &args.from) {
+    let listed = match &args.from {
+        Some(from) => read_list(from)?,
+        None => Vec::new(),
+    };
+    // The mount is the one the paths are in, wherever the command runs from.
+    let first = match (args.paths.first(), listed.first()) {
         (Some(path), _) => cwd.join(path),
-        (None, Some(_)) => cwd.clone(),
+        (None, Some(path)) => cwd.join(path).parent().map_or_else(|| cwd.clone(), Path::to_path_buf),
+        (None, None) if args.from.is_some() => return Err("the list names no files".into()),
         (None, None) => return Err("name files or directories to prefetch, or --from FILE".into()),
     };
     let root = mount_root(&first)?;
@@ -31,8 +37,8 @@ pub fn run(args: &PrefetchArgs) -> Result<(), String> {
     for path in &args.paths {
         files.add_path(&cwd.join(path))?;
     }
-    if let Some(from) = &args.from {
-        files.add_list(from, &cwd)?;
+    for path in &listed {
+        files.add_listed(&cwd.join(path))?;
     }
     if files.relative.is_empty() {
         return Err("no files to prefetch".into());
@@ -45,6 +51,24 @@ pub fn run(args: &PrefetchArgs) -> Result<(), String> {
         return Ok(());
     }
     wait(&root, &before, queued)
+}
+
+/// The paths a list names, one a line (`-`: standard input), empty lines skipped.
+fn read_list(list: &Path) -> Result<Vec<PathBuf>, String> {
+    let reader: Box<dyn BufRead> = if list == Path::new("-") {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let file = std::fs::File::open(list).map_err(|e| format!("{}: {e}", list.display()))?;
+        Box::new(std::io::BufReader::new(file))
+    };
+    let mut paths = Vec::new();
+    for line in reader.split(b'\n') {
+        let line = line.map_err(|e| format!("reading {}: {e}", list.display()))?;
+        if !line.is_empty() {
+            paths.push(PathBuf::from(std::ffi::OsStr::from_bytes(&line)));
+        }
+    }
+    Ok(paths)
 }
 
 /// The root of the fetchfs mount holding `path`: the nearest directory above it with a control
@@ -107,35 +131,23 @@ impl Files {
 
     /// The files listed in `list` (or standard input), relative to `cwd` unless absolute. Each
     /// directory holding them is resolved once (a dataset's files share few).
-    fn add_list(&mut self, list: &Path, cwd: &Path) -> Result<(), String> {
-        let reader: Box<dyn BufRead> = if list == Path::new("-") {
-            Box::new(std::io::stdin().lock())
-        } else {
-            let file = std::fs::File::open(list).map_err(|e| format!("{}: {e}", list.display()))?;
-            Box::new(std::io::BufReader::new(file))
+    /// A file named in a list: queued as named (a file not there yet is the mount's to count).
+    fn add_listed(&mut self, path: &Path) -> Result<(), String> {
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(self.outside(path));
         };
-        for line in reader.split(b'\n') {
-            let line = line.map_err(|e| format!("reading {}: {e}", list.display()))?;
-            if line.is_empty() {
-                continue;
+        let place = match self.parents.get(parent) {
+            Some(place) => place.clone(),
+            None => {
+                let place = std::fs::canonicalize(parent)
+                    .ok()
+                    .and_then(|dir| dir.strip_prefix(&self.root).ok().map(Path::to_path_buf));
+                self.parents.insert(parent.to_path_buf(), place.clone());
+                place
             }
-            let path = cwd.join(std::ffi::OsStr::from_bytes(&line));
-            let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
-                return Err(self.outside(&path));
-            };
-            let place = match self.parents.get(parent) {
-                Some(place) => place.clone(),
-                None => {
-                    let place = std::fs::canonicalize(parent)
-                        .ok()
-                        .and_then(|dir| dir.strip_prefix(&self.root).ok().map(Path::to_path_buf));
-                    self.parents.insert(parent.to_path_buf(), place.clone());
-                    place
-                }
-            };
-            let Some(place) = place else { return Err(self.outside(&path)) };
-            self.relative.push(place.join(name));
-        }
+        };
+        let Some(place) = place else { return Err(self.outside(path)) };
+        self.relative.push(place.join(name));
         Ok(())
     }
 }

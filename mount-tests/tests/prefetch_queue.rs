@@ -124,6 +124,18 @@ fn the_control_directory_is_hidden_and_bad_lines_are_counted() {
     let out = Command::new(fetchfs_binary()).arg("prefetch").arg("/etc").output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not in a fetchfs mount"), "{out:?}");
+    // A list of absolute paths, run from outside the mount: the mount is the one they are in.
+    let list = fresh_dir("queue-list").join("files.txt");
+    std::fs::write(&list, format!("{}\n", mount.path("d/f00002").display())).unwrap();
+    let out = Command::new(fetchfs_binary())
+        .args(["prefetch", "--wait", "--from"])
+        .arg(&list)
+        .current_dir("/")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("fetched 1 files"), "{out:?}");
+    let _ = std::fs::remove_dir_all(list.parent().unwrap());
 }
 
 #[test]

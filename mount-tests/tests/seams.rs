@@ -60,8 +60,8 @@ fn hostile_and_careless_inputs_are_refused_one_after_another_and_the_mount_serve
     assert_eq!(errno_of(away), Some(libc::EPERM), "renamed away");
     std::fs::create_dir(mount.path("mine")).unwrap();
     std::fs::write(mount.path("mine/f"), b"x").unwrap();
-    let onto = std::fs::rename(mount.path("mine"), mount.path(".fetchfs"));
-    assert!(matches!(errno_of(onto), Some(libc::EPERM | libc::EEXIST | libc::ENOTEMPTY)), "{onto:?}");
+    let onto = errno_of(std::fs::rename(mount.path("mine"), mount.path(".fetchfs")));
+    assert!(matches!(onto, Some(libc::EPERM | libc::EEXIST | libc::ENOTEMPTY)), "{onto:?}");
     let into = std::fs::rename(mount.path("mine/f"), mount.path(".fetchfs/f"));
     assert_eq!(errno_of(into), Some(libc::EPERM), "moved into it");
     let removed = errno_of(std::fs::remove_dir(mount.path(".fetchfs")));

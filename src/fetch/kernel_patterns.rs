@@ -177,8 +177,11 @@ async fn pyarrow_reading_one_column_fetches_little_past_its_chunks() {
         reads.len()
     );
     // Today 1.27-1.29 (the kernel's own readahead past each chunk is 1.13); a window of whole
-    // blocks for each chunk made it 1.70.
-    assert!(cost.sent * 10 <= COLUMN * 13, "{} bytes sent for a column of {COLUMN}", cost.sent);
+    // blocks for each chunk made it 1.70. The bound sits between the two, clear of both.
+    assert!(cost.sent * 100 <= COLUMN * 145, "{} bytes sent for a column of {COLUMN}", cost.sent);
     // Each chunk's first READ or two wait for their own bytes, and the footer's; not the rest.
-    assert!(cost.waited <= 3 * 8 + 1, "{} of {} READs waited", cost.waited, reads.len());
+    // On a busy machine a READ may overtake the GET bringing its bytes: one in twenty more may
+    // wait, as in the other patterns (a window that stopped taking hold made most of them wait).
+    let margin = (reads.len() as u64 / 20).max(20);
+    assert!(cost.waited <= 3 * 8 + 1 + margin, "{} of {} READs waited", cost.waited, reads.len());
 }
