@@ -8,6 +8,7 @@ use std::time::Duration;
 use fuser::{MountOption, SessionACL};
 
 use crate::cache::disk::DiskCacheConfig;
+pub use crate::cache::shared::SharedCacheSettings;
 use crate::cli::{MountArgs, S3Args, SharedCacheArgs};
 use crate::fetch::FetchConfig;
 use crate::fs::{FsOptions, User, WriteMode};
@@ -41,15 +42,6 @@ pub struct MountConfig {
     pub disk_cache: Option<DiskCacheConfig>,
     pub shared_cache: Option<SharedCacheSettings>,
     pub upload: UploadConfig,
-}
-
-/// Where the shared cache is, and the key its blocks are tagged with.
-#[derive(Clone, Debug)]
-pub struct SharedCacheSettings {
-    pub s3: S3Settings,
-    /// Key prefix in its bucket, ending with `/` (or empty).
-    pub prefix: String,
-    pub key: Option<Vec<u8>>,
 }
 
 /// The share of the memory budget for blocks on their way up to the shared cache.

@@ -21,5 +21,6 @@ pub mod object_id;
 pub mod panics;
 pub mod prefetch_command;
 pub mod store;
+pub mod sync;
 pub mod unmount;
 pub mod upload;

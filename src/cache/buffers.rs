@@ -26,7 +26,7 @@ impl BufferPool {
 
     /// An empty buffer with room for one block.
     pub fn take(&self) -> Vec<u8> {
-        let recycled = self.free.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop();
+        let recycled = crate::sync::lock(&self.free).pop();
         recycled.unwrap_or_else(|| Vec::with_capacity(self.buffer_size))
     }
 
@@ -39,7 +39,7 @@ impl BufferPool {
         if buffer.capacity() != self.buffer_size {
             return;
         }
-        let mut free = self.free.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut free = crate::sync::lock(&self.free);
         if free.len() < self.max_free {
             buffer.clear();
             free.push(buffer);
@@ -48,7 +48,7 @@ impl BufferPool {
 
     #[cfg(test)]
     fn free_buffers(&self) -> usize {
-        self.free.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
+        crate::sync::lock(&self.free).len()
     }
 }
 

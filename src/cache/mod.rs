@@ -91,7 +91,7 @@ impl BlockCache {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // Every change below keeps `used` equal to the filled bytes in `blocks` before unlocking.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.inner)
     }
 
     pub fn get_or_claim(&self, key: BlockKey) -> Lookup {

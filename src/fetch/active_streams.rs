@@ -19,7 +19,7 @@ pub struct ActiveStreams {
 
 impl ActiveStreams {
     fn lock(&self) -> MutexGuard<'_, HashMap<StreamId, Instant>> {
-        self.last_read.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.last_read)
     }
 
     /// Records that `stream` read sequentially at `now`.

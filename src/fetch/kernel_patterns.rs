@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
+use crate::object_id::ObjectId;
 use crate::store::memory::MemoryStore;
 
 const KIB: u64 = 1024;

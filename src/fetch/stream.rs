@@ -1,6 +1,7 @@
 //! One stream of reads of an object version: its readahead window, and the spans (parts of blocks) fetched
 //! ahead for it.
 
+use crate::sync::lock;
 use std::ops::Range;
 use std::sync::{Mutex, MutexGuard};
 
@@ -11,10 +12,6 @@ use super::spans::{SpanCharge, SpanFill, SpanPart, Spans};
 pub struct ReadStream {
     window: Mutex<ReadaheadWindow>,
     spans: Mutex<Spans>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl ReadStream {

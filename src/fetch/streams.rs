@@ -40,7 +40,7 @@ pub struct VersionStreams {
 
 impl VersionStreams {
     fn lock(&self) -> MutexGuard<'_, Vec<Tracked>> {
-        self.streams.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.streams)
     }
 
     /// Records a read of `range` of a version of `size` bytes: the stream it goes on from takes

@@ -9,7 +9,9 @@ use bytes::Bytes;
 use proptest::prelude::*;
 
 use super::*;
-use crate::object_id::ETag;
+use crate::cache::BlockKey;
+use crate::object_id::{ETag, ObjectId};
+use crate::store::StoreError;
 use crate::store::memory::MemoryStore;
 
 const MIB: u64 = 1024 * 1024;

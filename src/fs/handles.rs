@@ -146,15 +146,18 @@ impl<S: ObjectStore> Fs<S> {
 
     /// A `close` of one of the handle's descriptors by `process`. For a file being written, the
     /// opener's completes the file and reports how that went; another's (a child that inherited
-    /// the descriptor) leaves it to the opener while the opener has it open, and completes it once
-    /// the opener has closed it, so that a child's write after that is reported to the child. A
-    /// file closed by its opener before anything was written (`touch`; a shell's redirection for
-    /// a builtin) becomes an empty object at once, and a write at offset 0 through a descriptor
-    /// still open then replaces it.
+    /// the descriptor) leaves it to the opener. A file closed by its opener before anything was
+    /// written (`touch`; a shell's redirection for a builtin) becomes an empty object at once, and
+    /// a write at offset 0 through a descriptor still open then replaces it, only if it is still
+    /// the one there: a child's close then checks that it is, and says `EIO` if another client
+    /// replaced it, since what the child wrote will not be stored.
     pub async fn flush(&self, handle: u64, process: Option<u32>) -> Result<Finished, FsError> {
         match self.close(handle, Close::Flush(process)) {
             Some(writer) => self.finish(&writer).await,
-            None => Ok(Finished::default()),
+            None => match self.handles.get(handle) {
+                Some(Handle::Write(writer)) => self.check_still_ours(&writer).await.map(|()| Finished::default()),
+                _ => Ok(Finished::default()),
+            },
         }
     }
 

@@ -73,7 +73,7 @@ impl InodeTable {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // Each change leaves the two maps consistent before it can panic.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.inner)
     }
 
     pub fn get(&self, ino: Ino) -> Option<Entry> {

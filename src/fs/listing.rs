@@ -2,8 +2,9 @@
 //! each listed directory (in listing order, with the numbers readdir gave them), and the names
 //! found missing, both by key prefix. Lookups and opens after a listing are answered from here, without a request.
 
+use crate::sync::lock;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::inode::{Entry, Ino};
@@ -74,11 +75,6 @@ pub struct MetadataCache {
     max_entries: usize,
     listings: Mutex<Listings>,
     missing: Mutex<HashMap<(String, String), Instant>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Values behind these locks are replaced whole; a poisoned lock still holds a valid map.
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl MetadataCache {

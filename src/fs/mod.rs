@@ -19,10 +19,11 @@ pub use listing::Listing;
 pub use rename::RenameFlags;
 pub use write_path::Finished;
 
+use crate::sync::lock;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -198,11 +199,6 @@ pub struct Fs<S> {
     prefetch: PrefetchQueue,
     /// Itself, for tasks that outlive a request (the prefetch queue's).
     me: Weak<Self>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Values behind these locks are replaced whole; a poisoned lock still holds a valid map.
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl<S: ObjectStore> Fs<S> {

@@ -61,7 +61,7 @@ impl NextFiles {
         cost: impl Fn(usize) -> Option<u64>,
         budget: u64,
     ) -> Vec<usize> {
-        let mut dirs = self.dirs.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut dirs = crate::sync::lock(&self.dirs);
         let opens = dirs.get_or_insert_mut(dir, DirectoryOpens::default);
         let before = position.saturating_sub(LOOK_BACK)..position;
         let mut predecessors: Vec<usize> = opens.recent.iter().copied().filter(|p| before.contains(p)).collect();

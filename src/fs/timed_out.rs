@@ -27,7 +27,7 @@ impl TimedOutReads {
     }
 
     pub fn note(&self, object: &Arc<ObjectId>, range: Range<u64>) {
-        let mut failures = self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut failures = crate::sync::lock(&self.failures);
         failures.retain(|(.., at)| at.elapsed() < self.memory);
         if failures.len() >= MAX_REMEMBERED {
             failures.remove(0);
@@ -37,7 +37,7 @@ impl TimedOutReads {
 
     /// Whether a read of `range` of `object` overlaps one that ran out of time a moment ago.
     pub fn recently_failed(&self, object: &ObjectId, range: &Range<u64>) -> bool {
-        let failures = self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let failures = crate::sync::lock(&self.failures);
         failures.iter().any(|(failed, failed_range, at)| {
             at.elapsed() < self.memory
                 && **failed == *object

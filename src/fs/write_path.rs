@@ -177,6 +177,32 @@ impl<S: ObjectStore> Fs<S> {
         Ok(data.len() as u32)
     }
 
+    /// For a close that does not complete the file: fails (`EIO`) if the file replaces the empty
+    /// object its early close made, and another client has replaced that object since, so what
+    /// was written will not be stored (the upload is pinned to the empty object). The file is
+    /// then not written at all.
+    pub(super) async fn check_still_ours(&self, writer: &Writer<S>) -> Result<(), FsError> {
+        let (key, empty) = {
+            let upload = writer.upload.lock().await;
+            match upload.replacing_empty() {
+                Some(empty) => (upload.key().to_owned(), empty.clone()),
+                None => return Ok(()),
+            }
+        };
+        match self.within_deadline(async { Ok(self.store.head(&key).await?) }).await {
+            Ok(meta) if meta.etag == empty => Ok(()),
+            Ok(_) | Err(FsError::Store(StoreError::NotFound)) => {
+                writer
+                    .refuse("another client replaced the empty object this file made; what was written is not stored");
+                tracing::warn!(%key, "another client replaced the empty object this file made: the bytes written since are not stored");
+                Err(FsError::UploadFailed(
+                    "another client replaced the empty object this file made; what was written is not stored".into(),
+                ))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Completes a file being written and reports how that went.
     pub(super) async fn finish(&self, writer: &Writer<S>) -> Result<Finished, FsError> {
         let mut upload = writer.upload.lock().await;

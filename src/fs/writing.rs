@@ -43,9 +43,6 @@ pub struct Writer<S> {
     refused: Mutex<Option<&'static str>>,
     /// A refused file's upload has been given up.
     discarded: AtomicBool,
-    /// The opener has closed the file: a close by whoever still holds a descriptor (a child that
-    /// inherited it) completes what it wrote since, and hears how that went.
-    opener_closed: AtomicBool,
 }
 
 impl<S> Writer<S> {
@@ -67,7 +64,6 @@ impl<S> Writer<S> {
             outcome: Mutex::new(None),
             refused: Mutex::new(None),
             discarded: AtomicBool::new(false),
-            opener_closed: AtomicBool::new(false),
         }
     }
 
@@ -130,14 +126,10 @@ impl<S> Writer<S> {
         !self.discarded.swap(true, Ordering::Relaxed)
     }
 
-    /// Whether a close by `process` completes the file: the opener's, or anyone's once the opener
-    /// has closed it (then nobody else would report what a child wrote after).
+    /// Whether a close by `process` completes the file: the opener's (a child's close of an
+    /// inherited descriptor leaves it to the opener, who may write on).
     pub fn closes_for(&self, process: Option<u32>) -> bool {
-        let by_opener = self.opener.is_none() || self.opener == process;
-        if by_opener {
-            self.opener_closed.store(true, Ordering::Relaxed);
-        }
-        by_opener || self.opener_closed.load(Ordering::Relaxed)
+        self.opener.is_none() || self.opener == process
     }
 
     /// Whether the release of its last descriptor still has to finish the file: it was never

@@ -71,7 +71,7 @@ struct DirHandles {
 
 impl DirHandles {
     fn lock(&self) -> MutexGuard<'_, HashMap<u64, Arc<Listing>>> {
-        self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.open)
     }
 }
 
@@ -621,7 +621,7 @@ impl<S: ObjectStore> FuseAdapter<S> {
     }
 
     fn lock_open_inodes(&self) -> MutexGuard<'_, HashMap<u64, OpenInode>> {
-        self.open_inodes.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.open_inodes)
     }
 
     /// What S3 cannot hold: EROFS on a read-only mount, else EPERM, with the reason logged.

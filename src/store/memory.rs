@@ -75,7 +75,7 @@ impl MemoryStore {
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Object>> {
-        self.objects.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.objects)
     }
 
     /// Stores a new version of `key`; every version gets a distinct ETag.
@@ -151,7 +151,7 @@ impl MemoryStore {
     }
 
     fn lock_uploads(&self) -> MutexGuard<'_, HashMap<String, PendingUpload>> {
-        self.uploads.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.uploads)
     }
 
     /// Stores `data` at `key` unless `replace` forbids replacing what is there.

@@ -176,6 +176,7 @@ impl<S: ObjectStore> Uploader<S> {
             failed: None,
             finished: false,
             committed_empty: None,
+            replacing_empty: None,
         }
     }
 
@@ -244,6 +245,8 @@ pub struct Upload<S> {
     /// offset 0 starts the file again, replacing that object only if it is still the one there
     /// (a shell's redirection for a builtin closes the file it opened before anything is written).
     committed_empty: Option<ETag>,
+    /// Written again after it was finished empty: the empty object (this ETag) it replaces.
+    replacing_empty: Option<ETag>,
 }
 
 impl<S: ObjectStore> Upload<S> {
@@ -268,6 +271,11 @@ impl<S: ObjectStore> Upload<S> {
         self.base.is_some()
     }
 
+    /// The empty object this file made at an early close and now replaces, if it does.
+    pub fn replacing_empty(&self) -> Option<&ETag> {
+        self.replacing_empty.as_ref()
+    }
+
     /// Bytes written so far.
     pub fn written(&self) -> u64 {
         self.written
@@ -281,7 +289,8 @@ impl<S: ObjectStore> Upload<S> {
             && let Some(empty) = self.committed_empty.take()
         {
             self.finished = false;
-            self.replace = Replace::IfMatch(empty);
+            self.replace = Replace::IfMatch(empty.clone());
+            self.replacing_empty = Some(empty);
         }
         if self.committed_empty.is_some() && offset != 0 {
             return Err(WriteError::NotAtEnd { offset, end: 0 });

@@ -55,7 +55,7 @@ impl Waiting {
 
 impl Breaker {
     fn open_until(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
-        self.open_until.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.open_until)
     }
 
     /// Whether the disk may be used now.

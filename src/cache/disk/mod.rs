@@ -174,7 +174,7 @@ impl DiskCache {
     }
 
     fn lock_open(&self) -> MutexGuard<'_, LruCache<(ObjectId, u64), Arc<VersionFile>>> {
-        self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.open)
     }
 
     fn identity(&self, object: &ObjectId, size: u64) -> String {

@@ -170,12 +170,12 @@ impl VersionFile {
     }
 
     fn hold(&self, exclusive: bool) -> io::Result<Held<'_>> {
-        let serial = self.serial.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let serial = crate::sync::lock(&self.serial);
         Ok(Held { _flock: FileLock::take(&self.data, exclusive)?, _serial: serial })
     }
 
     fn lock_state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.state)
     }
 
     fn write_record(&self, state: &State, durable: bool) -> io::Result<()> {

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 
+use super::SharedCacheSettings;
 use super::sealed::Check;
 use super::{CpuPressure, SharedCache, SharedCacheConfig};
-use crate::config::SharedCacheSettings;
 use crate::metrics::SharedCacheMetrics;
 use crate::store::s3::S3Store;
 use crate::store::{ObjectStore, Replace, StoreError};

@@ -54,6 +54,16 @@ const FILL_DEADLINE: Duration = Duration::from_secs(30);
 /// After the cache failed to answer, reads go straight to the source this long.
 const BACK_OFF: Duration = Duration::from_secs(30);
 
+/// Where the shared cache is, and the key its blocks are tagged with: its settings, as
+/// `config` checks them from the command line.
+#[derive(Clone, Debug)]
+pub struct SharedCacheSettings {
+    pub s3: crate::store::s3::S3Settings,
+    /// Key prefix in its bucket, ending with `/` (or empty).
+    pub prefix: String,
+    pub key: Option<Vec<u8>>,
+}
+
 /// Where the shared cache is and how it checks what it reads.
 pub struct SharedCacheConfig {
     /// Key prefix in the cache bucket, ending with `/` (or empty).
@@ -141,7 +151,7 @@ impl<C: ObjectStore> SharedCache<C> {
     }
 
     fn misses(&self) -> MutexGuard<'_, lru::LruCache<Identity, (u64, u32)>> {
-        self.misses.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.misses)
     }
 
     /// Whether block `index` of the version is better not asked for: the blocks just before it
@@ -259,8 +269,7 @@ impl<C: ObjectStore> SharedCache<C> {
     pub fn fill_piece(&self, key: &str, etag: &str, size: u64, index: u64, at: u64, bytes: Bytes) {
         let (_, len) = self.block_span(index, size);
         let identity = self.identity(key, etag, size);
-        let covered =
-            self.pieces.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).add(identity, index, len, at, bytes);
+        let covered = crate::sync::lock(&self.pieces).add(identity, index, len, at, bytes);
         match covered {
             Some(Covered::Bytes(pieces)) => {
                 let mut block = self.unsealed();
@@ -313,7 +322,7 @@ impl<C: ObjectStore> SharedCache<C> {
     }
 
     fn lock_dropped(&self) -> MutexGuard<'_, VecDeque<Dropped>> {
-        self.dropped.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.dropped)
     }
 
     fn now_ms(&self) -> u64 {

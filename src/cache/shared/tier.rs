@@ -36,7 +36,7 @@ impl<S, C> Tiered<S, C> {
     }
 
     fn sizes(&self) -> MutexGuard<'_, lru::LruCache<(String, ETag), u64>> {
-        self.sizes.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.sizes)
     }
 
     fn saw(&self, meta: &ObjectMeta) {

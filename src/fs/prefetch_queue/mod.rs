@@ -63,7 +63,7 @@ enum Unresolved {
 impl PrefetchQueue {
     fn lock(&self) -> MutexGuard<'_, Shared> {
         // The queue's bookkeeping is consistent between calls; a poisoned lock still holds it.
-        self.shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.shared)
     }
 
     /// The job opened `key`: a foretold open moves the window on. Says whether it was foretold.
