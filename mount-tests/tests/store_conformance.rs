@@ -295,6 +295,39 @@ mod writes {
         assert_eq!(read_all(store, "taken.bin").await, data::content(6, 100));
     }
 
+    // A completion whose answer was lost is sent again by the SDK. S3 (and our server) answer a
+    // completed upload's id again with its result; moto answers that the object exists or the
+    // upload is gone, and the store recognises its own object by the ETag its parts make.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_completion_sent_again_is_this_upload_s_on_the_test_server() {
+        let s3 = super::s3().await;
+        a_completion_sent_again_is_this_upload_s(&*s3.store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_completion_sent_again_is_recognised_by_its_parts_etag_on_moto() {
+        let store = moto().await;
+        let (upload, parts) = a_completion_sent_again_is_this_upload_s(&*store).await;
+        // Recognised by the ETag, not taken on trust: another client's object since is not it.
+        store.put_object("late.bin", data::content(13, 10), Replace::Allowed).await.unwrap();
+        let replaced = store.complete_upload("late.bin", &upload, parts, Replace::Never).await;
+        assert!(replaced.is_err(), "{replaced:?}");
+        assert_eq!(read_all(&*store, "late.bin").await, data::content(13, 10));
+    }
+
+    async fn a_completion_sent_again_is_this_upload_s(
+        store: &impl ObjectStore,
+    ) -> (UploadId, Vec<fetchfs::store::UploadedPart>) {
+        let upload = store.create_upload("late.bin").await.unwrap();
+        let first = store.upload_part("late.bin", &upload, 1, data::content(11, PART)).await.unwrap();
+        let last = store.upload_part("late.bin", &upload, 2, data::content(12, 1000)).await.unwrap();
+        let parts = vec![first, last];
+        let made = store.complete_upload("late.bin", &upload, parts.clone(), Replace::Never).await.unwrap();
+        let again = store.complete_upload("late.bin", &upload, parts.clone(), Replace::Never).await;
+        assert_eq!(again, Ok(made), "the object these parts made is this upload's");
+        (upload, parts)
+    }
+
     async fn an_aborted_upload_leaves_no_object(store: &impl ObjectStore) {
         let upload: UploadId = store.create_upload("aborted.bin").await.unwrap();
         store.upload_part("aborted.bin", &upload, 1, data::content(8, 1000)).await.unwrap();

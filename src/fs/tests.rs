@@ -823,6 +823,27 @@ mod renaming {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_directory_rename_whose_delete_fails_midway_is_eio_and_leaves_both_names() {
+        let (store, fs) = mounted(WriteMode { allow_delete: true, ..WriteMode::default() });
+        for name in ["a", "b", "c"] {
+            store.put(&format!("step/{name}"), Bytes::from(name.repeat(10)));
+        }
+        fs.lookup(ROOT_INO, "step").await.unwrap();
+        store.fail_next_deletes(1);
+        let renamed = fs.rename(ROOT_INO, "step", ROOT_INO, "done", RenameFlags::default()).await;
+        assert_eq!(renamed.map_err(|e| e.errno()), Err(libc::EIO), "the rename stopped midway");
+        for name in ["a", "b", "c"] {
+            let copy = object(&store, &format!("done/{name}")).await;
+            assert_eq!(copy, Some(Bytes::from(name.repeat(10))), "every copy was made before any delete");
+        }
+        let left: Vec<&str> = ["a", "b", "c"]
+            .into_iter()
+            .filter(|name| store.objects().iter().any(|(key, _)| key == &format!("step/{name}")))
+            .collect();
+        assert_eq!(left.len(), 1, "the one whose delete failed is at both names, never at neither: {left:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn what_a_rename_may_do_follows_the_mounts_flags() {
         let (store, fs) = mounted(WriteMode::default());
         let dir = fs.lookup(ROOT_INO, "d").await.unwrap().ino;

@@ -47,6 +47,7 @@ pub struct MemoryStore {
     copies: AtomicU64,
     part_copies: AtomicU64,
     failing_parts: AtomicU64,
+    failing_deletes: AtomicU64,
     part_delay_us: AtomicU64,
     put_delay_us: AtomicU64,
 }
@@ -186,6 +187,11 @@ impl MemoryStore {
         if delay > 0 {
             tokio::time::sleep(Duration::from_micros(delay)).await;
         }
+    }
+
+    /// The next `n` deletes fail with a server error.
+    pub fn fail_next_deletes(&self, n: u64) {
+        self.failing_deletes.store(n, Ordering::Relaxed);
     }
 
     /// The next `n` GETs fail with a server error.
@@ -386,6 +392,9 @@ impl ObjectStore for MemoryStore {
     }
 
     async fn delete_object(&self, key: &str, only: Option<&ETag>) -> Result<(), StoreError> {
+        if self.failing_deletes.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok() {
+            return Err(StoreError::Other("injected delete failure".into()));
+        }
         let mut objects = self.lock();
         if let Some(expected) = only
             && objects.get(key).is_none_or(|o| o.etag != *expected)
