@@ -27,7 +27,7 @@ use crate::metrics::Metrics;
 use crate::store::ObjectStore;
 use active_streams::ActiveStreams;
 pub use body::BodyPolicy;
-pub use readahead::{ReadPlan, ReadaheadWindow, WindowLimits};
+pub use readahead::WindowLimits;
 use spans::SpanBudget;
 use stream::ReadStream;
 pub use streams::VersionStreams;

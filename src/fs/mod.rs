@@ -14,7 +14,7 @@ mod timed_out;
 mod write_path;
 mod writing;
 
-pub use inode::{CONTROL_DIR_INO, Entry, Ino, PREFETCH_INO, ROOT_INO};
+pub use inode::{CONTROL_DIR_INO, Entry, Ino, ROOT_INO};
 pub use listing::Listing;
 pub use rename::RenameFlags;
 pub use write_path::Finished;
@@ -247,6 +247,7 @@ impl<S: ObjectStore> Fs<S> {
     }
 
     /// Inodes the kernel holds (and the root).
+    #[cfg(test)]
     pub fn inodes_held(&self) -> usize {
         self.inodes.len()
     }

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use super::inode::PREFETCH_INO;
 use super::*;
 use crate::store::memory::MemoryStore;
 

@@ -26,8 +26,8 @@ mod forgetting;
 mod session;
 
 use forgetting::{forget_name, forget_replaced};
+pub use session::mount;
 use session::{KERNEL_READAHEAD, negotiate_passthrough};
-pub use session::{MountedSession, mount};
 
 /// Largest read the kernel is asked to send at once.
 const MAX_READ: u32 = 1024 * 1024;

@@ -143,10 +143,6 @@ impl<S: ObjectStore> Uploader<S> {
         })
     }
 
-    pub fn config(&self) -> &UploadConfig {
-        &self.config
-    }
-
     /// Starts writing the object at `key`.
     pub fn start(self: &Arc<Self>, key: String, replace: Replace) -> Upload<S> {
         self.upload(key, replace, None)
