@@ -28,7 +28,7 @@ if mountpoint -q "$mnt" 2>/dev/null; then
 fi
 
 if [ -z "${FETCHFS_DEMO_BIN:-}" ]; then
-  echo "demo: building fetchfs and the test S3 server (release; about 6 minutes on 2 cores the first time) ..."
+  echo "demo: building fetchfs and the test S3 server (release; the first time about 17 CPU-minutes: 9-10 minutes on two idle cores) ..."
   cargo build --release -p fetchfs -p mount-tests --bins
 fi
 
@@ -94,6 +94,8 @@ if [ "${DEMO_NONINTERACTIVE:-0}" = 1 ]; then
 else
   echo
   echo "fetchfs is serving the sample bucket at $mnt (test server pid $server)."
+  echo "The binary is $bin/fetchfs; the test server answers at $endpoint with the keys above"
+  echo "(AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY)."
   echo "fetchfs's log (it says why an operation was refused): $fslog; the server's: $log"
   echo "Stop with (also removes the mount point and both logs):"
   echo "  umount $mnt && kill $server && rmdir $mnt && rm -f $log $fslog $state"

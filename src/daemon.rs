@@ -135,20 +135,44 @@ fn open_log_file(path: &std::path::Path) -> Result<std::fs::File, String> {
     Ok(file)
 }
 
+/// An error chain from the first link that speaks of credentials, two links long, at most a
+/// line's length.
+fn first_cause(chain: &str) -> String {
+    let links: Vec<&str> = chain.split(": ").collect();
+    let from = links.iter().position(|l| l.contains("credential")).unwrap_or(0);
+    let first = links[from..].iter().take(2).copied().collect::<Vec<_>>().join(": ");
+    match first.char_indices().nth(120) {
+        Some((at, _)) => format!("{}...", &first[..at]),
+        None => first,
+    }
+}
+
 /// Says in one line why the bucket cannot be used, naming the bucket and endpoint.
 fn reachability_error(config: &MountConfig, e: StoreError) -> String {
     let bucket = &config.s3.bucket;
     let endpoint = config.s3.endpoint_url.as_deref().unwrap_or("AWS S3");
     match e {
         StoreError::NoSuchBucket => format!("bucket {bucket} does not exist at {endpoint}"),
+        StoreError::AccessDenied(why) if why.starts_with("SignatureDoesNotMatch") => format!(
+            "the secret key was refused at {endpoint} (SignatureDoesNotMatch): check that AWS_SECRET_ACCESS_KEY \
+             (or the profile's secret) belongs to the access key"
+        ),
+        StoreError::AccessDenied(why) if why.starts_with("InvalidAccessKeyId") => format!(
+            "the access key is unknown at {endpoint} (InvalidAccessKeyId): check AWS_ACCESS_KEY_ID (or the profile)"
+        ),
         StoreError::AccessDenied(why) => {
             format!("access to bucket {bucket} was denied ({why}): check the credentials and their permissions")
         }
         StoreError::WrongRegion(region) => format!("bucket {bucket} is in region {region}: pass --region {region}"),
-        StoreError::Unreachable(why) if why.contains("loading credentials") => format!(
-            "no usable AWS credentials ({why}): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, use --profile, \
-             or --no-sign-request for a public bucket"
-        ),
+        // The SDK's chain (environment, profile, instance metadata...) says every place it looked;
+        // the advice comes first, and the chain only as far as its first cause.
+        StoreError::Unreachable(why) if why.contains("loading credentials") || why.contains("credential provider") => {
+            format!(
+                "no usable AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, use --profile, or \
+             --no-sign-request for a public bucket ({})",
+                first_cause(&why)
+            )
+        }
         StoreError::Unreachable(why) => format!("cannot reach {endpoint}: {why}"),
         other => format!("checking bucket {bucket} at {endpoint} failed: {other}"),
     }
@@ -437,6 +461,20 @@ fn detach_stdio() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_credentials_chain_is_cut_to_its_first_cause() {
+        let chain = "loading credentials: the credential provider was not enabled: no providers in chain \
+                     provided credentials: IMDS: failed to load: dispatch failure: timeout";
+        assert_eq!(first_cause(chain), "loading credentials: the credential provider was not enabled");
+        let dispatched = "dispatch failure: other: the credential provider was not enabled: no providers in chain \
+                          provided credentials";
+        assert_eq!(
+            first_cause(dispatched),
+            "the credential provider was not enabled: no providers in chain provided credentials"
+        );
+        assert!(first_cause(&"x".repeat(500)).len() <= 124);
+    }
 
     #[test]
     fn an_empty_prefix_names_the_prefixes_close_to_it() {

@@ -241,9 +241,13 @@ fn bad_input_gives_one_clear_line_and_exit_1() {
     assert!(msg.contains("missing-bucket does not exist"), "{msg}");
     let wrong = mount_tests::server::Credentials { secret_key: "wrong".into(), ..keys.clone() };
     let msg = refused(&with(&[BUCKET, d], &common), Some(&wrong), &dir);
-    assert!(msg.contains("denied"), "{msg}");
+    assert!(msg.contains("secret key was refused") && msg.contains("AWS_SECRET_ACCESS_KEY"), "{msg}");
     let msg = refused(&with(&[BUCKET, d], &common), None, &dir);
-    assert!(msg.contains("credentials"), "{msg}");
+    assert!(msg.starts_with("fetchfs: no usable AWS credentials: set AWS_ACCESS_KEY_ID"), "{msg}");
+    assert!(msg.len() < 400, "the advice, and the chain only to its first cause: {msg}");
+    let schemeless = endpoint.trim_start_matches("http://").to_owned();
+    let msg = refused(&[BUCKET, d, "--endpoint-url", schemeless.as_str()], Some(&keys), &dir);
+    assert!(msg.contains("has no scheme") && msg.contains(&format!("http://{schemeless}")), "{msg}");
     let unreachable = ["--endpoint-url", "http://127.0.0.1:9", "--force-path-style"];
     let msg = refused(&[&[BUCKET, d][..], &unreachable[..]].concat(), Some(&keys), &dir);
     assert!(msg.contains("cannot reach http://127.0.0.1:9"), "{msg}");
@@ -254,6 +258,20 @@ fn bad_input_gives_one_clear_line_and_exit_1() {
     let msg = refused(&with(&[BUCKET, d], &common), Some(&keys), &dir);
     assert!(msg.contains("is not empty"), "{msg}");
     std::fs::remove_file(dir.join("occupant")).unwrap();
+    // Mounted twice at one place: the second says the first is there.
+    let first = Mount::new(&endpoint, &keys, BUCKET, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let out = fetchfs_command(Some(&keys)).arg("mount").arg(BUCKET).arg(&first.dir).args(common).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && said.contains("is already a fetchfs mount (of s3://"), "{said}");
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    let shown = mounts.lines().find(|l| l.split(' ').nth(1) == first.dir.to_str()).unwrap_or_default();
+    assert!(shown.starts_with(&format!("s3://{BUCKET}/ ")), "the source as fstab names it: {shown}");
+    drop(first);
+    // A mistyped prefix mounts, empty, and says which prefix was likely meant.
+    let typo = Mount::new(&endpoint, &keys, &format!("s3://{BUCKET}/nestde/"), &[]).unwrap_or_else(|e| panic!("{e}"));
+    let log = std::fs::read_to_string(&typo.log).unwrap();
+    assert!(log.contains("holds no objects") && log.contains(&format!("did you mean s3://{BUCKET}/nested/")), "{log}");
+    drop(typo);
     let msg = refused(&with(&["s3://dataset/nested/", d, "--prefix", "small"], &common), Some(&keys), &dir);
     assert!(msg.contains("prefix was given both"), "{msg}");
     for (flag, absurd, limit) in [

@@ -238,6 +238,8 @@ fn the_unit_fstab_container_and_kubernetes_examples_name_real_flags_and_paths() 
     assert_eq!(&words[1..3], ["mount", "--foreground"]);
     assert_flags_exist(&words, &flags, "fetchfs@.service");
     assert!(unit.contains("Restart=on-failure"));
+    // Without a state directory (no HOME under systemd) the journal of uploads would be off.
+    assert!(unit.lines().any(|l| l.starts_with("StateDirectory=fetchfs/")), "{unit}");
     assert!(unit.contains("EnvironmentFile=/etc/fetchfs/%i.env") && root.join("etc/fetchfs").is_dir());
     let env = std::fs::read_to_string(repo().join("packaging/systemd/example.env")).unwrap();
     let options = env.lines().find_map(|l| l.strip_prefix("FETCHFS_OPTIONS=")).expect("FETCHFS_OPTIONS");
