@@ -55,6 +55,8 @@ pub struct Metrics {
     pub prefetched_unread_bytes: Counter,
     pub errors: Family<ErrnoLabels, Counter>,
     pub open_handles: Gauge,
+    /// Panics since the daemon began (each a defect; see `panics`).
+    pub panics: Gauge,
     pub inodes: Gauge,
     pub listed_entries: Gauge,
     pub disk: DiskMetrics,
@@ -209,6 +211,8 @@ impl Default for Metrics {
         registry.register("errors", "Errors returned to readers, by errno", errors.clone());
         let open_handles = Gauge::default();
         registry.register("open_handles", "Files open now", open_handles.clone());
+        let panics = Gauge::default();
+        registry.register("panics", "Panics since the daemon began (each a defect of fetchfs)", panics.clone());
         let inodes = Gauge::default();
         registry.register("inodes", "Inodes the kernel holds", inodes.clone());
         let listed_entries = Gauge::default();
@@ -245,6 +249,7 @@ impl Default for Metrics {
             prefetched_unread_bytes,
             errors,
             open_handles,
+            panics,
             inodes,
             listed_entries,
             disk,
@@ -333,6 +338,7 @@ mod tests {
             "fetchfs_readahead_window_bytes_count 1",
             "fetchfs_cache_bytes 0",
             "fetchfs_open_handles 0",
+            "fetchfs_panics 0",
             "fetchfs_disk_cache_passthrough_opens_total 0",
         ] {
             assert!(text.contains(line), "{line:?} missing from:\n{text}");

@@ -259,6 +259,7 @@ impl<S: ObjectStore> Fs<S> {
     /// Sets the gauges read off the filesystem's state.
     pub fn refresh_gauges(&self) {
         self.metrics.open_handles.set(self.handles.len() as i64);
+        self.metrics.panics.set(crate::panics::count() as i64);
         self.metrics.inodes.set(self.inodes.len() as i64);
         self.metrics.listed_entries.set(self.metadata.listed_entries() as i64);
         self.metrics.cache_bytes.set(self.fetcher.cache().used() as i64);
