@@ -306,7 +306,16 @@ fn uploads_journal<S: ObjectStore>(
 /// One line, at any log level, saying what the mount is and which tiers are on.
 fn startup_line(config: &MountConfig) -> String {
     const MIB: u64 = 1024 * 1024;
-    let memory = format!("memory cache {} MiB", config.fetch.cache_bytes / MIB);
+    // --cache-size is the whole budget: what reads keep, and a quarter for files being written.
+    let memory = match config.upload.budget {
+        0 => format!("memory cache {} MiB", config.fetch.cache_bytes / MIB),
+        writes => format!(
+            "memory cache {} MiB ({} for reads, {} for writes)",
+            (config.fetch.cache_bytes + writes) / MIB,
+            config.fetch.cache_bytes / MIB,
+            writes / MIB
+        ),
+    };
     let disk = match &config.disk_cache {
         // SAFETY: geteuid cannot fail.
         Some(disk) if unsafe { libc::geteuid() } == 0 => {

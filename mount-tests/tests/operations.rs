@@ -338,7 +338,8 @@ fn a_second_demo_run_leaves_the_first_running_and_its_stop_command_stops_it() {
     assert!(first.contains("--allow-delete --allow-overwrite") && first.contains("memory"), "{first}");
     // fetchfs's own startup line, at the default log level: which tiers are on.
     let startup = first.lines().find(|l| l.starts_with("fetchfs: s3://sample/")).expect("the startup line");
-    assert!(startup.contains("; memory cache ") && startup.contains(" MiB; no disk cache;"), "{startup}");
+    // The whole --cache-size, and its shares: 512 MiB by default, a quarter of it for writes.
+    assert!(startup.contains("; memory cache 512 MiB (384 for reads, 128 for writes); no disk cache;"), "{startup}");
     assert!(startup.ends_with("; writes: new files, overwrite, delete"), "{startup}");
     let log = first.lines().find_map(|l| l.split("fetchfs's log").nth(1)).expect("the log is named");
     assert!(log.contains("-fetchfs.log"), "{log}");
