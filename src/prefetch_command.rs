@@ -4,6 +4,7 @@
 //! fetched, or until the cache's window is full (the rest then come as the job reads).
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::io::{BufRead, BufWriter, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -180,6 +181,27 @@ fn value(state: &HashMap<String, u64>, name: &str) -> u64 {
     state.get(name).copied().unwrap_or(0)
 }
 
+/// What `--wait` saw: `ready` files, `cached` of them held already, `bytes` fetched for the
+/// others in `seconds`. A rate is given only of what was fetched: files held already cost nothing.
+fn ready_line(ready: u64, cached: u64, bytes: u64, seconds: f64) -> String {
+    let fetched = ready - cached.min(ready);
+    let files = |n: u64| if n == 1 { "1 file".to_owned() } else { format!("{n} files") };
+    let mut line = format!("{} ready in {seconds:.1} s", files(ready));
+    if fetched > 0 {
+        let _ = write!(
+            line,
+            ": fetched {fetched} ({} MiB) at {:.0} files/s, {:.0} MB/s",
+            bytes >> 20,
+            fetched as f64 / seconds,
+            bytes as f64 / seconds / 1e6
+        );
+    }
+    if cached > 0 {
+        let _ = write!(line, "{}{cached} held already", if fetched > 0 { ", " } else { ": " });
+    }
+    line
+}
+
 /// Follows the queue until it has nothing left to fetch, or waits for reads to make room.
 fn wait(root: &Path, before: &HashMap<String, u64>, queued: u64) -> Result<(), String> {
     let since = |now: &HashMap<String, u64>, name: &str| value(now, name).saturating_sub(value(before, name));
@@ -207,14 +229,13 @@ fn wait(root: &Path, before: &HashMap<String, u64>, queued: u64) -> Result<(), S
     };
     progress.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64().max(1e-3);
-    let (fetched, bytes, bad) = (since(&now, "fetched"), since(&now, "fetched_bytes"), since(&now, "bad"));
-    println!(
-        "fetched {fetched} files ({} MiB) in {seconds:.1} s: {:.0} files/s, {:.0} MB/s{}",
-        bytes >> 20,
-        fetched as f64 / seconds,
-        bytes as f64 / seconds / 1e6,
-        if bad > 0 { format!("; {bad} named no file (see the mount's log)") } else { String::new() }
-    );
+    let (ready, bytes, bad) = (since(&now, "fetched"), since(&now, "fetched_bytes"), since(&now, "bad"));
+    let cached = since(&now, "cached");
+    println!("{}{}", ready_line(ready, cached, bytes, seconds), if bad > 0 {
+        format!("; {bad} named no file (see the mount's log)")
+    } else {
+        String::new()
+    });
     if value(&now, "pending") > 0 {
         println!(
             "the cache's window ({} MiB) is full: the other {} files are fetched as these are read",
@@ -223,4 +244,20 @@ fn wait(root: &Path, before: &HashMap<String, u64>, queued: u64) -> Result<(), S
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ready_line;
+
+    #[test]
+    fn a_rate_is_given_only_of_what_was_fetched() {
+        assert_eq!(ready_line(1000, 1000, 0, 0.05), "1000 files ready in 0.1 s: 1000 held already");
+        assert_eq!(
+            ready_line(10, 4, 6 << 20, 2.0),
+            "10 files ready in 2.0 s: fetched 6 (6 MiB) at 3 files/s, 3 MB/s, 4 held already"
+        );
+        assert_eq!(ready_line(1, 0, 1 << 20, 1.0), "1 file ready in 1.0 s: fetched 1 (1 MiB) at 1 files/s, 1 MB/s");
+        assert_eq!(ready_line(0, 0, 0, 0.2), "0 files ready in 0.2 s");
+    }
 }

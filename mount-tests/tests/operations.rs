@@ -134,7 +134,9 @@ fn mount_t_fuse_fetchfs_and_an_fstab_line_mount_and_umount_unmounts() {
          cat {d}/f1 > {d}.bytes\n\
          umount {d}\n\
          if grep -q ' {d} ' /proc/self/mountinfo; then echo still mounted; exit 1; fi\n\
-         mount -T {fstab} {d}\n\
+         mount -a -T {fstab}\n\
+         mount -a -T {fstab}\n\
+         echo mounted $(grep -c ' {d} ' /proc/self/mountinfo) time\n\
          ls {d}\n\
          umount {d}\n\
          echo done\n",
@@ -144,7 +146,8 @@ fn mount_t_fuse_fetchfs_and_an_fstab_line_mount_and_umount_unmounts() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.first(), Some(&"600"), "file_mode from -o reached fetchfs: {out}");
     assert_eq!(lines.get(1), Some(&"read-only"), "-o ro became --read-only (EROFS): {out}");
-    assert_eq!(&lines[2..5], ["f0", "f1", "f2"], "the fstab line mounted the bucket: {out}");
+    assert_eq!(lines.get(2), Some(&"mounted 1 time"), "mount -a twice: both exit 0 (set -e), one mount: {out}");
+    assert_eq!(&lines[3..6], ["f0", "f1", "f2"], "the fstab line mounted the bucket: {out}");
     assert_eq!(lines.last(), Some(&"done"));
     let bytes = std::fs::read(format!("{d}.bytes")).expect("bytes read through the helper's mount");
     assert_eq!(bytes, data::content(1, 1000).to_vec());

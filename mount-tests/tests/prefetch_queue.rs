@@ -97,9 +97,15 @@ fn fetchfs_prefetch_wait_loads_a_directory_onto_disk_and_the_loader_sends_no_get
     let out = Command::new(fetchfs_binary()).arg("prefetch").arg("--wait").arg(mount.path("d")).output().unwrap();
     assert!(out.status.success(), "{out:?}");
     let said = String::from_utf8_lossy(&out.stdout);
-    assert!(said.contains(&format!("fetched {FILES} files")), "{said}");
+    assert!(said.contains(&format!("{FILES} files ready")) && said.contains(&format!("fetched {FILES} (")), "{said}");
     let loaded = gets(&server);
     assert_eq!(loaded, FILES);
+    // Asked again, everything is on disk: said so, with no rate of nothing fetched.
+    let out = Command::new(fetchfs_binary()).arg("prefetch").arg("--wait").arg(mount.path("d")).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains(&format!("{FILES} files ready")) && said.contains(&format!("{FILES} held already")), "{said}");
+    assert!(!said.contains("MB/s"), "{said}");
+    assert_eq!(gets(&server), loaded);
     read_in_order(&mount, &shuffled(), 8);
     assert_eq!(gets(&server), loaded, "every file came from disk");
     drop(mount);
@@ -134,7 +140,7 @@ fn the_control_directory_is_hidden_and_bad_lines_are_counted() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("fetched 1 files"), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 file ready"), "{out:?}");
     let _ = std::fs::remove_dir_all(list.parent().unwrap());
 }
 

@@ -120,12 +120,13 @@ impl PrefetchQueue {
         let q = &shared.queue;
         let c = q.counts();
         let mut text = String::new();
-        let rows: [(&str, u64); 16] = [
+        let rows: [(&str, u64); 17] = [
             ("queued", c.queued),
             ("pending", q.pending() as u64),
             ("in_flight", q.in_flight() as u64),
             ("fetched", c.fetched),
             ("fetched_bytes", c.fetched_bytes),
+            ("cached", c.cached),
             ("hit", c.hit),
             ("missed", c.missed),
             ("skipped", c.skipped),

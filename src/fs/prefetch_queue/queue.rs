@@ -32,6 +32,9 @@ pub struct Counts {
     /// Fetched ahead, and their bytes.
     pub fetched: u64,
     pub fetched_bytes: u64,
+    /// Of those fetched, how many were held already (on disk or in memory): nothing came from the
+    /// network for them.
+    pub cached: u64,
     /// Opened after their fetch began.
     pub hit: u64,
     /// Opened before their fetch began (the job outran the window, or opened them out of turn).
@@ -314,6 +317,7 @@ impl Queue {
             Some(bytes) => {
                 self.counts.fetched += 1;
                 self.counts.fetched_bytes += bytes;
+                self.counts.cached += u64::from(bytes == 0);
             }
             None if bad => self.counts.bad += 1,
             None => self.counts.failed += 1,
