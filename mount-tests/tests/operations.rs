@@ -455,3 +455,174 @@ fn a_mistake_s_usage_line_shows_only_what_was_typed() {
     assert!(!out.status.success() && said.contains("--no-such-flag"), "{said}");
     assert!(!said.contains("--ca-bundle"), "{said}");
 }
+
+/// The README's text.
+fn readme() -> String {
+    std::fs::read_to_string(repo().join("README.md")).expect("README.md")
+}
+
+/// The README's fenced blocks of `language`, in order.
+fn readme_blocks(language: &str) -> Vec<String> {
+    let (text, fence) = (readme(), format!("```{language}"));
+    let mut blocks = Vec::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() == fence {
+            let indent = line.len() - line.trim_start().len();
+            let block: Vec<&str> = lines.by_ref().take_while(|l| l.trim() != "```").collect();
+            blocks.push(block.iter().map(|l| l.get(indent..).unwrap_or(l.trim_start())).collect::<Vec<_>>().join("\n"));
+        }
+    }
+    blocks
+}
+
+/// The `sh` block that follows `heading` in the README.
+fn readme_sh_after(heading: &str) -> String {
+    let text = readme();
+    let at = text.find(heading).unwrap_or_else(|| panic!("the README has {heading:?}"));
+    let rest = &text[at..];
+    let start = rest.find("```sh\n").expect("an sh block") + "```sh\n".len();
+    rest[start..start + rest[start..].find("```").expect("the block ends")].to_owned()
+}
+
+#[test]
+fn the_readme_install_step_puts_fetchfs_and_its_helper_on_path_and_real_use_works() {
+    let server = server_with_files();
+    let install = readme_sh_after("## Install");
+    // apt-get is .ci/run's (fuse3 is there already); the rest runs as written, from the checkout.
+    let install: Vec<&str> = install.lines().filter(|l| !l.trim_start().starts_with("apt-get")).collect();
+    assert!(install.iter().any(|l| l.contains("target/release/fetchfs")), "{install:?}");
+    let installed_before = Path::new("/usr/local/bin/fetchfs").exists();
+    let dir = fresh_dir("install-mnt");
+    let d = dir.display();
+    let endpoint = server.endpoint_url();
+    // Installed into overlays only this namespace sees: the machine's /usr is left as it was.
+    let script = format!(
+        "set -e\n\
+         mount -t tmpfs tmpfs /mnt\n\
+         for d in /usr/local/bin /usr/sbin; do\n\
+           n=$(echo $d | tr / _); mkdir -p /mnt/$n.up /mnt/$n.work\n\
+           mount -t overlay overlay -o lowerdir=$d,upperdir=/mnt/$n.up,workdir=/mnt/$n.work $d\n\
+         done\n\
+         cd {repo}\n\
+         {install}\n\
+         cd /\n\
+         echo fetchfs at $(command -v fetchfs)\n\
+         fetchfs mount s3://{BUCKET}/ {d} --endpoint-url {endpoint} --force-path-style\n\
+         ls {d}\n\
+         umount {d}\n\
+         mount -t fuse.fetchfs {BUCKET} {d} -o endpoint_url={endpoint},force_path_style\n\
+         cat {d}/f2 | wc -c\n\
+         umount {d}\n",
+        repo = repo().display(),
+        install = install.join("\n"),
+    );
+    let credentials = server.credentials().cloned().unwrap_or_default();
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .env("PATH", "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("AWS_ACCESS_KEY_ID", &credentials.access_key)
+        .env("AWS_SECRET_ACCESS_KEY", &credentials.secret_key)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run unshare");
+    let out = ok(out, "the README's install step, then real use");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.first(), Some(&"fetchfs at /usr/local/bin/fetchfs"), "{out}");
+    assert_eq!(&lines[1..4], ["f0", "f1", "f2"], "fetchfs mount, as 'Real use' writes it: {out}");
+    assert_eq!(lines.get(4), Some(&"1000"), "mount -t fuse.fetchfs through the installed helper: {out}");
+    assert_eq!(Path::new("/usr/local/bin/fetchfs").exists(), installed_before, "the machine's own /usr is untouched");
+    assert!(!is_mounted(&dir));
+    let _ = std::fs::remove_dir(&dir);
+}
+
+#[test]
+fn the_readme_iam_policies_are_valid_and_grant_what_each_mode_asks() {
+    let policies: Vec<serde_json::Value> = readme_blocks("json")
+        .iter()
+        .map(|block| serde_json::from_str(block).unwrap_or_else(|e| panic!("{e}: {block}")))
+        .collect();
+    assert_eq!(policies.len(), 2, "a reading policy and a writing one");
+    let actions = |policy: &serde_json::Value| -> Vec<String> {
+        assert_eq!(policy["Version"], "2012-10-17");
+        let statements = policy["Statement"].as_array().expect("Statement");
+        statements
+            .iter()
+            .inspect(|s| assert_eq!(s["Effect"], "Allow"))
+            .flat_map(|s| s["Action"].as_array().expect("Action").iter().filter_map(|a| a.as_str().map(String::from)))
+            .collect()
+    };
+    // What fetchfs's store sends, by the permission S3 checks for it.
+    let known = ["s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload", "s3:DeleteObject"];
+    let (reading, writing) = (actions(&policies[0]), actions(&policies[1]));
+    for action in reading.iter().chain(&writing) {
+        assert!(known.contains(&action.as_str()), "{action} is not a permission fetchfs needs");
+    }
+    assert_eq!(reading, ["s3:ListBucket", "s3:GetObject"]);
+    for needed in known {
+        assert!(writing.iter().any(|a| a == needed), "the writing policy grants {needed}");
+    }
+}
+
+#[test]
+fn the_readme_python_examples_are_valid_python_using_the_mount_as_the_readme_says() {
+    let blocks = readme_blocks("python");
+    assert!(blocks.len() >= 2, "the plain dataset and the order sampler");
+    for block in &blocks {
+        let mut parse = Command::new("python3")
+            .args(["-c", "import ast, sys; ast.parse(sys.stdin.read())"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        parse.stdin.take().expect("stdin").write_all(block.as_bytes()).expect("write the example");
+        let out = parse.wait_with_output().expect("python3 ran");
+        assert!(out.status.success(), "{}\n{block}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert!(blocks.iter().any(|b| b.contains("DataLoader(") && b.contains("shuffle=True")), "a plain loader");
+    assert!(blocks.iter().any(|b| b.contains("/.fetchfs/prefetch")), "the sampler writes the control file");
+    assert!(readme().contains("sampler=MountOrderSampler(data.paths)"), "the loader with the sampler");
+}
+
+#[test]
+fn the_training_pod_reads_the_daemonsets_mount_without_privilege() {
+    let load = |name: &str| {
+        let text = std::fs::read_to_string(repo().join("packaging/kubernetes").join(name)).unwrap();
+        YamlLoader::load_from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}")).remove(0)
+    };
+    let (daemonset, pod) = (load("daemonset.yaml"), load("training-pod.yaml"));
+    let ds_pod = &daemonset["spec"]["template"]["spec"];
+    let args: Vec<&str> =
+        ds_pod["containers"][0]["args"].as_vec().expect("args").iter().filter_map(Yaml::as_str).collect();
+    let mountpoint = Path::new(args.last().expect("the DaemonSet's mount point"));
+    let shared_volume = ds_pod["containers"][0]["volumeMounts"]
+        .as_vec()
+        .expect("volumeMounts")
+        .iter()
+        .find(|m| m["mountPropagation"].as_str() == Some("Bidirectional"))
+        .and_then(|m| m["name"].as_str())
+        .expect("the shared volume");
+    let host_dir = ds_pod["volumes"]
+        .as_vec()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"].as_str() == Some(shared_volume))
+        .and_then(|v| v["hostPath"]["path"].as_str())
+        .expect("its hostPath");
+
+    assert_eq!(pod["kind"].as_str(), Some("Pod"));
+    let container = &pod["spec"]["containers"][0];
+    assert!(container["securityContext"]["privileged"].is_badvalue(), "no privilege");
+    let mount = &container["volumeMounts"][0];
+    assert_eq!(mount["mountPropagation"].as_str(), Some("HostToContainer"));
+    let volume = &pod["spec"]["volumes"][0];
+    assert_eq!(volume["name"], mount["name"]);
+    assert_eq!(volume["hostPath"]["path"].as_str(), Some(host_dir), "the node directory the DaemonSet mounts in");
+    // The path the job is given is the DaemonSet's mount point, seen from inside the pod.
+    let inside = Path::new(mount["mountPath"].as_str().expect("mountPath"))
+        .join(mountpoint.strip_prefix(host_dir).expect("the mount point is under the shared directory"));
+    let command: Vec<&str> = container["command"].as_vec().expect("command").iter().filter_map(Yaml::as_str).collect();
+    assert!(command.iter().any(|w| Path::new(w).starts_with(&inside)), "{command:?} reads under {}", inside.display());
+    assert!(readme().contains("packaging/kubernetes/training-pod.yaml"));
+}
