@@ -12,6 +12,7 @@ pub use crate::cache::shared::SharedCacheSettings;
 use crate::cli::{MountArgs, S3Args, SharedCacheArgs};
 use crate::fetch::FetchConfig;
 use crate::fs::{FsOptions, User, WriteMode};
+use crate::memory_budget;
 use crate::store::s3::S3Settings;
 use crate::upload::UploadConfig;
 
@@ -44,8 +45,6 @@ pub struct MountConfig {
     pub upload: UploadConfig,
 }
 
-/// The share of the memory budget for blocks on their way up to the shared cache.
-const SHARED_FILL_SHARE: u64 = 8;
 /// The shortest `--shared-cache-key-file` secret.
 const SHORTEST_KEY: usize = 16;
 
@@ -287,8 +286,6 @@ const UPLOAD_PART_MIB: RangeInclusive<u64> = 5..=5 * 1024;
 const UPLOAD_CONCURRENCY: RangeInclusive<usize> = 1..=64;
 /// S3 copies up to 5 GiB in one request.
 const LARGEST_SINGLE_COPY_MIB: RangeInclusive<u64> = 1..=5 * 1024;
-/// The share of `--cache-size` for parts of files being written, on a mount that writes.
-const UPLOAD_SHARE: u64 = 4;
 
 fn upload_config(args: &MountArgs) -> Result<UploadConfig, ConfigError> {
     let defaults = UploadConfig::default();
@@ -313,28 +310,15 @@ fn upload_config(args: &MountArgs) -> Result<UploadConfig, ConfigError> {
 }
 
 /// Splits the one memory budget (`--cache-size`) between reading and, unless the mount is
-/// read-only, the parts of files being written: a quarter, at least two parts' worth.
+/// read-only, the parts of files being written (see `memory_budget`).
 fn split_budget(
     mut fetch: FetchConfig,
     mut upload: UploadConfig,
     writes: WriteMode,
 ) -> Result<(FetchConfig, UploadConfig), ConfigError> {
-    const MIB: u64 = 1024 * 1024;
-    if writes.read_only {
-        upload.budget = 0;
-        return Ok((fetch, upload));
-    }
-    upload.budget = fetch.cache_bytes / UPLOAD_SHARE;
-    if upload.budget < 2 * upload.first_part_size {
-        return Err(error(format!(
-            "--cache-size {} MiB leaves {} MiB for writing, less than two parts of --upload-part-size {} MiB: \
-             raise --cache-size, lower --upload-part-size, or mount --read-only",
-            fetch.cache_bytes / MIB,
-            upload.budget / MIB,
-            upload.first_part_size / MIB
-        )));
-    }
-    fetch.cache_bytes -= upload.budget;
+    let split = memory_budget::split(fetch.cache_bytes, writes.read_only, upload.first_part_size).map_err(error)?;
+    fetch.cache_bytes = split.reads;
+    upload.budget = split.uploads;
     Ok((fetch, upload))
 }
 
@@ -358,7 +342,7 @@ fn fetch_config(args: &MountArgs) -> Result<FetchConfig, ConfigError> {
         ..defaults
     };
     let config = FetchConfig {
-        shared_fill_bytes: if args.shared_cache.is_some() { config.cache_bytes / SHARED_FILL_SHARE } else { 0 },
+        shared_fill_bytes: if args.shared_cache.is_some() { memory_budget::shared_fills(config.cache_bytes) } else { 0 },
         ..config
     };
     if config.cache_bytes < 4 * config.part_size {

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cache::disk::DiskCache;
-use crate::cache::shared::{self, Tiered};
+use crate::cache::shared;
+use crate::cache::tier::BlockTier;
+use crate::fetch::Tiers;
 use crate::config::MountConfig;
 use crate::fs::Fs;
 use crate::metrics::Metrics;
@@ -237,10 +239,11 @@ fn serve(config: MountConfig, readiness: &mut Readiness) -> Result<(), String> {
         }
         None => None,
     };
-    let store = Arc::new(Tiered::new(Arc::new(Counted::new(store, Arc::clone(&metrics))), shared));
+    let store = Arc::new(Counted::new(store, Arc::clone(&metrics)));
     let journal = if config.fs.writes.read_only { None } else { uploads_journal(&config, &store, runtime.handle()) };
+    let tiers = Tiers::new(disk, shared.into_iter().map(|s| s as Arc<dyn BlockTier>).collect());
     let fs =
-        Fs::new(store, config.fs.clone(), config.fetch, config.upload.clone(), disk, journal, Arc::clone(&metrics));
+        Fs::new(store, config.fs.clone(), config.fetch, config.upload.clone(), tiers, journal, Arc::clone(&metrics));
     if let Some(addr) = config.metrics_addr {
         let fs = Arc::clone(&fs);
         runtime
@@ -270,7 +273,7 @@ fn serve(config: MountConfig, readiness: &mut Readiness) -> Result<(), String> {
         if let Err(e) = session.join() {
             tracing::warn!("FUSE session ended with: {e}");
         }
-        settle_on_disk(&runtime, &settling, STOP_GRACE.saturating_sub(stop_began.elapsed()));
+        settle_tiers(&runtime, &settling, &config, STOP_GRACE.saturating_sub(stop_began.elapsed()));
     }
     runtime.shutdown_timeout(Duration::from_secs(2));
     Ok(())
@@ -392,23 +395,24 @@ fn half_of_replace(writes: &crate::fs::WriteMode) -> Option<&'static str> {
     }
 }
 
-/// A clean unmount (umount, SIGTERM, systemd stop) leaves on disk what was read: blocks queued for
-/// the disk are written and versions read to their end are completed, within what is left of
-/// the stop's grace (a pod restarting after a training run would otherwise fetch it all again).
-fn settle_on_disk<S: ObjectStore>(runtime: &tokio::runtime::Runtime, fs: &Fs<S>, left: Duration) {
-    if !fs.has_disk_cache() {
+/// A clean unmount (umount, SIGTERM, systemd stop) leaves in the tiers what was read: blocks
+/// queued for the disk or the shared cache are written and versions read to their end are
+/// completed on disk, within what is left of the stop's grace (a pod restarting after a training
+/// run, or the next node, would otherwise fetch it all again).
+fn settle_tiers<S: ObjectStore>(runtime: &tokio::runtime::Runtime, fs: &Fs<S>, config: &MountConfig, left: Duration) {
+    if config.disk_cache.is_none() && config.shared_cache.is_none() {
         return;
     }
     let left = left.max(Duration::from_secs(1));
     let started = std::time::Instant::now();
-    if runtime.block_on(fs.settle_on_disk(left)) {
+    if runtime.block_on(fs.settle(left)) {
         tracing::info!(
-            "disk cache: what was read is on disk ({:.1} s after the unmount)",
+            "caches: what was read is in the disk and shared caches ({:.1} s after the unmount)",
             started.elapsed().as_secs_f64()
         );
     } else {
         tracing::warn!(
-            "disk cache: blocks read were still going to disk {} s after the unmount; exiting",
+            "caches: blocks read were still going to the disk or shared cache {} s after the unmount; exiting",
             left.as_secs()
         );
     }

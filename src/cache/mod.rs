@@ -15,7 +15,9 @@ use crate::store::StoreError;
 
 pub mod buffers;
 pub mod disk;
+pub mod fill_queue;
 pub mod shared;
+pub mod tier;
 
 pub type BlockIndex = u64;
 

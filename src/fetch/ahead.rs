@@ -69,7 +69,7 @@ impl<S: ObjectStore> Fetcher<S> {
         over_budget: OverBudget,
     ) {
         let Some(charge) = self.span_budget.charge(range.end - range.start) else {
-            let passed = if self.disk.is_some() { PassedBlocks::Fetched } else { PassedBlocks::Skipped };
+            let passed = if self.tiers.disk().is_some() { PassedBlocks::Fetched } else { PassedBlocks::Skipped };
             if passed == PassedBlocks::Fetched || over_budget == OverBudget::WholeBlocks {
                 let block_start = range.start / self.config.block_size * self.config.block_size;
                 self.prefetch(Arc::clone(object), size, Arc::clone(stream), block_start..range.end, passed);
@@ -80,7 +80,7 @@ impl<S: ObjectStore> Fetcher<S> {
         let (this, object) = (Arc::clone(self), Arc::clone(object));
         tokio::spawn(async move {
             let Ok(_permit) = this.prefetch_permits.acquire().await else { return };
-            fill.fetched(this.read_direct(&object, range).await);
+            fill.fetched(this.read_direct(&object, size, range).await);
         });
     }
 
@@ -136,7 +136,7 @@ impl<S: ObjectStore> Fetcher<S> {
         let run = blocks.end() + 1;
         let this = Arc::clone(self);
         tokio::spawn(async move {
-            if let Some(disk) = &this.disk {
+            if let Some(disk) = this.tiers.disk() {
                 // Opened now so that its blocks on disk are read from there, and what comes from
                 // the network is written there. A version whole on disk needs nothing fetched.
                 let version = this.open_in_background(disk, &object, size).await;
@@ -190,7 +190,7 @@ impl<S: ObjectStore> Fetcher<S> {
         size: u64,
         limit: u64,
     ) -> Result<u64, StoreError> {
-        if let Some(disk) = &self.disk {
+        if let Some(disk) = self.tiers.disk() {
             if let Some(version) = self.open_in_background(disk, &object, size).await {
                 let fetched = self.fill_missing_on_disk(disk, &version, &object, size).await?;
                 // Whole once the writer has taken what was queued: an open after the fetch is

@@ -1,6 +1,6 @@
 //! Filling: claiming missing blocks (one fetch per block, later readers wait on it) and filling
-//! them from the disk tier or from one ranged GET per run of consecutive blocks, streamed into
-//! block buffers as the body arrives and offered to the disk behind the reader.
+//! them from one ranged GET per run of consecutive blocks (when no tier holds them: `below`),
+//! streamed into block buffers as the body arrives and offered to the tiers behind the reader.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -8,7 +8,6 @@ use std::sync::Arc;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::Fetcher;
-use crate::cache::disk::VersionFile;
 use crate::cache::{BlockKey, BlockSlot, Lookup};
 use crate::object_id::ObjectId;
 use crate::store::{ObjectStore, StoreError};
@@ -68,60 +67,6 @@ impl<S: ObjectStore> Fetcher<S> {
         slots
     }
 
-    /// Fetches a run of claimed blocks: those on disk from there, one at a time, the others from
-    /// the network in runs of consecutive blocks.
-    pub(super) fn start_fetch(
-        self: &Arc<Self>,
-        run: Vec<(BlockKey, Arc<BlockSlot>)>,
-        size: u64,
-        permit: Option<Arc<OwnedSemaphorePermit>>,
-    ) {
-        if self.disk.is_none() {
-            return self.start_network_fetch(run, size, permit);
-        }
-        let mut network = Vec::new();
-        for (key, slot) in run {
-            match self.on_disk(&key.object, size, key.index) {
-                Some(version) => {
-                    if !network.is_empty() {
-                        self.start_network_fetch(std::mem::take(&mut network), size, permit.clone());
-                    }
-                    self.start_disk_read(key, slot, version, size);
-                }
-                None => network.push((key, slot)),
-            }
-        }
-        if !network.is_empty() {
-            self.start_network_fetch(network, size, permit);
-        }
-    }
-
-    /// Fills a block from the disk cache; if the disk fails or is slow, from the network.
-    pub(super) fn start_disk_read(
-        self: &Arc<Self>,
-        key: BlockKey,
-        slot: Arc<BlockSlot>,
-        version: Arc<VersionFile>,
-        size: u64,
-    ) {
-        let this = Arc::clone(self);
-        tokio::spawn(async move {
-            let range = this.block_range(key.index, size);
-            let buffer = this.block_buffer((range.end - range.start) as usize);
-            let read = match &this.disk {
-                Some(disk) => disk.read(&version, range, buffer).await,
-                None => None,
-            };
-            match read {
-                Some(bytes) => {
-                    let block = this.buffers.freeze(bytes);
-                    this.cache.fill(&key, &slot, Ok(block));
-                }
-                None => this.start_network_fetch(vec![(key, slot)], size, None),
-            }
-        });
-    }
-
     /// One ranged GET for a run of consecutive claimed blocks, filled block by block as the body
     /// arrives; readahead holds its connection `permit` until the GET ends. Every block of the
     /// run is filled, with data or with the error.
@@ -171,9 +116,7 @@ impl<S: ObjectStore> Fetcher<S> {
                     let Some((key, slot)) = pending.next() else { return Ok(()) };
                     let filled = std::mem::replace(&mut block, self.block_buffer(remaining));
                     let filled = self.buffers.freeze(filled);
-                    if let Some(disk) = &self.disk {
-                        disk.offer(object, size, key.index, &filled);
-                    }
+                    self.offer_below(&self.block_of(object, size, key.index), &filled);
                     self.cache.fill(&key, &slot, Ok(filled));
                     if remaining == 0 {
                         return Ok(());

@@ -78,7 +78,7 @@ async fn replay_on(size: u64, reads: &[Range<u64>]) -> Cost {
     let data: bytes::Bytes = (0..size).map(|i| (i.wrapping_mul(2654435761) >> 8) as u8).collect();
     let etag = store.put("obj", data.clone());
     store.set_get_delay(Duration::from_millis(2));
-    let fetcher = Arc::new(Fetcher::new(Arc::clone(&store), FetchConfig::default(), None, Arc::default()));
+    let fetcher = Arc::new(Fetcher::new(Arc::clone(&store), FetchConfig::default(), Tiers::default(), Arc::default()));
     let object = Arc::new(ObjectId { key: "obj".into(), etag });
     let streams = SharedStreams::default();
     for pair in reads.chunks(2) {

@@ -4,11 +4,13 @@
 
 pub mod active_streams;
 mod ahead;
+mod below;
 pub mod body;
 mod filling;
 mod on_disk;
 pub mod readahead;
 mod reading;
+mod refill;
 mod spans;
 pub mod stream;
 pub mod streams;
@@ -21,11 +23,12 @@ use tokio::sync::Semaphore;
 
 use crate::cache::BlockCache;
 use crate::cache::buffers::BufferPool;
-use crate::cache::disk::DiskCache;
 use crate::in_flight::InFlight;
+use crate::memory_budget;
 use crate::metrics::Metrics;
 use crate::store::ObjectStore;
 use active_streams::ActiveStreams;
+pub use below::Tiers;
 pub use body::BodyPolicy;
 pub use readahead::WindowLimits;
 use spans::SpanBudget;
@@ -77,21 +80,9 @@ impl Default for FetchConfig {
 impl FetchConfig {
     /// The share of the memory budget for blocks waiting to be written to the disk cache.
     pub fn disk_fill_bytes(&self) -> u64 {
-        self.cache_bytes / DISK_FILL_SHARE
+        memory_budget::disk_fills(self.cache_bytes)
     }
 }
-
-/// One eighth of the memory budget holds blocks on their way to the disk cache: a 1 GiB read at
-/// loopback speed outruns the disk's writer only briefly, and a full queue drops fills, never
-/// slows a reader.
-const DISK_FILL_SHARE: u64 = 8;
-
-/// One sixty-fourth of the memory budget holds spans, parts of blocks fetched ahead for one
-/// stream (two per column chunk a reader is in, each under a block; 8 MiB by default, for four
-/// such readers at once); beyond it, readahead fetches whole blocks into the cache. A sixteenth
-/// taken from the cache slowed eight sequential readers of their own files (s3-like, 857-989
-/// MB/s in nine runs, against 1019-1110 in four runs that left the cache its whole share).
-const SPAN_SHARE: u64 = 64;
 
 /// Versions opened on disk at once for prefetches (a burst of next files, the prefetch queue):
 /// not through the disk's deadline, since a long queue of them is not a stalled disk.
@@ -102,13 +93,6 @@ const RUNS_PER_FILE: usize = 4;
 
 /// Fewest GETs a readahead range is split into, while parts are smaller than the part size.
 const PARALLEL_SPLIT: u64 = 4;
-
-/// Share of the memory budget kept as free block buffers, for reuse once their blocks leave the
-/// cache. A sequential reader gives back blocks in bursts (readahead tops its window up a quarter
-/// at a time), and buffers beyond the free list go back to the allocator only for the next ones
-/// to be faulted in fresh: a 1 GiB `dd` on loopback faulted in ~62,000 pages with 16 free buffers
-/// and ~18,000 with 64 (an eighth of the default budget), and ran 5-9 % faster.
-const FREE_BUFFER_SHARE: u64 = 8;
 
 /// What a part of a block fetched ahead for one stream becomes when spans hold their share of the
 /// memory budget.
@@ -140,7 +124,9 @@ pub struct Fetcher<S> {
     prefetch_permits: Arc<Semaphore>,
     span_budget: SpanBudget,
     streams: ActiveStreams,
-    disk: Option<Arc<DiskCache>>,
+    tiers: Tiers,
+    /// Started with the first fetch: the task that fetches again what the tiers dropped.
+    refilling: std::sync::Once,
     /// Held by the one version being completed on disk at a time.
     completing: tokio::sync::Mutex<()>,
     /// Versions queued or being completed on disk: what a clean unmount waits for.
@@ -151,24 +137,24 @@ pub struct Fetcher<S> {
     metrics: Arc<Metrics>,
 }
 impl<S: ObjectStore> Fetcher<S> {
-    /// A fetcher whose reads go to `disk` before the network, when there is a disk cache.
-    pub fn new(store: Arc<S>, config: FetchConfig, disk: Option<Arc<DiskCache>>, metrics: Arc<Metrics>) -> Self {
-        let in_flight = config.max_connections as u64 * config.block_size;
-        let free_buffers = config.cache_bytes / FREE_BUFFER_SHARE / config.block_size;
-        let disk_fills = if disk.is_some() { config.disk_fill_bytes() } else { 0 };
-        let spans = if disk.is_some() { 0 } else { config.cache_bytes / SPAN_SHARE };
-        // Blocks being received (one per GET in flight), free buffers, blocks waiting for the disk
-        // or the shared cache, and spans live outside the cache; the one budget covers them all.
-        let outside = in_flight + free_buffers * config.block_size + disk_fills + config.shared_fill_bytes + spans;
-        let budget = config.cache_bytes.saturating_sub(outside).max(config.block_size);
+    /// A fetcher whose reads go to the `tiers` in order before the source, `store`.
+    pub fn new(store: Arc<S>, config: FetchConfig, tiers: Tiers, metrics: Arc<Metrics>) -> Self {
+        let shares = memory_budget::read_shares(
+            config.cache_bytes,
+            config.block_size,
+            config.max_connections,
+            tiers.disk().is_some(),
+            config.shared_fill_bytes,
+        );
         Self {
             store,
-            cache: Arc::new(BlockCache::new(budget, metrics.prefetched_unread_bytes.clone())),
-            buffers: BufferPool::new(config.block_size as usize, free_buffers as usize),
+            cache: Arc::new(BlockCache::new(shares.blocks, metrics.prefetched_unread_bytes.clone())),
+            buffers: BufferPool::new(config.block_size as usize, shares.free_buffers as usize),
             prefetch_permits: Arc::new(Semaphore::new(config.max_connections.max(1))),
-            span_budget: SpanBudget::new(spans),
+            span_budget: SpanBudget::new(shares.spans),
             streams: ActiveStreams::default(),
-            disk,
+            tiers,
+            refilling: std::sync::Once::new(),
             completing: tokio::sync::Mutex::new(()),
             completions: InFlight::default(),
             background_opens: Arc::new(Semaphore::new(BACKGROUND_OPENS)),
@@ -178,12 +164,12 @@ impl<S: ObjectStore> Fetcher<S> {
     }
 
     pub fn has_disk_cache(&self) -> bool {
-        self.disk.is_some()
+        self.tiers.disk().is_some()
     }
 
     /// The disk cache's cap, when there is one.
     pub fn disk_cap(&self) -> Option<u64> {
-        self.disk.as_ref().map(|d| d.cap())
+        self.tiers.disk().map(|d| d.cap())
     }
 
     pub fn cache(&self) -> &BlockCache {
@@ -216,7 +202,7 @@ impl<S: ObjectStore> Fetcher<S> {
     /// quarter of the cache, fetched 1.27 bytes per byte they read.
     fn window_limits(&self, now: Instant) -> WindowLimits {
         let streams = self.streams.reading(now).max(1) as u64;
-        let share = self.cache.budget() / 4 * 3 / streams;
+        let share = memory_budget::readahead_windows(self.cache.budget()) / streams;
         let max = self.config.max_readahead.min(share).max(self.config.block_size);
         WindowLimits { initial: self.config.block_size, max, stop_at: None }
     }

@@ -1,11 +1,8 @@
-//! The disk tier as the fetch layer uses it: whole versions handed to the kernel, blocks read
-//! from disk, versions read to their end completed there in the background, and settling at
-//! unmount.
+//! What only the disk tier does, as the fetch layer uses it: whole versions handed to the kernel,
+//! versions read to their end completed there in the background; and settling every tier's fills
+//! at unmount.
 
-use std::ops::Range;
 use std::sync::Arc;
-
-use bytes::Bytes;
 
 use super::{Fetcher, RUNS_PER_FILE};
 use crate::cache::disk::{DiskCache, VersionFile};
@@ -16,7 +13,7 @@ impl<S: ObjectStore> Fetcher<S> {
     /// The version's copy on disk, opened and checked against its record (blocking file I/O), and
     /// when it is whole, a read-only descriptor of it for the kernel to read from itself.
     pub fn open_on_disk(&self, object: &ObjectId, size: u64) -> Option<std::fs::File> {
-        let version = self.disk.as_ref()?.open_version_in_time(object, size)?;
+        let version = self.tiers.disk()?.open_version_in_time(object, size)?;
         if !version.is_complete() {
             return None;
         }
@@ -25,7 +22,7 @@ impl<S: ObjectStore> Fetcher<S> {
 
     /// A newer version of the object is known and nothing reads this one: its disk copy goes.
     pub fn forget_version(&self, object: &ObjectId, size: u64) {
-        if let Some(disk) = &self.disk {
+        if let Some(disk) = self.tiers.disk() {
             disk.forget_version(object, size);
         }
     }
@@ -35,7 +32,7 @@ impl<S: ObjectStore> Fetcher<S> {
     /// dropped): the next open of it is then served whole from disk, by the kernel. One version at
     /// a time, with readahead's connection permits, so readers waiting go first.
     pub fn complete_on_disk(self: &Arc<Self>, object: Arc<ObjectId>, size: u64) {
-        let Some(disk) = self.disk.clone() else { return };
+        let Some(disk) = self.tiers.disk().cloned() else { return };
         let Some(version) = disk.opened(&object, size) else { return };
         if version.is_complete() {
             return;
@@ -73,7 +70,7 @@ impl<S: ObjectStore> Fetcher<S> {
             let range = first * bs..self.block_range(last, size).end;
             let permit =
                 self.prefetch_permits.acquire().await.map_err(|_| StoreError::Other("shutting down".into()))?;
-            let bytes = self.read_direct(object, range.clone()).await?;
+            let bytes = self.fetch_range(object, range.clone()).await?;
             for index in run {
                 let block = self.block_range(index, size);
                 let within = (block.start - range.start) as usize..(block.end - range.start) as usize;
@@ -116,34 +113,15 @@ impl<S: ObjectStore> Fetcher<S> {
         .flatten()
     }
 
-    /// Waits until what was read is on disk (versions being completed, blocks queued for the
-    /// disk), at most `deadline`: a clean unmount keeps what this mount fetched. Says whether all
-    /// of it got there.
-    pub async fn settle_on_disk(&self, deadline: std::time::Duration) -> bool {
-        let Some(disk) = &self.disk else { return true };
+    /// Waits until what was read is in the tiers (versions being completed on disk, blocks queued
+    /// for any tier), at most `deadline`: a clean unmount keeps what this mount fetched. Says
+    /// whether all of it got there.
+    pub async fn settle(&self, deadline: std::time::Duration) -> bool {
         let settled = async {
-            while self.completions.count() > 0 || disk.fills_pending() > 0 {
+            while self.completions.count() > 0 || self.tiers.in_order().iter().any(|tier| tier.fills_pending() > 0) {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
         };
         tokio::time::timeout(deadline, settled).await.is_ok()
-    }
-
-    /// The version on disk, if it has block `index`.
-    pub(super) fn on_disk(&self, object: &ObjectId, size: u64, index: u64) -> Option<Arc<VersionFile>> {
-        let version = self.disk.as_ref()?.opened(object, size)?;
-        version.has(index).then_some(version)
-    }
-
-    /// `wanted` from the disk cache, if every block it touches is there and the disk answers in
-    /// time.
-    pub(super) async fn read_from_disk(&self, object: &ObjectId, size: u64, wanted: &Range<u64>) -> Option<Bytes> {
-        let disk = self.disk.as_ref()?;
-        let bs = self.config.block_size;
-        let version = self.on_disk(object, size, wanted.start / bs)?;
-        if !(wanted.start / bs..=(wanted.end - 1) / bs).all(|index| version.has(index)) {
-            return None;
-        }
-        disk.read(&version, wanted.clone(), Vec::new()).await.map(Bytes::from)
     }
 }

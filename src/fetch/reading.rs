@@ -1,6 +1,6 @@
 //! Reading: a READ assembled from blocks (the memory cache's, claimed and filled when missing),
 //! or, for a reader's own bytes (a random read, a stream's first read), from the stream's spans,
-//! the disk or one GET of just those bytes.
+//! the tiers or one GET of just those bytes.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -128,11 +128,11 @@ impl<S: ObjectStore> Fetcher<S> {
             missing.start = part.end;
         }
         if !missing.is_empty() {
-            pieces.push(match self.read_from_disk(object, size, &missing).await {
+            pieces.push(match self.read_from_tiers(object, size, &missing).await {
                 Some(bytes) => bytes,
                 None => {
                     self.metrics.cache_misses.inc();
-                    self.read_direct(object, missing).await?
+                    self.read_from_source(object, size, missing).await?
                 }
             });
         }
@@ -158,19 +158,6 @@ impl<S: ObjectStore> Fetcher<S> {
     ) -> Result<ResumingBody<S>, StoreError> {
         let resumes = self.metrics.body_resumes.clone();
         ResumingBody::open(Arc::clone(&self.store), Arc::clone(object), range, self.config.body, resumes).await
-    }
-
-    /// One GET of exactly `wanted`, bypassing the block cache.
-    pub(super) async fn read_direct(&self, object: &Arc<ObjectId>, wanted: Range<u64>) -> Result<Bytes, StoreError> {
-        let mut body = self.open_body(object, wanted.clone()).await?;
-        let mut out = BytesMut::with_capacity((wanted.end - wanted.start) as usize);
-        while let Some(chunk) = body.next_chunk().await? {
-            out.extend_from_slice(&chunk);
-        }
-        if out.len() as u64 != wanted.end - wanted.start {
-            return Err(StoreError::Other("the response ended before the range did".into()));
-        }
-        Ok(out.freeze())
     }
 
     /// Copies `wanted` out of the blocks, which start at the block containing the first byte asked

@@ -25,7 +25,7 @@ fn setup(size: usize, config: FetchConfig) -> (Arc<MemoryStore>, Arc<Fetcher<Mem
     let store = Arc::new(MemoryStore::new());
     let data = content(7, size);
     let etag = store.put("obj", data.clone());
-    let fetcher = Arc::new(Fetcher::new(Arc::clone(&store), config, None, Arc::default()));
+    let fetcher = Arc::new(Fetcher::new(Arc::clone(&store), config, Tiers::default(), Arc::default()));
     (store, fetcher, Arc::new(ObjectId { key: "obj".into(), etag }), data)
 }
 
@@ -344,7 +344,7 @@ async fn many_sequential_readers_share_the_budget_without_refetching() {
     store.set_get_delay(Duration::from_millis(5));
     let config = FetchConfig { cache_bytes: 128 * MIB, ..FetchConfig::default() };
     let metrics = Arc::new(Metrics::default());
-    let fetcher = Arc::new(Fetcher::new(Arc::clone(&store), config, None, Arc::clone(&metrics)));
+    let fetcher = Arc::new(Fetcher::new(Arc::clone(&store), config, Tiers::default(), Arc::clone(&metrics)));
     let readers: Vec<_> = (0..READERS)
         .map(|seed| {
             let data = content(seed, size);
@@ -386,7 +386,7 @@ async fn bodies_cut_off_mid_stream_resume_from_the_last_byte() {
     // A random read's direct GET resumes too.
     store.cut_next_bodies(1, 10);
     let stream = SharedStreams::default();
-    let fresh = Arc::new(Fetcher::new(Arc::clone(&store), FetchConfig::default(), None, Arc::default()));
+    let fresh = Arc::new(Fetcher::new(Arc::clone(&store), FetchConfig::default(), Tiers::default(), Arc::default()));
     let got = fresh.read(&object, size as u64, &stream, 5 * MIB + 7, 4096).await.unwrap();
     assert!(got == data.slice(5 * MIB as usize + 7..5 * MIB as usize + 7 + 4096));
 }
@@ -449,3 +449,4 @@ fn etags_of_versions_differ() {
 }
 
 mod with_a_disk_cache;
+mod with_a_shared_cache;

@@ -28,9 +28,8 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
-use crate::cache::disk::DiskCache;
 use crate::errno::FsError;
-use crate::fetch::{FetchConfig, Fetcher, SharedStreams};
+use crate::fetch::{FetchConfig, Fetcher, SharedStreams, Tiers};
 use crate::metrics::Metrics;
 use crate::object_id::ObjectId;
 use crate::store::{ObjectMeta, ObjectStore, StoreError};
@@ -207,7 +206,7 @@ impl<S: ObjectStore> Fs<S> {
         options: FsOptions,
         fetch: FetchConfig,
         upload: UploadConfig,
-        disk: Option<Arc<DiskCache>>,
+        tiers: Tiers,
         journal: Option<Arc<Journal>>,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
@@ -215,7 +214,7 @@ impl<S: ObjectStore> Fs<S> {
             uploader: Uploader::new(Arc::clone(&store), upload, Arc::clone(&metrics), journal),
             writing: Writing::default(),
             handles: Handles::default(),
-            fetcher: Arc::new(Fetcher::new(Arc::clone(&store), fetch, disk, Arc::clone(&metrics))),
+            fetcher: Arc::new(Fetcher::new(Arc::clone(&store), fetch, tiers, Arc::clone(&metrics))),
             metrics,
             store,
             inodes: InodeTable::new(options.root_prefix.clone()),
@@ -233,9 +232,9 @@ impl<S: ObjectStore> Fs<S> {
         })
     }
 
-    /// Waits, at most `deadline`, until what was read is on disk (see `Fetcher::settle_on_disk`).
-    pub async fn settle_on_disk(&self, deadline: Duration) -> bool {
-        self.fetcher.settle_on_disk(deadline).await
+    /// Waits, at most `deadline`, until what was read is in the tiers (see `Fetcher::settle`).
+    pub async fn settle(&self, deadline: Duration) -> bool {
+        self.fetcher.settle(deadline).await
     }
 
     pub fn has_disk_cache(&self) -> bool {
@@ -558,10 +557,10 @@ impl<S: ObjectStore> Fs<S> {
         let OpenFile { ino, ref object, size, ref streams } = *file;
         let deadline = self.options.read_timeout;
         let wanted = offset..offset.saturating_add(u64::from(len));
-        if self.timed_out.recently_failed(&object, &wanted) {
+        if self.timed_out.recently_failed(object, &wanted) {
             return Err(FsError::TimedOut(deadline.as_secs()));
         }
-        let read = self.fetcher.read(&object, size, &streams, offset, len);
+        let read = self.fetcher.read(object, size, streams, offset, len);
         match tokio::time::timeout(deadline, read).await {
             Ok(Ok(data)) => Ok(data),
             Ok(Err(StoreError::PreconditionFailed | StoreError::NotFound)) => {
@@ -570,7 +569,7 @@ impl<S: ObjectStore> Fs<S> {
             }
             Ok(Err(e)) => Err(e.into()),
             Err(_) => {
-                self.timed_out.note(&object, wanted);
+                self.timed_out.note(object, wanted);
                 Err(FsError::TimedOut(deadline.as_secs()))
             }
         }

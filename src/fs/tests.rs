@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::inode::PREFETCH_INO;
 use super::*;
+use crate::fetch::Tiers;
 use crate::store::memory::MemoryStore;
 
 fn options(ttl: Duration, negative_ttl: Duration) -> FsOptions {
@@ -27,7 +28,7 @@ fn options(ttl: Duration, negative_ttl: Duration) -> FsOptions {
 
 /// A filesystem on `store`, without a disk cache, with the default fetch and upload settings.
 fn fs_on(store: &Arc<MemoryStore>, options: FsOptions) -> Arc<Fs<MemoryStore>> {
-    Fs::new(Arc::clone(store), options, FetchConfig::default(), UploadConfig::default(), None, None, Arc::default())
+    Fs::new(Arc::clone(store), options, FetchConfig::default(), UploadConfig::default(), Tiers::default(), None, Arc::default())
 }
 
 fn fs_with(files: usize, size: usize, ttl: Duration) -> (Arc<MemoryStore>, Arc<Fs<MemoryStore>>) {
@@ -247,7 +248,7 @@ mod writing {
         let options = FsOptions { writes: mode, ..options(MINUTE, MINUTE) };
         let upload =
             UploadConfig { first_part_size: 64 * 1024, concurrency: 2, budget: 1 << 20, ..UploadConfig::default() };
-        let fs = Fs::new(Arc::clone(&store), options, FetchConfig::default(), upload, None, None, Arc::default());
+        let fs = Fs::new(Arc::clone(&store), options, FetchConfig::default(), upload, Tiers::default(), None, Arc::default());
         (store, fs)
     }
 
@@ -757,7 +758,7 @@ mod prefetch_queue {
             options(MINUTE, MINUTE),
             fetch,
             UploadConfig::default(),
-            None,
+            Tiers::default(),
             None,
             Arc::default(),
         );

@@ -1,7 +1,7 @@
 //! The disk tier (`--disk-cache DIR`): object versions kept on local disk under the memory block
-//! cache, across remounts, shared by the daemons of a node. Blocks fetched from S3 are written
-//! behind the reader by one background thread, through a bounded queue that drops work when full;
-//! a slow, failing or full disk costs only time, never a read. A version whole on disk can be
+//! cache, across remounts, shared by the daemons of a node: a tier (`cache::tier`). Blocks fetched
+//! from S3 are written behind the reader by one background thread, through the tiers' fill queue,
+//! which drops work when full; a slow, failing or full disk costs only time, never a read. A version whole on disk can be
 //! handed to the kernel to read itself (passthrough).
 
 mod breaker;
@@ -15,14 +15,16 @@ use std::ops::Range;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use lru::LruCache;
 use sha2::{Digest, Sha256};
 
+use crate::cache::fill_queue::{BlockOf, Drain, FillQueue, Queued};
+use crate::cache::tier::BlockTier;
 use crate::metrics::DiskMetrics;
 use crate::object_id::ObjectId;
 pub use version::{Found, VersionFile};
@@ -58,8 +60,6 @@ struct Fill {
     version: Arc<VersionFile>,
     index: u64,
     bytes: Bytes,
-    /// Counts it as pending until it is written or dropped.
-    _pending: crate::in_flight::Counted,
 }
 
 /// Problems worth one log line per mount, not one per block.
@@ -87,12 +87,10 @@ pub struct DiskCache {
     cap: u64,
     floor: u64,
     open: Mutex<LruCache<(ObjectId, u64), Arc<VersionFile>>>,
-    fills: SyncSender<Fill>,
+    fills: FillQueue<Fill>,
     /// Bytes the cache's files take, from the last scan plus what was written since.
     used: AtomicU64,
     warned: Warned,
-    /// Fills queued or being written.
-    pending: crate::in_flight::InFlight,
     /// Opens versions within a deadline, for callers that must not wait on a stalled disk.
     opener: OnceLock<opener::Opener>,
     /// Keeps reads and opens off a disk that stalled.
@@ -132,7 +130,7 @@ impl DiskCache {
         let used = scan(&files.root).iter().map(|f| f.bytes).sum::<u64>();
         let cap = config.cap.unwrap_or(DEFAULT_CAP.min((space.free + used) / 2));
         let floor = (space.total / 20).min(MOST_FLOOR);
-        let (fills, queue) = std::sync::mpsc::sync_channel((fill_queue / block_size).max(2) as usize);
+        let (fills, queue) = FillQueue::new((fill_queue / block_size).max(2) as usize, metrics.fills_skipped.clone());
         let cache = Arc::new(Self {
             files,
             shown: config.dir.join("v1"),
@@ -148,7 +146,6 @@ impl DiskCache {
             warned: Warned::default(),
             breaker: breaker::Breaker::default(),
             opener: OnceLock::new(),
-            pending: crate::in_flight::InFlight::default(),
             metrics,
         });
         cache.metrics.bytes.set(used as i64);
@@ -222,11 +219,6 @@ impl DiskCache {
                 None
             }
         }
-    }
-
-    /// Blocks queued for the disk or being written.
-    pub fn fills_pending(&self) -> usize {
-        self.pending.count()
     }
 
     /// `open_version` within the disk's deadline, on the cache's own threads: an open on the
@@ -308,28 +300,10 @@ impl DiskCache {
         }
     }
 
-    /// Offers a block fetched from the network for writing to disk, if its version is open;
-    /// dropped when the queue is full.
-    pub fn offer(&self, object: &ObjectId, size: u64, index: u64, bytes: &Bytes) {
-        let Some(version) = self.opened(object, size) else { return };
-        if version.has(index) {
-            return;
-        }
-        self.metrics.misses.inc();
-        match self.fills.try_send(Fill { version, index, bytes: bytes.clone(), _pending: self.pending.start() }) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.metrics.fills_skipped.inc();
-            }
-        }
-    }
-
     /// Queues a block for writing, waiting for room rather than dropping it: for work in the
     /// background that no reader waits on.
     pub async fn fill_in_background(&self, version: &Arc<VersionFile>, index: u64, bytes: Bytes) {
-        let (fills, fill) =
-            (self.fills.clone(), Fill { version: Arc::clone(version), index, bytes, _pending: self.pending.start() });
-        if !matches!(tokio::task::spawn_blocking(move || fills.send(fill)).await, Ok(Ok(()))) {
+        if !self.fills.push(Fill { version: Arc::clone(version), index, bytes }).await {
             self.metrics.fills_skipped.inc();
         }
     }
@@ -344,12 +318,13 @@ impl DiskCache {
         }
     }
 
-    fn write_batch(&self, batch: Vec<Fill>) {
-        let mut batch = batch.into_iter().peekable();
+    fn write_batch(&self, batch: Vec<Queued<Fill>>) {
+        // Each fill stays counted as pending until its batch is written.
+        let mut batch = batch.iter().map(|queued| &queued.fill).peekable();
         while let Some(first) = batch.next() {
-            let mut blocks = vec![(first.index, first.bytes)];
+            let mut blocks = vec![(first.index, first.bytes.clone())];
             while let Some(next) = batch.next_if(|f| Arc::ptr_eq(&f.version, &first.version)) {
-                blocks.push((next.index, next.bytes));
+                blocks.push((next.index, next.bytes.clone()));
             }
             let room = |blocks: &[(u64, Bytes)]| {
                 let bytes: u64 = blocks.iter().map(|(_, b)| b.len() as u64).sum();
@@ -447,17 +422,58 @@ impl DiskCache {
 }
 
 /// The writer thread: takes fills off the queue in batches until the cache is gone.
-fn write_fills(cache: Weak<DiskCache>, queue: Receiver<Fill>) {
-    while let Ok(first) = queue.recv() {
-        let mut batch = vec![first];
-        while batch.len() < FILL_BATCH {
-            match queue.try_recv() {
-                Ok(fill) => batch.push(fill),
-                Err(_) => break,
-            }
+fn write_fills(cache: Weak<DiskCache>, mut queue: Drain<Fill>) {
+    loop {
+        let batch = queue.next_batch_blocking(FILL_BATCH);
+        if batch.is_empty() {
+            return;
         }
         let Some(cache) = cache.upgrade() else { return };
         cache.write_batch(batch);
+    }
+}
+
+impl BlockTier for DiskCache {
+    fn name(&self) -> &'static str {
+        "disk cache"
+    }
+
+    fn read<'a>(&'a self, block: &'a BlockOf, within: Range<u64>) -> BoxFuture<'a, Option<Bytes>> {
+        Box::pin(async move {
+            let version = self.opened(&block.object, block.size).filter(|v| v.has(block.index))?;
+            self.read(&version, within, Vec::new()).await.map(Bytes::from)
+        })
+    }
+
+    /// Written behind the reader if its version is open; dropped when the queue is full.
+    fn offer(&self, block: &BlockOf, bytes: &Bytes) {
+        let Some(version) = self.opened(&block.object, block.size) else { return };
+        if version.has(block.index) {
+            return;
+        }
+        self.metrics.misses.inc();
+        self.fills.offer(block, Fill { version, index: block.index, bytes: bytes.clone() });
+    }
+
+    fn wants(&self, block: &BlockOf) -> bool {
+        self.opened(&block.object, block.size).is_some_and(|version| !version.has(block.index))
+    }
+
+    fn refill<'a>(&'a self, block: &'a BlockOf, bytes: Bytes) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let Some(version) = self.opened(&block.object, block.size) else { return };
+            if !version.has(block.index) {
+                self.fill_in_background(&version, block.index, bytes).await;
+            }
+        })
+    }
+
+    fn dropped_if_quiet(&self, quiet: Duration, n: usize) -> Vec<BlockOf> {
+        self.fills.dropped_if_quiet(quiet, n)
+    }
+
+    fn fills_pending(&self) -> usize {
+        self.fills.pending()
     }
 }
 

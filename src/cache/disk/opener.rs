@@ -46,7 +46,7 @@ impl Opener {
 fn serve(cache: &Weak<DiskCache>, queue: &Mutex<Receiver<Job>>) {
     loop {
         let job = {
-            let queue = crate::sync::lock(&queue);
+            let queue = crate::sync::lock(queue);
             queue.recv()
         };
         let Ok(job) = job else { return };

@@ -46,12 +46,17 @@ fn block(data: &[u8], index: u64) -> Bytes {
     Bytes::copy_from_slice(&data[start..(start + BS as usize).min(data.len())])
 }
 
+/// Offers a block as the fetch layer does, through the tier interface.
+fn offer(cache: &DiskCache, id: &ObjectId, size: u64, index: u64, bytes: &Bytes) {
+    BlockTier::offer(cache, &BlockOf { object: Arc::new(id.clone()), size, index }, bytes);
+}
+
 /// Offers every block and waits until the writer has recorded them.
 fn fill(cache: &DiskCache, id: &ObjectId, data: &[u8]) -> Arc<VersionFile> {
     let version = cache.open_version(id, data.len() as u64).unwrap();
     let blocks = (data.len() as u64).div_ceil(BS);
     for index in 0..blocks {
-        cache.offer(id, data.len() as u64, index, &block(data, index));
+        offer(cache, id, data.len() as u64, index, &block(data, index));
         let started = Instant::now();
         while !version.has(index) {
             assert!(started.elapsed() < Duration::from_secs(10), "block {index} never written");
@@ -136,7 +141,7 @@ fn two_caches_filling_one_version_at_once_record_every_block() {
             std::thread::spawn(move || {
                 let version = cache.open_version(&id, data.len() as u64).unwrap();
                 for index in (0..64).filter(|i| i % 2 == parity || i % 5 == 0) {
-                    cache.offer(&id, data.len() as u64, index, &block(&data, index));
+                    offer(&cache, &id, data.len() as u64, index, &block(&data, index));
                 }
                 let started = Instant::now();
                 while !(0..64).filter(|i| i % 2 == parity).all(|i| version.has(i)) {
@@ -182,7 +187,7 @@ fn a_version_larger_than_the_cap_keeps_what_fits_instead_of_evicting_itself() {
     let data = content(20 * BS, 3);
     let version = cache.open_version(&id, data.len() as u64).unwrap();
     for index in 0..20 {
-        cache.offer(&id, data.len() as u64, index, &block(&data, index));
+        offer(&cache, &id, data.len() as u64, index, &block(&data, index));
     }
     let started = Instant::now();
     while cache.metrics.written_bytes.get() + cache.metrics.fills_skipped.get() * BS < 20 * BS {
@@ -218,7 +223,7 @@ fn opens_while_the_writer_writes_never_drop_the_file() {
     std::thread::scope(|scope| {
         scope.spawn(|| {
             for index in 0..256 {
-                cache.offer(&id, data.len() as u64, index, &block(&data, index));
+                offer(&cache, &id, data.len() as u64, index, &block(&data, index));
                 while !version.has(index) && !version.is_gone() {
                     std::thread::yield_now();
                 }

@@ -1,34 +1,33 @@
 //! The shared cache: a bucket near the cluster (S3 Express One Zone, MinIO, Ceph) that holds the
 //! blocks of object versions one node fetched, for every node. A tier below the disk cache and
-//! above the source: the fetch layer's GETs reach it through `Tiered`, which stands in for the
-//! source store. A hit serves the block; a miss goes to the source, and the block goes up to the
-//! cache behind the reader, dropped rather than slowing it. Keys name a digest of the version
+//! above the source, behind the tier interface (`cache::tier`) the fetch layer asks. A hit serves
+//! the block; a miss goes to the source, and the block goes up to the cache behind the reader,
+//! through the fill queue, dropped rather than slowing it. Keys name a digest of the version
 //! (endpoint, bucket, key, ETag, size), so a new version is a new key and stale bytes are never
 //! served; fetchfs never deletes from the bucket (a lifecycle rule expires it).
 
-mod completing;
 mod connect;
 mod filling;
 mod pieces;
 mod pressure;
 pub mod sealed;
-mod tier;
 
-use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-pub use completing::complete_dropped;
 pub use connect::connect;
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use pieces::{Covered, Pieces};
 pub use pressure::CpuPressure;
 use sealed::{Check, Identity, Unsealed};
-pub use tier::Tiered;
 
 use crate::cache::buffers::BufferPool;
+use crate::cache::fill_queue::{BlockOf, Drain, FillQueue};
+use crate::cache::tier::BlockTier;
 use crate::metrics::SharedCacheMetrics;
 use crate::store::{ObjectStore, Replace, StoreError};
 
@@ -43,8 +42,6 @@ const SKIP_AHEAD: u64 = 16;
 /// pays a cache round trip per `COLD_SAMPLE` small files, not one per file.
 const COLD_AFTER: u32 = 32;
 const COLD_SAMPLE: u8 = 8;
-/// Blocks dropped from a full queue that are remembered, to be sent up later (see `completing`).
-const DROPPED_KEPT: usize = 16_384;
 /// Versions whose misses are remembered.
 const MISSES_KEPT: usize = 4096;
 /// Longest a read waits for the cache before going to the source: it is meant to be near.
@@ -79,10 +76,11 @@ pub struct SharedCacheConfig {
     pub pressure: CpuPressure,
 }
 
-/// A block waiting to go up, sealed by the filling thread (not on the reader's path).
+/// A block waiting to go up, copied behind its seal's room and sealed by the filling thread (not
+/// on the reader's path).
 struct Fill {
     key: String,
-    block: Unsealed,
+    block: Bytes,
     identity: Identity,
     offset: u64,
 }
@@ -97,15 +95,8 @@ pub struct SharedCache<C> {
     misses: Mutex<lru::LruCache<Identity, (u64, u32)>>,
     /// Lookups in a row, of any version, that found nothing.
     missed_in_a_row: AtomicU32,
-    fills: tokio::sync::mpsc::Sender<Fill>,
-    /// Buffers blocks are gathered and sent up in, back for the next block once sent: a fresh
-    /// one is mapped and zeroed page by page, which cost more CPU than the copy into it.
-    buffers: Arc<BufferPool>,
+    fills: FillQueue<Fill>,
     pieces: Mutex<Pieces>,
-    /// Blocks the queue dropped, oldest first, and when a reader last filled one (milliseconds
-    /// after `started`): they go up once the readers have been quiet for a while.
-    dropped: Mutex<VecDeque<Dropped>>,
-    last_fill_ms: AtomicU64,
     metrics: SharedCacheMetrics,
 }
 
@@ -119,14 +110,16 @@ impl<C: ObjectStore> SharedCache<C> {
         metrics: SharedCacheMetrics,
     ) -> Result<Arc<Self>, String> {
         let slots = (config.queue_bytes / config.block.max(1)).max(1) as usize;
-        // The queue's share of the budget holds the free buffers as well as the queued ones.
+        // Buffers blocks are sealed and sent up in, back for the next block once sent: a fresh
+        // one is mapped and zeroed page by page, which cost more CPU than the copy into it. The
+        // queue's share of the budget holds them as well as the queued blocks.
         let buffers = BufferPool::new(sealed::HEADER_LEN + config.block as usize, slots.min(FILLS_AT_ONCE * 2));
-        let (fills, queued) = tokio::sync::mpsc::channel(slots);
+        let (fills, queued) = FillQueue::new(slots, metrics.fills_dropped.clone());
         let pressure = config.pressure.clone();
         let sender = Sender {
             store: fill_store,
             check: config.check.clone(),
-            buffers: Arc::clone(&buffers),
+            buffers,
             metrics: metrics.clone(),
         };
         filling::start(sender.send_all(queued, pressure))
@@ -142,10 +135,7 @@ impl<C: ObjectStore> SharedCache<C> {
             misses,
             missed_in_a_row: AtomicU32::new(0),
             fills,
-            buffers,
             pieces: Mutex::new(Pieces::default()),
-            dropped: Mutex::new(VecDeque::new()),
-            last_fill_ms: AtomicU64::new(0),
             metrics,
         }))
     }
@@ -181,10 +171,6 @@ impl<C: ObjectStore> SharedCache<C> {
         misses.put(*identity, (index, in_a_row.saturating_add(1)));
     }
 
-    pub fn block(&self) -> u64 {
-        self.config.block
-    }
-
     fn identity(&self, key: &str, etag: &str, size: u64) -> Identity {
         sealed::identity(&self.config.scope, key, etag, size)
     }
@@ -201,9 +187,10 @@ impl<C: ObjectStore> SharedCache<C> {
     }
 
     /// Block `index` of the version, if the cache holds it and it checks out.
-    pub async fn get(&self, key: &str, etag: &str, size: u64, index: u64) -> Option<Bytes> {
-        let identity = self.identity(key, etag, size);
-        let (offset, len) = self.block_span(index, size);
+    async fn get(&self, block: &BlockOf) -> Option<Bytes> {
+        let (key, etag, index) = (block.object.key.as_str(), block.object.etag.as_str(), block.index);
+        let identity = self.identity(key, etag, block.size);
+        let (offset, len) = self.block_span(index, block.size);
         let now_ms = self.now_ms();
         if now_ms < self.skip_until_ms.load(Ordering::Relaxed) || self.likely_missing(&identity, index) {
             self.metrics.misses.inc();
@@ -264,100 +251,72 @@ impl<C: ObjectStore> SharedCache<C> {
         }
     }
 
-    /// `bytes` at `at` within block `index` of the version, received apart from the rest of the
-    /// block (a GET that began or ended inside it): the block goes up once its pieces cover it.
-    pub fn fill_piece(&self, key: &str, etag: &str, size: u64, index: u64, at: u64, bytes: Bytes) {
-        let (_, len) = self.block_span(index, size);
-        let identity = self.identity(key, etag, size);
-        let covered = crate::sync::lock(&self.pieces).add(identity, index, len, at, bytes);
-        match covered {
-            Some(Covered::Bytes(pieces)) => {
-                let mut block = self.unsealed();
-                pieces.iter().for_each(|piece| block.extend_from_slice(piece));
-                self.fill(key, etag, size, index, block);
-            }
-            // Fetched whole again once the readers are quiet, as a block the queue dropped is.
-            Some(Covered::LetGo) => self.drop_fill(key, etag, size, index),
-            None => {}
-        }
-    }
-
-    /// An empty block to gather bytes in for `fill`.
-    pub fn unsealed(&self) -> Unsealed {
-        Unsealed::in_buffer(self.buffers.take())
-    }
-
-    /// Queues block `index` of the version to go up; if the queue is full, it is dropped and
-    /// remembered, to go up once the node is idle.
-    pub fn fill(&self, key: &str, etag: &str, size: u64, index: u64, block: Unsealed) {
-        self.last_fill_ms.store(self.now_ms(), Ordering::Relaxed);
-        if self.fills.try_send(self.fill_of(key, etag, size, index, block)).is_err() {
-            self.drop_fill(key, etag, size, index);
-        }
-    }
-
-    /// Whether the fill queue has room now: when it has none, a block about to pass by is
-    /// dropped at once rather than copied to be dropped when it is whole.
-    pub fn has_room(&self) -> bool {
-        self.fills.capacity() > 0
-    }
-
-    /// Block `index` of the version will not go up now: it is remembered, to go up once the node
-    /// is idle.
-    pub fn drop_fill(&self, key: &str, etag: &str, size: u64, index: u64) {
-        self.last_fill_ms.store(self.now_ms(), Ordering::Relaxed);
-        self.metrics.fills_dropped.inc();
-        let mut dropped = self.lock_dropped();
-        if dropped.len() >= DROPPED_KEPT {
-            dropped.pop_front();
-        }
-        dropped.push_back(Dropped { key: key.to_owned(), etag: etag.to_owned(), size, index });
-    }
-
-    /// Block `index` of the version, to go up under its cache key.
-    fn fill_of(&self, key: &str, etag: &str, size: u64, index: u64, block: Unsealed) -> Fill {
-        let identity = self.identity(key, etag, size);
-        let (offset, _) = self.block_span(index, size);
-        Fill { key: self.object_key(&identity, index), block, identity, offset }
-    }
-
-    fn lock_dropped(&self) -> MutexGuard<'_, VecDeque<Dropped>> {
-        crate::sync::lock(&self.dropped)
+    /// Block `block` to go up: queued, or dropped and remembered when the queue is full.
+    fn fill(&self, block: &BlockOf, bytes: Bytes) {
+        let identity = self.identity(&block.object.key, block.object.etag.as_str(), block.size);
+        let (offset, _) = self.block_span(block.index, block.size);
+        let fill = Fill { key: self.object_key(&identity, block.index), block: bytes, identity, offset };
+        self.fills.offer(block, fill);
     }
 
     fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }
-
-    /// Up to `n` dropped blocks to send up now, if no reader filled one for `quiet`.
-    fn dropped_if_quiet(&self, quiet: Duration, n: usize) -> Vec<Dropped> {
-        let since = self.now_ms().saturating_sub(self.last_fill_ms.load(Ordering::Relaxed));
-        if since < quiet.as_millis() as u64 {
-            return Vec::new();
-        }
-        let mut dropped = self.lock_dropped();
-        let n = n.min(dropped.len());
-        dropped.drain(..n).collect()
-    }
-
-    /// Room in the queue for a block fetched again, waited for before it is fetched.
-    async fn room(&self) -> Option<tokio::sync::mpsc::Permit<'_, Fill>> {
-        self.fills.reserve().await.ok()
-    }
-
-    /// A dropped block fetched again, into the room kept for it.
-    fn refill(&self, room: tokio::sync::mpsc::Permit<'_, Fill>, block: Dropped, bytes: Unsealed) {
-        room.send(self.fill_of(&block.key, &block.etag, block.size, block.index, bytes));
-        self.metrics.fills_completed.inc();
-    }
 }
 
-/// A block the fill queue had no room for.
-pub struct Dropped {
-    pub key: String,
-    pub etag: String,
-    pub size: u64,
-    pub index: u64,
+impl<C: ObjectStore> BlockTier for SharedCache<C> {
+    fn name(&self) -> &'static str {
+        "shared cache"
+    }
+
+    fn read<'a>(&'a self, block: &'a BlockOf, within: Range<u64>) -> BoxFuture<'a, Option<Bytes>> {
+        Box::pin(async move {
+            let bytes = self.get(block).await?;
+            let start = block.index * self.config.block;
+            let (from, to) = (within.start.saturating_sub(start) as usize, (within.end - start) as usize);
+            (to <= bytes.len() && from <= to).then(|| bytes.slice(from..to))
+        })
+    }
+
+    fn offer(&self, block: &BlockOf, bytes: &Bytes) {
+        self.fill(block, bytes.clone());
+    }
+
+    /// The block goes up once its pieces cover it.
+    fn offer_piece(&self, block: &BlockOf, at: u64, bytes: Bytes) {
+        let (_, len) = self.block_span(block.index, block.size);
+        let identity = self.identity(&block.object.key, block.object.etag.as_str(), block.size);
+        let covered = crate::sync::lock(&self.pieces).add(identity, block.index, len, at, bytes);
+        match covered {
+            Some(Covered::Bytes(pieces)) => {
+                let mut whole = Vec::with_capacity(len as usize);
+                pieces.iter().for_each(|piece| whole.extend_from_slice(piece));
+                self.fill(block, Bytes::from(whole));
+            }
+            // Fetched whole again once the readers are quiet, as a block the queue dropped is.
+            Some(Covered::LetGo) => self.fills.drop_fill(block.clone()),
+            None => {}
+        }
+    }
+
+    fn refill<'a>(&'a self, block: &'a BlockOf, bytes: Bytes) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let identity = self.identity(&block.object.key, block.object.etag.as_str(), block.size);
+            let (offset, _) = self.block_span(block.index, block.size);
+            let fill = Fill { key: self.object_key(&identity, block.index), block: bytes, identity, offset };
+            if self.fills.push(fill).await {
+                self.metrics.fills_completed.inc();
+            }
+        })
+    }
+
+    fn dropped_if_quiet(&self, quiet: Duration, n: usize) -> Vec<BlockOf> {
+        self.fills.dropped_if_quiet(quiet, n)
+    }
+
+    fn fills_pending(&self) -> usize {
+        self.fills.pending()
+    }
 }
 
 /// What the filling thread needs to seal blocks and send them up.
@@ -371,20 +330,22 @@ struct Sender<C> {
 impl<C: ObjectStore> Sender<C> {
     /// Sends up what is queued, FILLS_AT_ONCE at a time, until the cache is dropped; each fill
     /// first waits for the CPUs to calm (while it waits, the queue fills and readers drop blocks).
-    async fn send_all(self, queued: tokio::sync::mpsc::Receiver<Fill>, pressure: CpuPressure) {
+    async fn send_all(self, queued: Drain<Fill>, pressure: CpuPressure) {
         let calmed = futures::stream::unfold((queued, pressure), |(mut queued, mut pressure)| async move {
-            let fill = queued.recv().await?;
+            let fill = queued.next().await?;
             pressure.wait_for_idle_cpu().await;
             Some((fill, (queued, pressure)))
         });
         calmed.for_each_concurrent(FILLS_AT_ONCE, |fill| self.send(fill)).await;
     }
 
-    async fn send(&self, fill: Fill) {
-        let Fill { key, block, identity, offset } = fill;
-        let body = self.buffers.freeze(block.seal(&self.check, &identity, offset));
+    async fn send(&self, queued: crate::cache::fill_queue::Queued<Fill>) {
+        let Fill { key, block, identity, offset } = &queued.fill;
+        let mut unsealed = Unsealed::in_buffer(self.buffers.take());
+        unsealed.extend_from_slice(block);
+        let body = self.buffers.freeze(unsealed.seal(&self.check, identity, *offset));
         let len = body.len() as u64;
-        let putting = self.store.put_object(&key, body, Replace::Allowed);
+        let putting = self.store.put_object(key, body, Replace::Allowed);
         match tokio::time::timeout(FILL_DEADLINE, putting).await {
             Ok(Ok(_)) => {
                 self.metrics.written_bytes.inc_by(len);

@@ -87,11 +87,6 @@ impl Unsealed {
         self.0.extend_from_slice(bytes);
     }
 
-    /// The bytes gathered so far.
-    pub fn bytes(&self) -> &[u8] {
-        &self.0[HEADER_LEN..]
-    }
-
     /// How many bytes were gathered so far.
     pub fn gathered(&self) -> usize {
         self.0.len() - HEADER_LEN

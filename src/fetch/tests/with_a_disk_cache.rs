@@ -23,7 +23,7 @@ fn fetcher_on(store: &Arc<MemoryStore>, dir: &Scratch) -> (Arc<Fetcher<MemorySto
         metrics.clone(),
     )
     .unwrap();
-    (Arc::new(Fetcher::new(Arc::clone(store), config, Some(disk), Arc::default())), metrics)
+    (Arc::new(Fetcher::new(Arc::clone(store), config, Tiers::new(Some(disk), Vec::new()), Arc::default())), metrics)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

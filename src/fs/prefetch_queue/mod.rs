@@ -21,11 +21,6 @@ use crate::object_id::ObjectId;
 use crate::store::{ObjectMeta, ObjectStore};
 use queue::{Counts, Foretold, Limits, Next, Queue};
 
-/// The share of the memory cache files fetched ahead may take: the job's own reads stay cached
-/// beside them, and a file fetched ahead is not evicted before its turn.
-const MEMORY_SHARE: u64 = 4;
-/// The share of the disk cache's cap the window may take.
-const DISK_SHARE: u64 = 2;
 
 struct Shared {
     queue: Queue,
@@ -199,10 +194,7 @@ async fn pump<S: ObjectStore>(fs: Weak<Fs<S>>, wake: Arc<Notify>) {
 impl<S: ObjectStore> Fs<S> {
     /// How far ahead of the job the queue fetches.
     pub(super) fn queue_limits(&self) -> Limits {
-        let bytes = match self.fetcher.disk_cap() {
-            Some(cap) => cap / DISK_SHARE,
-            None => self.fetcher.cache().budget() / MEMORY_SHARE,
-        };
+        let bytes = crate::memory_budget::queue_window(self.fetcher.cache().budget(), self.fetcher.disk_cap());
         Limits { bytes, in_flight: (self.fetcher.config().max_connections / 2).max(1) }
     }
 
