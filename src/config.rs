@@ -342,7 +342,11 @@ fn fetch_config(args: &MountArgs) -> Result<FetchConfig, ConfigError> {
         ..defaults
     };
     let config = FetchConfig {
-        shared_fill_bytes: if args.shared_cache.is_some() { memory_budget::shared_fills(config.cache_bytes) } else { 0 },
+        shared_fill_bytes: if args.shared_cache.is_some() {
+            memory_budget::shared_fills(config.cache_bytes)
+        } else {
+            0
+        },
         ..config
     };
     if config.cache_bytes < 4 * config.part_size {

@@ -231,11 +231,11 @@ fn wait(root: &Path, before: &HashMap<String, u64>, queued: u64) -> Result<(), S
     let seconds = started.elapsed().as_secs_f64().max(1e-3);
     let (ready, bytes, bad) = (since(&now, "fetched"), since(&now, "fetched_bytes"), since(&now, "bad"));
     let cached = since(&now, "cached");
-    println!("{}{}", ready_line(ready, cached, bytes, seconds), if bad > 0 {
-        format!("; {bad} named no file (see the mount's log)")
-    } else {
-        String::new()
-    });
+    println!(
+        "{}{}",
+        ready_line(ready, cached, bytes, seconds),
+        if bad > 0 { format!("; {bad} named no file (see the mount's log)") } else { String::new() }
+    );
     if value(&now, "pending") > 0 {
         println!(
             "the cache's window ({} MiB) is full: the other {} files are fetched as these are read",

@@ -103,7 +103,10 @@ fn fetchfs_prefetch_wait_loads_a_directory_onto_disk_and_the_loader_sends_no_get
     // Asked again, everything is on disk: said so, with no rate of nothing fetched.
     let out = Command::new(fetchfs_binary()).arg("prefetch").arg("--wait").arg(mount.path("d")).output().unwrap();
     let said = String::from_utf8_lossy(&out.stdout);
-    assert!(said.contains(&format!("{FILES} files ready")) && said.contains(&format!("{FILES} held already")), "{said}");
+    assert!(
+        said.contains(&format!("{FILES} files ready")) && said.contains(&format!("{FILES} held already")),
+        "{said}"
+    );
     assert!(!said.contains("MB/s"), "{said}");
     assert_eq!(gets(&server), loaded);
     read_in_order(&mount, &shuffled(), 8);

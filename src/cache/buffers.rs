@@ -35,7 +35,8 @@ impl BufferPool {
         Bytes::from_owner(Pooled { buffer, pool: Arc::downgrade(self) })
     }
 
-    fn give_back(&self, mut buffer: Vec<u8>) {
+    /// A buffer taken and not used goes back to the free list.
+    pub fn give_back(&self, mut buffer: Vec<u8>) {
         if buffer.capacity() != self.buffer_size {
             return;
         }

@@ -16,9 +16,15 @@ pub trait BlockTier: Send + Sync {
     /// Its name, for logs.
     fn name(&self) -> &'static str;
 
-    /// Bytes `within` block `block` (offsets in the object), if this tier holds the block and
-    /// answers in time; `None` sends the reader further down.
-    fn read<'a>(&'a self, block: &'a BlockOf, within: Range<u64>) -> BoxFuture<'a, Option<Bytes>>;
+    /// Bytes `within` block `block` (offsets in the object), put in `into` (a recycled block
+    /// buffer), if this tier holds the block and answers in time; else `into` back, and the reader
+    /// goes further down.
+    fn read<'a>(
+        &'a self,
+        block: &'a BlockOf,
+        within: Range<u64>,
+        into: Vec<u8>,
+    ) -> BoxFuture<'a, Result<Vec<u8>, Vec<u8>>>;
 
     /// Every byte of a block that came from further down, to keep: queued behind the reader, or
     /// dropped (and remembered) when the tier's queue is full.

@@ -59,14 +59,20 @@ impl<S: ObjectStore> Fetcher<S> {
     /// tiers above the one that served it.
     pub(super) async fn block_from_tiers(&self, block: &BlockOf, within: Range<u64>) -> Option<Bytes> {
         let whole = within == self.block_range(block.index, block.size);
+        let mut buffer = self.block_buffer((within.end - within.start) as usize);
         for (at, tier) in self.tiers.in_order().iter().enumerate() {
-            if let Some(bytes) = tier.read(block, within.clone()).await {
-                if whole {
-                    self.tiers.in_order()[..at].iter().for_each(|above| above.offer(block, &bytes));
+            match tier.read(block, within.clone(), buffer).await {
+                Ok(filled) => {
+                    let bytes = self.buffers.freeze(filled);
+                    if whole {
+                        self.tiers.in_order()[..at].iter().for_each(|above| above.offer(block, &bytes));
+                    }
+                    return Some(bytes);
                 }
-                return Some(bytes);
+                Err(back) => buffer = back,
             }
         }
+        self.buffers.give_back(buffer);
         None
     }
 
@@ -184,22 +190,30 @@ impl<S: ObjectStore> Fetcher<S> {
         self.start_refilling();
         let this = Arc::clone(self);
         tokio::spawn(async move {
-            let blocks: Vec<(BlockOf, Range<u64>)> = run
-                .iter()
-                .map(|(key, _)| (this.block_of(&key.object, size, key.index), this.block_range(key.index, size)))
-                .collect();
-            let lookups = blocks.into_iter().map(|(block, within)| {
-                let this = Arc::clone(&this);
-                async move { this.block_from_tiers(&block, within).await }
-            });
-            let mut found = futures::stream::iter(lookups).buffered(LOOK_AHEAD);
+            // Each lookup a task of its own: checking and copying a block out of a tier is CPU
+            // work, spread over the runtime's threads.
+            let lookup = |at: usize| {
+                let (this, key) = (Arc::clone(&this), &run[at].0);
+                let block = this.block_of(&key.object, size, key.index);
+                tokio::spawn(async move {
+                    let within = this.block_range(block.index, size);
+                    this.block_from_tiers(&block, within).await
+                })
+            };
+            // The first block alone: tiers that lack it most likely lack the rest of the run (a
+            // node reading what no node read yet), and are asked nothing more of it.
+            let mut found = std::collections::VecDeque::from([lookup(0)]);
             let mut served = 0;
-            while let Some(Some(bytes)) = found.next().await {
+            while let Some(next) = found.pop_front() {
+                let Ok(Some(bytes)) = next.await else { break };
                 let (key, slot) = &run[served];
                 this.cache.fill(key, slot, Ok(bytes));
                 served += 1;
+                while found.len() < LOOK_AHEAD && served + found.len() < run.len() {
+                    found.push_back(lookup(served + found.len()));
+                }
             }
-            drop(found);
+            found.iter().for_each(|lookup| lookup.abort());
             let rest: Vec<_> = run.into_iter().skip(served).collect();
             this.start_network_fetch(rest, size, permit);
         });

@@ -104,12 +104,12 @@ impl<S> Handles<S> {
     /// The file being written (not finished) at `name` in the directory of `prefix`. A file
     /// complete but not yet released is an object like any other.
     pub fn writer_at(&self, prefix: &str, name: &str) -> Option<Arc<Writer<S>>> {
-        self.writers(|w| w.unfinished() && w.is_at(prefix, name)).pop()
+        self.writers(|w| w.life.unfinished() && w.is_at(prefix, name)).pop()
     }
 
     /// The file being written (not finished) that `ino` stands for.
     pub fn writer_of(&self, ino: Ino) -> Option<Arc<Writer<S>>> {
-        self.writers(|w| w.unfinished() && w.ino() == ino).pop()
+        self.writers(|w| w.life.unfinished() && w.ino() == ino).pop()
     }
 
     /// The writer of `ino`, finished or not.
@@ -119,12 +119,12 @@ impl<S> Handles<S> {
 
     /// Every file being written in the directory of `prefix`.
     pub fn writers_in(&self, prefix: &str) -> Vec<Arc<Writer<S>>> {
-        self.writers(|w| w.unfinished() && w.place().prefix == prefix)
+        self.writers(|w| w.life.unfinished() && w.place().prefix == prefix)
     }
 
     /// Whether a file is being written anywhere under the directory of `prefix`.
     pub fn writing_under(&self, prefix: &str) -> bool {
-        !self.writers(|w| w.unfinished() && w.is_under(prefix)).is_empty()
+        !self.writers(|w| w.life.unfinished() && w.is_under(prefix)).is_empty()
     }
 }
 
@@ -195,7 +195,7 @@ impl<S: ObjectStore> Fs<S> {
             (Handle::Read(_), Close::Flush(_) | Close::Fsync) => None,
             (Handle::Write(writer), Close::Flush(process)) => writer.closes_for(process).then_some(writer),
             (Handle::Write(writer), Close::Fsync) => Some(writer),
-            (Handle::Write(writer), Close::Release) => writer.needs_finishing().then_some(writer),
+            (Handle::Write(writer), Close::Release) => writer.life.needs_finishing().then_some(writer),
         }
     }
 }

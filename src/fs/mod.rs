@@ -280,7 +280,7 @@ impl<S: ObjectStore> Fs<S> {
             Entry::File(meta) => Attr {
                 ino,
                 kind: Kind::File,
-                size: self.handles.writer_of(ino).map_or(meta.size, |w| w.written()),
+                size: self.handles.writer_of(ino).map_or(meta.size, |w| w.life.written()),
                 mtime: meta.last_modified,
                 perm: o.file_mode,
                 uid: o.uid,

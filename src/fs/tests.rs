@@ -28,7 +28,15 @@ fn options(ttl: Duration, negative_ttl: Duration) -> FsOptions {
 
 /// A filesystem on `store`, without a disk cache, with the default fetch and upload settings.
 fn fs_on(store: &Arc<MemoryStore>, options: FsOptions) -> Arc<Fs<MemoryStore>> {
-    Fs::new(Arc::clone(store), options, FetchConfig::default(), UploadConfig::default(), Tiers::default(), None, Arc::default())
+    Fs::new(
+        Arc::clone(store),
+        options,
+        FetchConfig::default(),
+        UploadConfig::default(),
+        Tiers::default(),
+        None,
+        Arc::default(),
+    )
 }
 
 fn fs_with(files: usize, size: usize, ttl: Duration) -> (Arc<MemoryStore>, Arc<Fs<MemoryStore>>) {
@@ -248,7 +256,15 @@ mod writing {
         let options = FsOptions { writes: mode, ..options(MINUTE, MINUTE) };
         let upload =
             UploadConfig { first_part_size: 64 * 1024, concurrency: 2, budget: 1 << 20, ..UploadConfig::default() };
-        let fs = Fs::new(Arc::clone(&store), options, FetchConfig::default(), upload, Tiers::default(), None, Arc::default());
+        let fs = Fs::new(
+            Arc::clone(&store),
+            options,
+            FetchConfig::default(),
+            upload,
+            Tiers::default(),
+            None,
+            Arc::default(),
+        );
         (store, fs)
     }
 

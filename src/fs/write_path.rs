@@ -100,7 +100,6 @@ impl<S: ObjectStore> Fs<S> {
         let (parent, name) = self.inodes.parent_and_name(ino).ok_or(FsError::NotFound)?;
         let prefix = self.dir_prefix(parent)?;
         let writer = Writer::new(ino, prefix, name, true, opener, upload);
-        writer.set_written(meta.size * u64::from(access == Access::Append));
         let handle = self.add_writer(writer);
         Ok(Opened { handle, local_copy: None, writing: true })
     }
@@ -153,26 +152,20 @@ impl<S: ObjectStore> Fs<S> {
             Some(Handle::Control(control)) => return Ok(self.write_control(&control, data)),
             Some(Handle::Read(_)) | None => return Err(FsError::BadHandle),
         };
-        if let Some(why) = writer.refused() {
+        if let Some(why) = writer.life.refused() {
             return Err(FsError::InvalidWrite(format!("the file will not be written: {why}")));
         }
         let mut upload = writer.upload.lock().await;
-        if let Some(Err(e)) = writer.outcome() {
+        if let Some(Err(e)) = writer.life.outcome() {
             return Err(e);
         }
         match upload.write(offset, data).await {
             Ok(()) => {}
             Err(e @ WriteError::NotAtEnd { .. }) => {
-                writer.refuse("a write was not at the end of the file (files are written front to back)");
+                writer.life.refuse("a write was not at the end of the file (files are written front to back)");
                 return Err(e.into());
             }
             Err(e) => return Err(e.into()),
-        }
-        writer.set_written(upload.written());
-        if writer.outcome().is_some() {
-            // Closed by its opener before anything was written (finished empty, or appending
-            // nothing), and written through a descriptor still open: unfinished again.
-            writer.set_outcome(None);
         }
         Ok(data.len() as u32)
     }
@@ -193,6 +186,7 @@ impl<S: ObjectStore> Fs<S> {
             Ok(meta) if meta.etag == empty => Ok(()),
             Ok(_) | Err(FsError::Store(StoreError::NotFound)) => {
                 writer
+                    .life
                     .refuse("another client replaced the empty object this file made; what was written is not stored");
                 tracing::warn!(%key, "another client replaced the empty object this file made: the bytes written since are not stored");
                 Err(FsError::UploadFailed(
@@ -206,32 +200,29 @@ impl<S: ObjectStore> Fs<S> {
     /// Completes a file being written and reports how that went.
     pub(super) async fn finish(&self, writer: &Writer<S>) -> Result<Finished, FsError> {
         let mut upload = writer.upload.lock().await;
-        if let Some(why) = writer.refused() {
+        if let Some(why) = writer.life.refused() {
             // What the program saw fail was its write; nothing of the file is kept, not even the
             // empty object an early close made.
-            if writer.discard() {
-                upload.cancel().await;
+            if let Some(before) = writer.life.discard() {
+                upload.cancel(before).await;
                 let place = writer.place();
                 self.metadata.forget_listing(&place.prefix);
                 self.metadata.store_missing(&place.prefix, &place.name);
                 tracing::warn!(key = upload.key(), "the file was not written: {why}");
-                writer.set_outcome(Some(Ok(())));
             }
             return Ok(Finished::default());
         }
-        if let Some(outcome) = writer.outcome() {
+        if let Some(outcome) = writer.life.outcome() {
             return outcome.map(|()| Finished::default());
         }
-        let outcome = match upload.finish().await {
+        match upload.finish().await {
             Ok(_) if upload.untouched() => Ok(Finished::default()),
             Ok(etag) => Ok(self.completed(writer, upload.key().to_owned(), upload.written(), etag)),
             Err(e) => {
                 tracing::warn!(key = upload.key(), "the upload was aborted: {e}");
                 Err(FsError::from(e))
             }
-        };
-        writer.set_outcome(Some(outcome.as_ref().map(|_| ()).map_err(Clone::clone)));
-        outcome
+        }
     }
 
     /// The object is in S3: an inode stands for it, and the directory's listing shows it. A file
@@ -271,7 +262,7 @@ impl<S: ObjectStore> Fs<S> {
     /// whose size a program could not set will not hold what it meant, so it is not written.
     pub fn allocate(&self, handle: u64) -> Result<(), FsError> {
         if let Some(Handle::Write(writer)) = self.handles.get(handle) {
-            writer.refuse("fallocate was refused (an object's size comes only from writing)");
+            writer.life.refuse("fallocate was refused (an object's size comes only from writing)");
         }
         Err(FsError::Unsupported("S3 objects have no room reserved ahead of their bytes"))
     }
@@ -403,7 +394,7 @@ impl<S: ObjectStore> Fs<S> {
         {
             let why = "a size can change only by writing (files are written front to back)";
             if let Some(writer) = self.handles.any_writer_of(ino) {
-                writer.refuse(why);
+                writer.life.refuse(why);
             }
             return Err(FsError::InvalidWrite(why.into()));
         }

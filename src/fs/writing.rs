@@ -1,18 +1,19 @@
 //! A file being written through this mount (`Writer`: where it is, its inode, its opener, its
-//! upload; its handle lives in the handle table); the inodes and objects this mount wrote (their
+//! upload and the upload's lifecycle; its handle lives in the handle table); the inodes and objects this mount wrote (their
 //! attributes may be "set" as no-ops, as `tar -x` and `touch` do, and they may be replaced and
 //! deleted without flags); and directories made with `mkdir`, which exist only here until a file
 //! is written under them.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::inode::Ino;
 use super::lock;
-use crate::errno::FsError;
 use crate::object_id::ETag;
+use crate::store::ObjectStore;
 use crate::upload::Upload;
+use crate::upload::lifecycle::Lifecycle;
 
 /// Where a file being written is: its directory's key prefix and its name there.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,7 +22,8 @@ pub struct Place {
     pub name: String,
 }
 
-/// One file being written.
+/// One file being written: where it is, its inode and its opener. Where it is in its life is
+/// its upload's (`upload::lifecycle`).
 pub struct Writer<S> {
     /// The inode that stands for the file: the one created, or, for an object replaced whole, the
     /// new version's once it is complete (the old one stays with the old version, for the files
@@ -34,18 +36,11 @@ pub struct Writer<S> {
     /// The process that opened it: its `close` completes the file, a child's does not.
     pub opener: Option<u32>,
     pub upload: tokio::sync::Mutex<Upload<S>>,
-    written: AtomicU64,
-    /// How finishing the upload went, once it has been finished (cleared when a file finished
-    /// empty is written again).
-    outcome: Mutex<Option<Result<(), FsError>>>,
-    /// Why the file will not become an object: a write or size change the mount refuses, after
-    /// which it would not hold what the program meant.
-    refused: Mutex<Option<&'static str>>,
-    /// A refused file's upload has been given up.
-    discarded: AtomicBool,
+    /// The upload's lifecycle, read without its lock.
+    pub life: Arc<Lifecycle>,
 }
 
-impl<S> Writer<S> {
+impl<S: ObjectStore> Writer<S> {
     pub fn new(
         ino: Ino,
         prefix: String,
@@ -59,14 +54,13 @@ impl<S> Writer<S> {
             place: Mutex::new(Place { prefix, name }),
             replacing,
             opener,
+            life: upload.lifecycle(),
             upload: tokio::sync::Mutex::new(upload),
-            written: AtomicU64::new(0),
-            outcome: Mutex::new(None),
-            refused: Mutex::new(None),
-            discarded: AtomicBool::new(false),
         }
     }
+}
 
+impl<S> Writer<S> {
     pub fn ino(&self) -> Ino {
         self.ino.load(Ordering::Relaxed)
     }
@@ -92,50 +86,10 @@ impl<S> Writer<S> {
         lock(&self.place).prefix.starts_with(prefix)
     }
 
-    pub fn written(&self) -> u64 {
-        self.written.load(Ordering::Relaxed)
-    }
-
-    pub fn set_written(&self, bytes: u64) {
-        self.written.store(bytes, Ordering::Relaxed);
-    }
-
-    pub fn outcome(&self) -> Option<Result<(), FsError>> {
-        lock(&self.outcome).clone()
-    }
-
-    pub fn set_outcome(&self, outcome: Option<Result<(), FsError>>) {
-        *lock(&self.outcome) = outcome;
-    }
-
-    /// Still being written: not finished, or finished empty and written again.
-    pub(super) fn unfinished(&self) -> bool {
-        lock(&self.outcome).is_none()
-    }
-
-    pub fn refuse(&self, why: &'static str) {
-        lock(&self.refused).get_or_insert(why);
-    }
-
-    pub fn refused(&self) -> Option<&'static str> {
-        *lock(&self.refused)
-    }
-
-    /// Whether this call is the first to give up the refused file's upload.
-    pub fn discard(&self) -> bool {
-        !self.discarded.swap(true, Ordering::Relaxed)
-    }
-
     /// Whether a close by `process` completes the file: the opener's (a child's close of an
     /// inherited descriptor leaves it to the opener, who may write on).
     pub fn closes_for(&self, process: Option<u32>) -> bool {
         self.opener.is_none() || self.opener == process
-    }
-
-    /// Whether the release of its last descriptor still has to finish the file: it was never
-    /// finished, or written again since, or refused after it was (its empty object is removed).
-    pub fn needs_finishing(&self) -> bool {
-        self.unfinished() || (self.refused().is_some() && !self.discarded.load(Ordering::Relaxed))
     }
 }
 

@@ -21,11 +21,13 @@ use crate::store::{ObjectStore, Replace, StoreError, UploadId, UploadedPart};
 
 mod copy;
 pub mod dangling;
+pub mod lifecycle;
 mod part;
 
 pub use copy::Source;
 use copy::{SMALLEST_PART, part_ranges};
 use dangling::Journal;
+use lifecycle::{Lifecycle, Stage};
 use part::Part;
 
 const KIB: u64 = 1024;
@@ -156,11 +158,12 @@ impl<S: ObjectStore> Uploader<S> {
     }
 
     fn upload(self: &Arc<Self>, key: String, replace: Replace, base: Option<Source>) -> Upload<S> {
+        let written = base.as_ref().map_or(0, |b| b.size);
         Upload {
             uploader: Arc::clone(self),
             key,
             replace,
-            written: base.as_ref().map_or(0, |b| b.size),
+            written,
             appends_to: base.clone(),
             base,
             moved_to: None,
@@ -170,8 +173,7 @@ impl<S: ObjectStore> Uploader<S> {
             in_flight: JoinSet::new(),
             done: Vec::new(),
             failed: None,
-            finished: false,
-            committed_empty: None,
+            lifecycle: Arc::new(Lifecycle::new(written)),
             replacing_empty: None,
         }
     }
@@ -235,12 +237,10 @@ pub struct Upload<S> {
     multipart: Option<UploadId>,
     in_flight: JoinSet<Result<UploadedPart, WriteError>>,
     done: Vec<UploadedPart>,
+    /// The first part that failed to go up: the file fails with it.
     failed: Option<WriteError>,
-    finished: bool,
-    /// Finished with nothing written: the empty object (this ETag) is in S3, and a write at
-    /// offset 0 starts the file again, replacing that object only if it is still the one there
-    /// (a shell's redirection for a builtin closes the file it opened before anything is written).
-    committed_empty: Option<ETag>,
+    /// Where the file is in its life, shared with the mount.
+    lifecycle: Arc<Lifecycle>,
     /// Written again after it was finished empty: the empty object (this ETag) it replaces.
     replacing_empty: Option<ETag>,
 }
@@ -248,6 +248,11 @@ pub struct Upload<S> {
 impl<S: ObjectStore> Upload<S> {
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// Where the file is in its life: the mount reads it without this upload's lock.
+    pub fn lifecycle(&self) -> Arc<Lifecycle> {
+        Arc::clone(&self.lifecycle)
     }
 
     /// The file is to become the object at `key` instead (renamed while written). Until parts
@@ -280,19 +285,18 @@ impl<S: ObjectStore> Upload<S> {
     /// Appends `data`, which must start where the file ends. Memory for the bytes comes from the
     /// mount's budget as they arrive; when other files hold it all, the part goes to disk.
     pub async fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), WriteError> {
-        if offset == 0
-            && !data.is_empty()
-            && let Some(empty) = self.committed_empty.take()
-        {
-            self.finished = false;
-            self.replace = Replace::IfMatch(empty.clone());
-            self.replacing_empty = Some(empty);
-        }
-        if self.committed_empty.is_some() && offset != 0 {
-            return Err(WriteError::NotAtEnd { offset, end: 0 });
-        }
-        if self.finished {
-            return Err(WriteError::Finished);
+        match self.lifecycle.stage() {
+            Stage::Writing => {}
+            // Closed by its opener before anything was appended, written through a descriptor
+            // still open: it appends after all.
+            Stage::LeftAsItWas => self.lifecycle.set(Stage::Writing),
+            Stage::CompleteEmpty(empty) if offset == 0 && !data.is_empty() => {
+                self.replace = Replace::IfMatch(empty.clone());
+                self.replacing_empty = Some(empty);
+                self.lifecycle.set(Stage::Writing);
+            }
+            Stage::CompleteEmpty(_) if offset != 0 => return Err(WriteError::NotAtEnd { offset, end: 0 }),
+            _ => return Err(WriteError::Finished),
         }
         self.collect_finished_parts();
         if let Some(e) = &self.failed {
@@ -311,7 +315,9 @@ impl<S: ObjectStore> Upload<S> {
             let laid = self.lay_base(base).await.map_err(|e| self.explained(e));
             laid.map_err(|e| self.fail(e))?;
         }
-        self.append(data).await
+        let appended = self.append(data).await;
+        self.lifecycle.set_written(self.written);
+        appended
     }
 
     /// Puts the bytes of the object appended to first: by a server-side copy when it is large
@@ -462,20 +468,24 @@ impl<S: ObjectStore> Upload<S> {
     /// upload is aborted and the error returned. Nothing can be written afterwards, except into a
     /// file finished empty, which starts again at offset 0.
     pub async fn finish(&mut self) -> Result<ETag, WriteError> {
-        if self.finished {
+        if self.lifecycle.stage() != Stage::Writing {
             return Err(WriteError::Finished);
         }
         if let Some(base) = &self.base {
             // Opened to append, and nothing was yet: the object stays as it is, and a write
             // through a descriptor still open (a shell's `>>` closes the one it opened) appends.
+            self.lifecycle.set(Stage::LeftAsItWas);
             return Ok(base.etag.clone());
         }
-        self.finished = true;
         let mut outcome = self.complete().await.map_err(|e| self.explained(e));
         if let (Ok(etag), Some((key, replace))) = (&outcome, self.moved_to.take()) {
             outcome = self.move_completed(etag.clone(), key, replace).await;
         }
-        self.committed_empty = outcome.as_ref().ok().filter(|_| self.written == 0).cloned();
+        self.lifecycle.set(match &outcome {
+            Ok(etag) if self.written == 0 => Stage::CompleteEmpty(etag.clone()),
+            Ok(_) => Stage::Complete,
+            Err(e) => Stage::Failed(crate::errno::FsError::from(e.clone())),
+        });
         let label = if outcome.is_ok() { "completed" } else { "aborted" };
         self.uploader.metrics.uploads.get_or_create(&UploadLabels { outcome: label }).inc();
         outcome
@@ -566,19 +576,21 @@ impl<S: ObjectStore> Upload<S> {
         error
     }
 
-    /// Gives up on the file: nothing of it stays in S3. An empty object it committed is deleted
-    /// too, if it is still the one there.
-    pub async fn cancel(&mut self) {
-        if !self.finished {
-            self.finished = true;
-            self.uploader.metrics.uploads.get_or_create(&UploadLabels { outcome: "aborted" }).inc();
-            self.abort(WriteError::Finished).await;
-        }
-        if let Some(empty) = self.committed_empty.take() {
-            let deleting = self.uploader.store.delete_object(&self.key, Some(&empty));
-            if let Err(e) = within(self.uploader.config.deadline, "deleting the empty object", deleting).await {
-                tracing::warn!(key = %self.key, "deleting the empty object this file made: {e}");
+    /// Gives up on the file, which was at `before` when it was refused: nothing of it stays in
+    /// S3. An empty object it completed is deleted too, if it is still the one there.
+    pub async fn cancel(&mut self, before: Stage) {
+        match before {
+            Stage::Writing | Stage::LeftAsItWas => {
+                self.uploader.metrics.uploads.get_or_create(&UploadLabels { outcome: "aborted" }).inc();
+                self.abort(WriteError::Finished).await;
             }
+            Stage::CompleteEmpty(empty) => {
+                let deleting = self.uploader.store.delete_object(&self.key, Some(&empty));
+                if let Err(e) = within(self.uploader.config.deadline, "deleting the empty object", deleting).await {
+                    tracing::warn!(key = %self.key, "deleting the empty object this file made: {e}");
+                }
+            }
+            Stage::Complete | Stage::Failed(_) | Stage::Refused { .. } | Stage::Discarded { .. } => {}
         }
     }
 }

@@ -173,7 +173,7 @@ async fn a_file_past_the_largest_object_is_too_large() {
     }
     let past = upload.write(9 * chunk.len() as u64, &chunk).await;
     assert_eq!(past, Err(WriteError::TooLarge { limit: 10_000 * 1024 }));
-    upload.cancel().await;
+    upload.cancel(Stage::Writing).await;
     assert_eq!(store.head("huge").await.map(|m| m.size), Err(StoreError::NotFound));
     assert_eq!(store.uploads_in_progress(), 0, "the parts sent were aborted");
 }

@@ -438,10 +438,18 @@ impl BlockTier for DiskCache {
         "disk cache"
     }
 
-    fn read<'a>(&'a self, block: &'a BlockOf, within: Range<u64>) -> BoxFuture<'a, Option<Bytes>> {
+    fn read<'a>(
+        &'a self,
+        block: &'a BlockOf,
+        within: Range<u64>,
+        into: Vec<u8>,
+    ) -> BoxFuture<'a, Result<Vec<u8>, Vec<u8>>> {
         Box::pin(async move {
-            let version = self.opened(&block.object, block.size).filter(|v| v.has(block.index))?;
-            self.read(&version, within, Vec::new()).await.map(Bytes::from)
+            let Some(version) = self.opened(&block.object, block.size).filter(|v| v.has(block.index)) else {
+                return Err(into);
+            };
+            // A failed or late read keeps the buffer it was given: the next is a fresh one.
+            self.read(&version, within, into).await.ok_or_else(Vec::new)
         })
     }
 

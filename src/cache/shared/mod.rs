@@ -116,12 +116,7 @@ impl<C: ObjectStore> SharedCache<C> {
         let buffers = BufferPool::new(sealed::HEADER_LEN + config.block as usize, slots.min(FILLS_AT_ONCE * 2));
         let (fills, queued) = FillQueue::new(slots, metrics.fills_dropped.clone());
         let pressure = config.pressure.clone();
-        let sender = Sender {
-            store: fill_store,
-            check: config.check.clone(),
-            buffers,
-            metrics: metrics.clone(),
-        };
+        let sender = Sender { store: fill_store, check: config.check.clone(), buffers, metrics: metrics.clone() };
         filling::start(sender.send_all(queued, pressure))
             .map_err(|e| format!("starting the shared cache's filling thread: {e}"))?;
         let misses = Mutex::new(lru::LruCache::new(
@@ -269,12 +264,24 @@ impl<C: ObjectStore> BlockTier for SharedCache<C> {
         "shared cache"
     }
 
-    fn read<'a>(&'a self, block: &'a BlockOf, within: Range<u64>) -> BoxFuture<'a, Option<Bytes>> {
+    /// Copied out of the cache object into `into`: the object's buffer goes at once, and the
+    /// block the reader keeps is a recycled one (fresh ones cost page faults).
+    fn read<'a>(
+        &'a self,
+        block: &'a BlockOf,
+        within: Range<u64>,
+        mut into: Vec<u8>,
+    ) -> BoxFuture<'a, Result<Vec<u8>, Vec<u8>>> {
         Box::pin(async move {
-            let bytes = self.get(block).await?;
+            let Some(bytes) = self.get(block).await else { return Err(into) };
             let start = block.index * self.config.block;
             let (from, to) = (within.start.saturating_sub(start) as usize, (within.end - start) as usize);
-            (to <= bytes.len() && from <= to).then(|| bytes.slice(from..to))
+            if to > bytes.len() || from > to {
+                return Err(into);
+            }
+            into.clear();
+            into.extend_from_slice(&bytes[from..to]);
+            Ok(into)
         })
     }
 

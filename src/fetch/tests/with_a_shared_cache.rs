@@ -28,7 +28,14 @@ fn node_with_queue(
     let metrics = SharedCacheMetrics::default();
     // Fills here must not wait on how busy the machine running the tests is.
     let pressure = CpuPressure::ignored();
-    let config = SharedCacheConfig { prefix: "c/".into(), scope: "test\nsrc".into(), block: BLOCK, check, queue_bytes, pressure };
+    let config = SharedCacheConfig {
+        prefix: "c/".into(),
+        scope: "test\nsrc".into(),
+        block: BLOCK,
+        check,
+        queue_bytes,
+        pressure,
+    };
     let shared = SharedCache::start(Arc::clone(cache), Arc::clone(cache), config, metrics.clone()).expect("started");
     // Every object here is smaller than a part: fetched whole at its first read.
     let fetch = FetchConfig { block_size: BLOCK, part_size: 64 * BLOCK, ..FetchConfig::default() };

@@ -21,7 +21,6 @@ use crate::object_id::ObjectId;
 use crate::store::{ObjectMeta, ObjectStore};
 use queue::{Counts, Foretold, Limits, Next, Queue};
 
-
 struct Shared {
     queue: Queue,
     /// Counts already added to the metrics.
