@@ -23,7 +23,7 @@ use futures::future::BoxFuture;
 use lru::LruCache;
 use sha2::{Digest, Sha256};
 
-use crate::cache::fill_queue::{BlockOf, Drain, FillQueue, Queued};
+use crate::cache::fill_queue::{BlockOf, Drain, FillQueue, Queued, STALL};
 use crate::cache::tier::BlockTier;
 use crate::metrics::DiskMetrics;
 use crate::object_id::ObjectId;
@@ -130,7 +130,8 @@ impl DiskCache {
         let used = scan(&files.root).iter().map(|f| f.bytes).sum::<u64>();
         let cap = config.cap.unwrap_or(DEFAULT_CAP.min((space.free + used) / 2));
         let floor = (space.total / 20).min(MOST_FLOOR);
-        let (fills, queue) = FillQueue::new((fill_queue / block_size).max(2) as usize, metrics.fills_skipped.clone());
+        let slots = (fill_queue / block_size).max(2) as usize;
+        let (fills, queue) = FillQueue::new("disk cache", slots, metrics.fills_skipped.clone(), STALL);
         let cache = Arc::new(Self {
             files,
             shown: config.dir.join("v1"),

@@ -26,7 +26,7 @@ pub use pressure::CpuPressure;
 use sealed::{Check, Identity, Unsealed};
 
 use crate::cache::buffers::BufferPool;
-use crate::cache::fill_queue::{BlockOf, Drain, FillQueue};
+use crate::cache::fill_queue::{BlockOf, Drain, FillQueue, STALL};
 use crate::cache::tier::BlockTier;
 use crate::metrics::SharedCacheMetrics;
 use crate::store::{ObjectStore, Replace, StoreError};
@@ -114,7 +114,7 @@ impl<C: ObjectStore> SharedCache<C> {
         // one is mapped and zeroed page by page, which cost more CPU than the copy into it. The
         // queue's share of the budget holds them as well as the queued blocks.
         let buffers = BufferPool::new(sealed::HEADER_LEN + config.block as usize, slots.min(FILLS_AT_ONCE * 2));
-        let (fills, queued) = FillQueue::new(slots, metrics.fills_dropped.clone());
+        let (fills, queued) = FillQueue::new("shared cache", slots, metrics.fills_dropped.clone(), STALL);
         let pressure = config.pressure.clone();
         let sender = Sender { store: fill_store, check: config.check.clone(), buffers, metrics: metrics.clone() };
         filling::start(sender.send_all(queued, pressure))
