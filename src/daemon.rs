@@ -4,7 +4,7 @@
 //! ends the daemon.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
@@ -98,6 +98,15 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// A warning for whoever ran `fetchfs mount`, on stderr as one plain line, and in the log file
+/// when there is one (without one, the log is stderr already).
+fn warn_user(config: &MountConfig, warning: &str) {
+    if config.log_file.is_some() {
+        tracing::warn!("{warning}");
+    }
+    eprintln!("fetchfs: warning: {warning}");
+}
+
 fn init_logging(config: &MountConfig) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_new(format!("error,fetchfs={}", config.log_level))
         .map_err(|e| format!("--log-level {:?}: {e}", config.log_level))?;
@@ -107,7 +116,8 @@ fn init_logging(config: &MountConfig) -> Result<(), String> {
             let file = open_log_file(path).map_err(|e| format!("log file {}: {e}", path.display()))?;
             builder.with_ansi(false).with_writer(std::sync::Mutex::new(file)).init();
         }
-        None => builder.with_writer(std::io::stderr).init(),
+        // Colours only for a person at a terminal, not for a file or a pipe stderr goes to.
+        None => builder.with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr).init(),
     }
     crate::panics::install_hook();
     Ok(())
@@ -206,8 +216,7 @@ fn serve(config: MountConfig, readiness: &mut Readiness) -> Result<(), String> {
                 let parent = parent_prefix(&config.prefix);
                 let siblings = runtime.block_on(store.list_page(parent, None, None)).map(|p| p.prefixes);
                 let warning = empty_prefix_warning(&config.s3.bucket, &config.prefix, &siblings.unwrap_or_default());
-                tracing::warn!("{warning}");
-                eprintln!("fetchfs: warning: {warning}");
+                warn_user(&config, &warning);
             }
         }
         Ok(Err(e)) => return Err(reachability_error(&config, e)),
@@ -258,8 +267,7 @@ fn serve(config: MountConfig, readiness: &mut Readiness) -> Result<(), String> {
     // On stderr, as a diagnostic: scripts may read what the mount prints on stdout.
     eprintln!("{}", startup_line(&config));
     if let Some(warning) = half_of_replace(&config.fs.writes) {
-        tracing::warn!("{warning}");
-        eprintln!("fetchfs: warning: {warning}");
+        warn_user(&config, &warning);
     }
 
     if readiness.is_background() {

@@ -190,16 +190,31 @@ fn ready_line(ready: u64, cached: u64, bytes: u64, seconds: f64) -> String {
     if fetched > 0 {
         let _ = write!(
             line,
-            ": fetched {fetched} ({} MiB) at {:.0} files/s, {:.0} MB/s",
-            bytes >> 20,
+            ": fetched {fetched} ({}) at {:.0} files/s, {}",
+            amount(bytes),
             fetched as f64 / seconds,
-            bytes as f64 / seconds / 1e6
+            rate(bytes as f64 / seconds)
         );
     }
     if cached > 0 {
         let _ = write!(line, "{}{cached} held already", if fetched > 0 { ", " } else { ": " });
     }
     line
+}
+
+/// Bytes in the unit that shows them: KiB under a MiB.
+fn amount(bytes: u64) -> String {
+    if bytes < 1 << 20 { format!("{} KiB", bytes.div_ceil(1024)) } else { format!("{} MiB", bytes >> 20) }
+}
+
+/// Bytes a second: kB/s under a MB/s, a decimal under 10 MB/s.
+fn rate(per_second: f64) -> String {
+    let mb = per_second / 1e6;
+    match mb {
+        _ if mb < 1.0 => format!("{:.0} kB/s", per_second / 1e3),
+        _ if mb < 10.0 => format!("{mb:.1} MB/s"),
+        _ => format!("{mb:.0} MB/s"),
+    }
 }
 
 /// Follows the queue until it has nothing left to fetch, or waits for reads to make room.
@@ -220,7 +235,7 @@ fn wait(root: &Path, before: &HashMap<String, u64>, queued: u64) -> Result<(), S
         let bytes = since(&now, "fetched_bytes");
         let seconds = started.elapsed().as_secs_f64().max(1e-3);
         progress.set_position(settled(&now).min(queued));
-        progress.set_message(format!("{} MiB, {:.0} MB/s", bytes >> 20, bytes as f64 / seconds / 1e6));
+        progress.set_message(format!("{}, {}", amount(bytes), rate(bytes as f64 / seconds)));
         let idle = value(&now, "in_flight") == 0;
         if idle && (value(&now, "pending") == 0 || value(&now, "waiting_for_reads") == 1) {
             break now;
@@ -255,9 +270,17 @@ mod tests {
         assert_eq!(ready_line(1000, 1000, 0, 0.05), "1000 files ready in 0.1 s: 1000 held already");
         assert_eq!(
             ready_line(10, 4, 6 << 20, 2.0),
-            "10 files ready in 2.0 s: fetched 6 (6 MiB) at 3 files/s, 3 MB/s, 4 held already"
+            "10 files ready in 2.0 s: fetched 6 (6 MiB) at 3 files/s, 3.1 MB/s, 4 held already"
         );
-        assert_eq!(ready_line(1, 0, 1 << 20, 1.0), "1 file ready in 1.0 s: fetched 1 (1 MiB) at 1 files/s, 1 MB/s");
+        assert_eq!(ready_line(1, 0, 1 << 20, 1.0), "1 file ready in 1.0 s: fetched 1 (1 MiB) at 1 files/s, 1.0 MB/s");
+        assert_eq!(
+            ready_line(100, 0, 4500, 0.1),
+            "100 files ready in 0.1 s: fetched 100 (5 KiB) at 1000 files/s, 45 kB/s"
+        );
+        assert_eq!(
+            ready_line(1000, 0, 100 << 20, 2.0),
+            "1000 files ready in 2.0 s: fetched 1000 (100 MiB) at 500 files/s, 52 MB/s"
+        );
         assert_eq!(ready_line(0, 0, 0, 0.2), "0 files ready in 0.2 s");
     }
 }
