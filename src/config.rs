@@ -124,7 +124,9 @@ impl MountConfig {
         // The source as an fstab entry gives it, so mount(8) (`mount -a`) sees the entry mounted.
         vec![
             MountOption::FSName(format!("s3://{}/{}", self.s3.bucket, self.prefix)),
-            MountOption::Subtype(SUBTYPE.into()),
+            // As a kernel option, not fuser's Subtype (which reaches only fusermount3): the type
+            // is then `fuse.fetchfs` in /proc/mounts whoever mounts, as the fstab entry says.
+            MountOption::CUSTOM(format!("subtype={SUBTYPE}")),
             MountOption::NoDev,
             MountOption::NoSuid,
             MountOption::DefaultPermissions,
@@ -493,8 +495,8 @@ fn fetchfs_mount_in(line: &str, target: &str) -> Option<String> {
     let point = mount.split(' ').nth(4)?.replace("\\040", " ");
     let mut fs = fs.split(' ');
     let (kind, source) = (fs.next()?, fs.next()?);
-    // fuser mounts as root with mount(2) and the type `fuse` (its subtype reaches only
-    // fusermount3's mounts): a `fuse` mount whose source is an s3:// URL is ours too.
+    // A daemon before the subtype was a kernel option mounted as root with the type `fuse`: a
+    // `fuse` mount whose source is an s3:// URL is ours too.
     let ours = kind == FSTYPE || (kind == "fuse" && source.starts_with("s3://"));
     (point == target && ours).then(|| source.to_owned())
 }

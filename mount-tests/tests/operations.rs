@@ -137,6 +137,7 @@ fn mount_t_fuse_fetchfs_and_an_fstab_line_mount_and_umount_unmounts() {
          mount -a -T {fstab}\n\
          mount -a -T {fstab}\n\
          echo mounted $(grep -c ' {d} ' /proc/self/mountinfo) time\n\
+         awk -v d={d} '$2 == d {{ print $1, $3 }}' /proc/self/mounts\n\
          ls {d}\n\
          umount {d}\n\
          echo done\n",
@@ -147,7 +148,8 @@ fn mount_t_fuse_fetchfs_and_an_fstab_line_mount_and_umount_unmounts() {
     assert_eq!(lines.first(), Some(&"600"), "file_mode from -o reached fetchfs: {out}");
     assert_eq!(lines.get(1), Some(&"read-only"), "-o ro became --read-only (EROFS): {out}");
     assert_eq!(lines.get(2), Some(&"mounted 1 time"), "mount -a twice: both exit 0 (set -e), one mount: {out}");
-    assert_eq!(&lines[3..6], ["f0", "f1", "f2"], "the fstab line mounted the bucket: {out}");
+    assert_eq!(lines.get(3), Some(&"s3://ops/ fuse.fetchfs"), "source and type as the fstab line has them: {out}");
+    assert_eq!(&lines[4..7], ["f0", "f1", "f2"], "the fstab line mounted the bucket: {out}");
     assert_eq!(lines.last(), Some(&"done"));
     let bytes = std::fs::read(format!("{d}.bytes")).expect("bytes read through the helper's mount");
     assert_eq!(bytes, data::content(1, 1000).to_vec());
