@@ -267,7 +267,7 @@ fn serve(config: MountConfig, readiness: &mut Readiness) -> Result<(), String> {
     // On stderr, as a diagnostic: scripts may read what the mount prints on stdout.
     eprintln!("{}", startup_line(&config));
     if let Some(warning) = half_of_replace(&config.fs.writes) {
-        warn_user(&config, &warning);
+        warn_user(&config, warning);
     }
 
     if readiness.is_background() {

@@ -30,13 +30,18 @@ impl BufferPool {
         recycled.unwrap_or_else(|| Vec::with_capacity(self.buffer_size))
     }
 
+    /// A buffer for `len` bytes: a recycled one for a whole block, an exact one for less (an
+    /// object's short last block: small files cached by the thousand hold only their own size).
+    pub fn take_for(&self, len: usize) -> Vec<u8> {
+        if len >= self.buffer_size { self.take() } else { Vec::with_capacity(len) }
+    }
+
     /// The filled buffer as bytes that return it to the pool once the last reference is dropped.
     pub fn freeze(self: &Arc<Self>, buffer: Vec<u8>) -> Bytes {
         Bytes::from_owner(Pooled { buffer, pool: Arc::downgrade(self) })
     }
 
-    /// A buffer taken and not used goes back to the free list.
-    pub fn give_back(&self, mut buffer: Vec<u8>) {
+    fn give_back(&self, mut buffer: Vec<u8>) {
         if buffer.capacity() != self.buffer_size {
             return;
         }

@@ -5,26 +5,28 @@
 //! source; what it dropped is fetched again by the fetch layer, which has the source.
 
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
+use super::buffers::BufferPool;
 pub use super::fill_queue::BlockOf;
 
 pub trait BlockTier: Send + Sync {
     /// Its name, for logs.
     fn name(&self) -> &'static str;
 
-    /// Bytes `within` block `block` (offsets in the object), put in `into` (a recycled block
-    /// buffer), if this tier holds the block and answers in time; else `into` back, and the reader
-    /// goes further down.
+    /// Bytes `within` block `block` (offsets in the object), in a buffer of `buffers` taken once
+    /// the bytes are at hand (a lookup waiting on the network holds none), if this tier holds the
+    /// block and answers in time; `None` sends the reader further down.
     fn read<'a>(
         &'a self,
         block: &'a BlockOf,
         within: Range<u64>,
-        into: Vec<u8>,
-    ) -> BoxFuture<'a, Result<Vec<u8>, Vec<u8>>>;
+        buffers: &'a Arc<BufferPool>,
+    ) -> BoxFuture<'a, Option<Bytes>>;
 
     /// Every byte of a block that came from further down, to keep: queued behind the reader, or
     /// dropped (and remembered) when the tier's queue is full.

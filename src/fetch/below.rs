@@ -59,20 +59,14 @@ impl<S: ObjectStore> Fetcher<S> {
     /// tiers above the one that served it.
     pub(super) async fn block_from_tiers(&self, block: &BlockOf, within: Range<u64>) -> Option<Bytes> {
         let whole = within == self.block_range(block.index, block.size);
-        let mut buffer = self.block_buffer((within.end - within.start) as usize);
         for (at, tier) in self.tiers.in_order().iter().enumerate() {
-            match tier.read(block, within.clone(), buffer).await {
-                Ok(filled) => {
-                    let bytes = self.buffers.freeze(filled);
-                    if whole {
-                        self.tiers.in_order()[..at].iter().for_each(|above| above.offer(block, &bytes));
-                    }
-                    return Some(bytes);
+            if let Some(bytes) = tier.read(block, within.clone(), &self.buffers).await {
+                if whole {
+                    self.tiers.in_order()[..at].iter().for_each(|above| above.offer(block, &bytes));
                 }
-                Err(back) => buffer = back,
+                return Some(bytes);
             }
         }
-        self.buffers.give_back(buffer);
         None
     }
 

@@ -131,6 +131,6 @@ impl<S: ObjectStore> Fetcher<S> {
     /// whole block, an exact one for an object's short last block (so small files cached by the
     /// thousand hold only their own size).
     pub(super) fn block_buffer(&self, remaining: usize) -> Vec<u8> {
-        if remaining >= self.buffers.buffer_size() { self.buffers.take() } else { Vec::with_capacity(remaining) }
+        self.buffers.take_for(remaining)
     }
 }

@@ -23,6 +23,7 @@ use futures::future::BoxFuture;
 use lru::LruCache;
 use sha2::{Digest, Sha256};
 
+use crate::cache::buffers::BufferPool;
 use crate::cache::fill_queue::{BlockOf, Drain, FillQueue, Queued, STALL};
 use crate::cache::tier::BlockTier;
 use crate::metrics::DiskMetrics;
@@ -443,14 +444,12 @@ impl BlockTier for DiskCache {
         &'a self,
         block: &'a BlockOf,
         within: Range<u64>,
-        into: Vec<u8>,
-    ) -> BoxFuture<'a, Result<Vec<u8>, Vec<u8>>> {
+        buffers: &'a Arc<BufferPool>,
+    ) -> BoxFuture<'a, Option<Bytes>> {
         Box::pin(async move {
-            let Some(version) = self.opened(&block.object, block.size).filter(|v| v.has(block.index)) else {
-                return Err(into);
-            };
-            // A failed or late read keeps the buffer it was given: the next is a fresh one.
-            self.read(&version, within, into).await.ok_or_else(Vec::new)
+            let version = self.opened(&block.object, block.size).filter(|v| v.has(block.index))?;
+            let buffer = buffers.take_for((within.end - within.start) as usize);
+            self.read(&version, within, buffer).await.map(|filled| buffers.freeze(filled))
         })
     }
 

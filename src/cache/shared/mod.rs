@@ -264,24 +264,24 @@ impl<C: ObjectStore> BlockTier for SharedCache<C> {
         "shared cache"
     }
 
-    /// Copied out of the cache object into `into`: the object's buffer goes at once, and the
-    /// block the reader keeps is a recycled one (fresh ones cost page faults).
+    /// Copied out of the cache object into a recycled block buffer: the object's buffer goes at
+    /// once (fresh buffers cost page faults), and none is held while the GET is under way.
     fn read<'a>(
         &'a self,
         block: &'a BlockOf,
         within: Range<u64>,
-        mut into: Vec<u8>,
-    ) -> BoxFuture<'a, Result<Vec<u8>, Vec<u8>>> {
+        buffers: &'a Arc<BufferPool>,
+    ) -> BoxFuture<'a, Option<Bytes>> {
         Box::pin(async move {
-            let Some(bytes) = self.get(block).await else { return Err(into) };
+            let bytes = self.get(block).await?;
             let start = block.index * self.config.block;
             let (from, to) = (within.start.saturating_sub(start) as usize, (within.end - start) as usize);
             if to > bytes.len() || from > to {
-                return Err(into);
+                return None;
             }
-            into.clear();
+            let mut into = buffers.take_for(to - from);
             into.extend_from_slice(&bytes[from..to]);
-            Ok(into)
+            Some(buffers.freeze(into))
         })
     }
 
