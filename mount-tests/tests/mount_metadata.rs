@@ -43,6 +43,29 @@ fn ls_of_ten_thousand_files_costs_ten_list_pages_and_cat_after_it_no_head() {
 }
 
 #[test]
+fn files_opened_by_name_from_a_list_cost_their_get_once_a_few_were_looked_up() {
+    let server = TestServer::with_files(BUCKET, "chunks", 1000, 64);
+    let mount = Mount::of(&server, BUCKET, &["--metadata-ttl", "300"]);
+    let list = std::env::temp_dir().join(format!("fetchfs-named-{}", std::process::id()));
+    // The order a file of paths gives (here backwards), the directory never listed by the reader.
+    let names: String = (0..1000).rev().map(|i| format!("chunks/f{i:05}\n")).collect();
+    std::fs::write(&list, names).expect("write the list");
+    let counters = server.knobs().counters();
+    counters.reset();
+    let out = mount.sh(&format!("xargs -a {} cat", list.display()));
+    let _ = std::fs::remove_file(&list);
+    assert!(out.status.success(), "xargs cat: {}", String::from_utf8_lossy(&out.stderr));
+    let expected: Vec<u8> = (0..1000).rev().flat_map(|i| data::content(i, 64)).collect();
+    assert!(out.stdout == expected, "the 1000 files' bytes, in the list's order");
+    let asked = counters.snapshot();
+    // A few lookups ask S3 by name (a HEAD and a LIST each) while the directory's listing (one
+    // page) is made; every later name is answered by it.
+    assert!(asked.requests_of("HeadObject") < 100, "{asked:?}");
+    assert!(asked.requests_of("ListObjectsV2") < 100, "{asked:?}");
+    assert!(asked.requests_of("GetObject") <= 1000 + 128, "{asked:?}");
+}
+
+#[test]
 fn files_read_in_listing_order_are_fetched_before_they_are_opened() {
     let server = TestServer::with_files(BUCKET, "seq", 200, 100 * 1024);
     let mount = Mount::of(&server, BUCKET, &[]);

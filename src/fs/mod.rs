@@ -6,6 +6,7 @@ pub mod control;
 mod handles;
 mod inode;
 mod listing;
+mod named_lookups;
 pub mod names;
 mod next_file;
 mod prefetch_queue;
@@ -39,6 +40,7 @@ use control::ControlFiles;
 use handles::{Handle, Handles};
 use inode::InodeTable;
 use listing::{Known, MAX_LISTED_ENTRIES, MetadataCache};
+use named_lookups::NamedLookups;
 use next_file::NextFiles;
 use prefetch_queue::PrefetchQueue;
 use timed_out::TimedOutReads;
@@ -185,6 +187,7 @@ pub struct Fs<S> {
     options: FsOptions,
     inodes: InodeTable,
     metadata: MetadataCache,
+    named_lookups: NamedLookups,
     next_files: NextFiles,
     handles: Handles<S>,
     /// A stream continued by a new open (a reader that reopens the file for each chunk) keeps the
@@ -219,6 +222,7 @@ impl<S: ObjectStore> Fs<S> {
             store,
             inodes: InodeTable::new(options.root_prefix.clone()),
             metadata: MetadataCache::new(options.metadata_ttl, options.negative_metadata_ttl, MAX_LISTED_ENTRIES),
+            named_lookups: NamedLookups::default(),
             timed_out: TimedOutReads::new(TIMED_OUT_MEMORY.min(options.read_timeout)),
             options,
             next_files: NextFiles::default(),
@@ -337,7 +341,7 @@ impl<S: ObjectStore> Fs<S> {
         let (entry, numbered) = match self.metadata.known(&prefix, name) {
             Known::Present(ino, entry) => (entry, Some(ino)),
             Known::Missing => return Err(FsError::NotFound),
-            Known::Unknown => match self.within_deadline(self.ask_store(&prefix, name)).await {
+            Known::Unknown => match self.within_deadline(self.ask_store_by_name(parent, &prefix, name)).await {
                 Ok(entry) => (entry, None),
                 Err(FsError::NotFound) => {
                     self.metadata.store_missing(&prefix, name);
@@ -366,6 +370,24 @@ impl<S: ObjectStore> Fs<S> {
     async fn within_deadline<T>(&self, request: impl Future<Output = Result<T, FsError>>) -> Result<T, FsError> {
         let deadline = self.options.read_timeout;
         tokio::time::timeout(deadline, request).await.unwrap_or(Err(FsError::TimedOut(deadline.as_secs())))
+    }
+
+    /// Asks S3 for one name of a directory, and lists the directory in the background when it is
+    /// looked into by name often enough that its listing will answer the names still to come.
+    async fn ask_store_by_name(&self, parent: Ino, prefix: &str, name: &str) -> Result<Entry, FsError> {
+        if self.named_lookups.asked(prefix)
+            && let Some(me) = self.me.upgrade()
+        {
+            let prefix = prefix.to_owned();
+            tokio::spawn(async move {
+                let listed = me.list_from_store(parent, &prefix, named_lookups::MOST_PAGES).await;
+                if let Err(e) = &listed {
+                    tracing::debug!(%prefix, error = %e, "listing a directory looked into by name failed");
+                }
+                me.named_lookups.listed(&prefix, matches!(listed, Ok(Some(_))));
+            });
+        }
+        self.ask_store(prefix, name).await
     }
 
     async fn ask_store(&self, prefix: &str, name: &str) -> Result<Entry, FsError> {
@@ -438,13 +460,26 @@ impl<S: ObjectStore> Fs<S> {
 
     /// The directory's listing from S3: a fresh one if there is one, else all its pages.
     async fn listing(&self, ino: Ino, prefix: &str) -> Result<Arc<Listing>, FsError> {
-        let prefix = prefix.to_owned();
-        if let Some(listing) = self.metadata.listing(&prefix) {
+        if let Some(listing) = self.metadata.listing(prefix) {
             return Ok(listing);
         }
+        self.list_from_store(ino, prefix, usize::MAX)
+            .await?
+            .ok_or_else(|| FsError::TooLarge(format!("the directory {prefix} lists in more than {} pages", usize::MAX)))
+    }
+
+    /// Lists the directory `prefix` (inode `ino`) from S3 and keeps the listing for later lookups
+    /// and opens; `None` when it has more than `most_pages` pages (nothing is kept then).
+    async fn list_from_store(
+        &self,
+        ino: Ino,
+        prefix: &str,
+        most_pages: usize,
+    ) -> Result<Option<Arc<Listing>>, FsError> {
+        let prefix = prefix.to_owned();
         let mut found: BTreeMap<String, Entry> = BTreeMap::new();
         let mut token = None;
-        loop {
+        for _ in 0..most_pages {
             let request = self.store.list_page(&prefix, token, None);
             let page = self.within_deadline(async { Ok(request.await?) }).await?;
             for meta in page.objects {
@@ -478,9 +513,13 @@ impl<S: ObjectStore> Fs<S> {
             }
             match page.next {
                 Some(next) => token = Some(next),
-                None => break,
+                None => return Ok(Some(self.keep_listing(ino, &prefix, found))),
             }
         }
+        Ok(None)
+    }
+
+    fn keep_listing(&self, ino: Ino, prefix: &str, found: BTreeMap<String, Entry>) -> Arc<Listing> {
         let entries = found
             .into_iter()
             .map(|(name, entry)| {
@@ -489,8 +528,8 @@ impl<S: ObjectStore> Fs<S> {
             })
             .collect();
         let listing = Arc::new(Listing::new(entries));
-        self.metadata.store_listing(&prefix, Arc::clone(&listing));
-        Ok(listing)
+        self.metadata.store_listing(prefix, Arc::clone(&listing));
+        listing
     }
 
     /// Opens a file. For reading, the inode stands for one object version, so the kernel may keep

@@ -80,6 +80,60 @@ async fn after_a_listing_lookups_and_opens_cost_no_request() {
 }
 
 #[tokio::test]
+async fn names_looked_up_in_a_directory_never_listed_are_answered_by_its_listing_after_a_few() {
+    let (store, fs) = fs_with(300, 10, MINUTE);
+    let dir = fs.lookup(ROOT_INO, "d").await.unwrap().ino;
+    let before = store.counts();
+    // The files in the order a CSV of paths gives them, never listed by the reader.
+    let names: Vec<String> = (0..300).rev().map(|i| format!("f{i:05}")).collect();
+    let mut asked_for = 0;
+    for name in &names {
+        let counts = store.counts();
+        assert_eq!(fs.lookup(dir, name).await.unwrap().size, 10, "{name}");
+        if store.counts().heads > counts.heads {
+            asked_for += 1;
+        }
+        // The listing started in the background is given the time a reader takes between files.
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        (named_lookups::LIST_AFTER as usize..named_lookups::LIST_AFTER as usize + 10).contains(&asked_for),
+        "{asked_for} of 300 lookups asked S3; the rest answered by the listing"
+    );
+    let after = store.counts();
+    assert_eq!(after.gets, before.gets);
+    assert!(after.lists - before.lists < 20, "{} LISTs", after.lists - before.lists);
+    assert_eq!(fs.lookup(dir, "absent").await, Err(FsError::NotFound), "the listing says what is missing too");
+    assert_eq!(store.counts().heads, after.heads);
+}
+
+#[tokio::test]
+async fn a_directory_too_large_to_list_for_lookups_is_left_to_lookups_by_name() {
+    let (store, fs) = fs_with(0, 0, MINUTE);
+    let pages = named_lookups::MOST_PAGES + 1;
+    for i in 0..pages * 1000 {
+        store.put(&format!("big/f{i:06}"), Bytes::from_static(b"x"));
+    }
+    let dir = fs.lookup(ROOT_INO, "big").await.unwrap().ino;
+    for i in 0..20 {
+        assert_eq!(fs.lookup(dir, &format!("f{:06}", i * 37)).await.unwrap().size, 1);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store.counts().lists < 20 + named_lookups::MOST_PAGES as u64 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let before = store.counts();
+    for i in 0..20 {
+        assert_eq!(fs.lookup(dir, &format!("f{:06}", 50_000 + i)).await.unwrap().size, 1);
+    }
+    let after = store.counts();
+    assert_eq!(after.heads - before.heads, 20, "no listing answers for a directory past the pages allowed");
+    assert_eq!(after.lists - before.lists, 20, "nor is it listed again for these lookups");
+    assert_eq!(fs.metadata.listed_entries(), 0, "nothing of the partial listing is kept");
+}
+
+#[tokio::test]
 async fn a_missing_name_is_asked_once_within_the_negative_ttl() {
     let (store, fs) = fs_with(1, 10, MINUTE);
     assert_eq!(fs.lookup(ROOT_INO, "nope").await, Err(FsError::NotFound));

@@ -13,7 +13,7 @@ use mount_tests::metrics::MetricsPort;
 use mount_tests::mount::{Mount, fresh_dir};
 use mount_tests::server::TestServer;
 
-use super::{BUCKET, Row, SMALL_FILES, dd_mb_per_s, mbps, run, timed};
+use super::{BUCKET, Row, SMALL_FILES, cpu_seconds, dd_mb_per_s, mbps, run, timed};
 
 /// Random 256 KiB reads per thread.
 const RANDOM_READS: u64 = 200;
@@ -21,16 +21,6 @@ const RANDOM_READS: u64 = 200;
 /// Drops the kernel's page cache, so the next read comes from the disk (or the network).
 fn drop_page_cache() {
     let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
-}
-
-/// User plus system CPU time of a process, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the command name.
-    let ticks: f64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<f64>().ok()).sum();
-    // SAFETY: sysconf only reads system configuration.
-    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
 }
 
 /// `threads` readers, each doing RANDOM_READS preads of 256 KiB at offsets of its own seed, with

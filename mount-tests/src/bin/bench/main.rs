@@ -375,6 +375,34 @@ fn small_file_rows(server: &TestServer, extra: &[&str], peak_rss: &mut u64, name
         });
         rows.push(Row { profile: name, measure, value: files_per_s(SMALL_FILES, took), ratio: None });
     }
+    eprintln!("[{name}] cat of files named in a list, their directory never listed ...");
+    let list = std::env::temp_dir().join(format!("fetchfs-bench-names-{}", std::process::id()));
+    let names: String = (0..SMALL_FILES).map(|i| format!("small/f{i:05}.jpg\n")).collect();
+    std::fs::write(&list, names).expect("write the list of names");
+    let counters = server.knobs().counters();
+    let (took, requests) = on_fresh_mount(server, extra, peak_rss, |mount| {
+        counters.reset();
+        let took = timed(|| {
+            run(Command::new("xargs")
+                .arg("-a")
+                .arg(&list)
+                .arg("cat")
+                .current_dir(&mount.dir)
+                .stdout(std::process::Stdio::null()))
+        });
+        let snapshot = counters.snapshot();
+        (took, ["HeadObject", "ListObjectsV2", "GetObject"].map(|op| snapshot.requests_of(op)))
+    });
+    let _ = std::fs::remove_file(&list);
+    rows.push(Row {
+        profile: name,
+        measure: format!(
+            "cat of {SMALL_FILES} x 100 KiB files by name, directory never listed (xargs cat); HEAD / LIST / GET {} / {} / {}",
+            requests[0], requests[1], requests[2]
+        ),
+        value: files_per_s(SMALL_FILES, took),
+        ratio: None,
+    });
     for order in ["sorted", "shuffled"] {
         eprintln!("[{name}] 8 data-loader workers, {order} ...");
         let took = on_fresh_mount(server, extra, peak_rss, |mount| {
@@ -686,6 +714,16 @@ fn random_reads(mount: &Mount, size: u64, count: u32, counters: &mount_tests::se
     let elapsed = start.elapsed().as_secs_f64();
     let read = (count as u64 * READ) as f64;
     (read / 1e6 / elapsed, counters.snapshot().body_bytes_sent as f64 / read)
+}
+
+/// User plus system CPU time of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the command name.
+    let ticks: f64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<f64>().ok()).sum();
+    // SAFETY: sysconf only reads system configuration.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
 }
 
 /// Runs `measure` on a mount of its own (so no page cache carries over from another measure),

@@ -9,17 +9,30 @@ use mount_tests::metrics::MetricsPort;
 use mount_tests::mount::Mount;
 use mount_tests::server::TestServer;
 
-use super::{Row, SMALL_FILES, dd_mb_per_s, on_fresh_mount, timed};
+use super::{Row, SMALL_FILES, cpu_seconds, dd_mb_per_s, on_fresh_mount, timed};
 
 const CACHE_BUCKET: &str = "near-cache";
 
-/// Files per second of `cat small/*`, and MB/s of `dd` of the large object.
-fn read_both(mount: &Mount, large: usize) -> (f64, f64) {
+/// One node's reads: `cat small/*` in files per second, `dd` of the large object in MB/s, and the
+/// daemon's CPU seconds over each.
+struct Reads {
+    files_per_s: f64,
+    mb_per_s: f64,
+    cat_cpu: f64,
+    dd_cpu: f64,
+}
+
+fn read_both(mount: &Mount, large: usize) -> Reads {
+    let pid = mount.daemon_pid().unwrap_or(0);
+    let start_cpu = cpu_seconds(pid);
     let took = timed(|| {
         let out = mount.sh("ls small > /dev/null && cat small/* > /dev/null");
         assert!(out.status.success(), "cat small/*: {out:?}");
     });
-    (SMALL_FILES as f64 / took.as_secs_f64(), dd_mb_per_s(mount, "large.bin", large, "1M"))
+    let cat_cpu = cpu_seconds(pid) - start_cpu;
+    let mb_per_s = dd_mb_per_s(mount, "large.bin", large, "1M");
+    let dd_cpu = cpu_seconds(pid) - start_cpu - cat_cpu;
+    Reads { files_per_s: SMALL_FILES as f64 / took.as_secs_f64(), mb_per_s, cat_cpu, dd_cpu }
 }
 
 /// Waits until the node's fills stop going up (nothing more for three seconds: blocks the queue
@@ -62,10 +75,12 @@ pub fn rows(
     let metrics = MetricsPort::free();
     let args = node_args(&metrics);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let first = on_fresh_mount(server, &args, peak_rss, |mount| {
+    let (first, filling_cpu, filled) = on_fresh_mount(server, &args, peak_rss, |mount| {
         let read = read_both(mount, large);
+        let pid = mount.daemon_pid().unwrap_or(0);
+        let before = cpu_seconds(pid);
         settle(&metrics);
-        read
+        (read, cpu_seconds(pid) - before, metrics.value("fetchfs_shared_cache_written_bytes_total") as f64)
     });
     let metrics = MetricsPort::free();
     let args = node_args(&metrics);
@@ -77,13 +92,34 @@ pub fn rows(
     let mib = large / (1024 * 1024);
     let small = |v: f64| format!("{v:.0} files/s");
     let mb = |v: f64| format!("{v:.0} MB/s");
+    let gib = large as f64 / (1024.0 * 1024.0 * 1024.0);
+    let cpu = |reads: &Reads| format!("cat {:.2} s, dd {:.2} s per GiB", reads.cat_cpu, reads.dd_cpu / gib);
     let measures = [
-        (format!("cat small/* ({SMALL_FILES} x 100 KiB), no shared cache"), small(without.0)),
-        (format!("cat small/*, node 1 (cache empty), {:.2}x no cache", first.0 / without.0), small(first.0)),
-        (format!("cat small/*, node 2 (cache filled), {:.2}x node 1", second.0 / first.0), small(second.0)),
-        (format!("dd bs=1M of {mib} MiB, no shared cache"), mb(without.1)),
-        (format!("dd bs=1M, node 1 (cache empty), {:.2}x no cache", first.1 / without.1), mb(first.1)),
-        (format!("dd bs=1M, node 2 (cache filled), {:.2}x node 1", second.1 / first.1), mb(second.1)),
+        (format!("cat small/* ({SMALL_FILES} x 100 KiB), no shared cache"), small(without.files_per_s)),
+        (
+            format!("cat small/*, node 1 (cache empty), {:.2}x no cache", first.files_per_s / without.files_per_s),
+            small(first.files_per_s),
+        ),
+        (
+            format!("cat small/*, node 2 (cache filled), {:.2}x node 1", second.files_per_s / first.files_per_s),
+            small(second.files_per_s),
+        ),
+        (format!("dd bs=1M of {mib} MiB, no shared cache"), mb(without.mb_per_s)),
+        (
+            format!("dd bs=1M, node 1 (cache empty), {:.2}x no cache", first.mb_per_s / without.mb_per_s),
+            mb(first.mb_per_s),
+        ),
+        (
+            format!("dd bs=1M, node 2 (cache filled), {:.2}x node 1", second.mb_per_s / first.mb_per_s),
+            mb(second.mb_per_s),
+        ),
+        ("daemon CPU, no shared cache".into(), cpu(&without)),
+        ("daemon CPU, node 1 reading".into(), cpu(&first)),
+        (
+            "daemon CPU, node 1 after reading, until its fills settled".into(),
+            format!("{filling_cpu:.2} s ({:.0} MiB filled in all)", filled / (1024.0 * 1024.0)),
+        ),
+        ("daemon CPU, node 2 reading".into(), cpu(&second)),
         ("node 2: GETs of the source (both reads)".into(), source_gets.to_string()),
     ];
     for (measure, value) in measures {
