@@ -698,7 +698,7 @@ mod prefetch_queue {
         let dir = fs.lookup(ROOT_INO, ".fetchfs").await.unwrap();
         assert_eq!((dir.ino, dir.kind), (CONTROL_DIR_INO, Kind::Directory));
         let file = fs.lookup(dir.ino, "prefetch").await.unwrap();
-        fs.open_control(file.ino, caller, Vec::new()).unwrap().unwrap()
+        fs.open_control(file.ino, caller, Vec::new).unwrap().unwrap()
     }
 
     async fn write(fs: &Fs<MemoryStore>, handle: u64, text: &str) {

@@ -211,7 +211,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
             ));
         }
         if let Some(control) =
-            self.fs.open_control(ino.0, User { uid: req.uid(), gid: req.gid() }, groups_of_process(req.pid()))
+            self.fs.open_control(ino.0, User { uid: req.uid(), gid: req.gid() }, || groups_of_process(req.pid()))
         {
             return match control {
                 // Its reads show the state now, and its writes are lines: no page cache.

@@ -111,11 +111,17 @@ impl<S: ObjectStore> Fs<S> {
     }
 
     /// Opens a control file for `caller`, if `ino` is one: its reads and writes bypass the page
-    /// cache.
-    pub fn open_control(&self, ino: Ino, caller: User, groups: Vec<u32>) -> Option<Result<u64, FsError>> {
+    /// cache. The caller's `groups` are asked for only then (reading `/proc` on every open cost a
+    /// small file's read a twentieth of its CPU).
+    pub fn open_control(
+        &self,
+        ino: Ino,
+        caller: User,
+        groups: impl FnOnce() -> Vec<u32>,
+    ) -> Option<Result<u64, FsError>> {
         match ino {
             PREFETCH_INO => {
-                let opened = ControlHandle { caller, groups, lines: LineBuffer::default(), shown: None };
+                let opened = ControlHandle { caller, groups: groups(), lines: LineBuffer::default(), shown: None };
                 Some(Ok(self.handles.add(Handle::Control(Arc::new(Mutex::new(opened))))))
             }
             CONTROL_DIR_INO => Some(Err(FsError::IsADirectory)),
