@@ -79,6 +79,8 @@ pub struct DiskMetrics {
     pub passthrough_opens: Counter,
     pub stalls: Counter,
     pub bytes: Gauge,
+    pub epoch_files: Counter,
+    pub epoch_bytes: Counter,
 }
 
 impl DiskMetrics {
@@ -110,6 +112,12 @@ impl DiskMetrics {
             self.stalls.clone(),
         );
         disk.register("bytes", "Bytes the disk cache's files take on disk (at the last scan)", self.bytes.clone());
+        disk.register(
+            "epoch_files",
+            "Files of directories read at random (an epoch) fetched to disk before they were opened",
+            self.epoch_files.clone(),
+        );
+        disk.register("epoch_bytes", "Bytes of those files", self.epoch_bytes.clone());
     }
 }
 

@@ -188,6 +188,69 @@ fn a_second_mount_reads_a_gib_and_a_thousand_files_from_disk_without_a_get() {
     assert_eq!(metrics.value("fetchfs_disk_cache_read_bytes_total"), 0, "the kernel read them, not the daemon");
 }
 
+#[test]
+fn a_directory_read_at_random_is_fetched_to_disk_before_its_files_are_opened() {
+    // A shuffled data loader that never says its order: after a handful of opens, the rest of
+    // the directory comes to disk, and the files it opens after that cost no GET.
+    const FILES: u64 = 300;
+    const SIZE: usize = 20 * 1024;
+    let server = TestServer::with_files(BUCKET, "train", FILES, SIZE);
+    let cache = CacheDir::new();
+    let metrics = MetricsPort::free();
+    let mounted = mount(&server, &cache, &metrics, &[]);
+    // A fixed shuffle: a stride coprime with the count visits every file once, far apart.
+    let order: Vec<u64> = (0..FILES).map(|i| (i * 97 + 13) % FILES).collect();
+    let path = |i: u64| mounted.path(&format!("train/f{i:05}"));
+    ok(mounted.sh("ls train > /dev/null"), "ls");
+    let (first, rest) = order.split_at(30);
+    for &i in first {
+        read_and_check(&path(i), i, SIZE);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metrics.value("fetchfs_disk_cache_epoch_files_total") + 30 < FILES {
+        let fetched = metrics.value("fetchfs_disk_cache_epoch_files_total");
+        assert!(Instant::now() < deadline, "{fetched} files of the epoch fetched to disk");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.knobs().counters().reset();
+    for &i in rest {
+        read_and_check(&path(i), i, SIZE);
+    }
+    assert_eq!(gets(&server), 0, "the rest of the epoch came from disk: {:?}", server.knobs().counters().snapshot());
+    let passthrough = metrics.value("fetchfs_disk_cache_passthrough_opens_total");
+    assert!(passthrough >= rest.len() as u64, "{passthrough} opens in passthrough");
+}
+
+#[test]
+fn an_epoch_fetch_leaves_room_in_the_disk_cache_and_evicts_nothing() {
+    const FILES: u64 = 400;
+    const SIZE: usize = 256 * 1024;
+    let server = TestServer::with_files(BUCKET, "big-epoch", FILES, SIZE);
+    let cache = CacheDir::new();
+    let metrics = MetricsPort::free();
+    // 100 MB of files, 64 MiB of disk cache.
+    let mounted = mount(&server, &cache, &metrics, &["--disk-cache-size", "64"]);
+    ok(mounted.sh("ls big-epoch > /dev/null"), "ls");
+    for i in (0..40).map(|i| (i * 97 + 13) % FILES) {
+        read_and_check(&mounted.path(&format!("big-epoch/f{i:05}")), i, SIZE);
+    }
+    // The fetch stops short of the cap: what was written levels off below it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = u64::MAX;
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let written = metrics.value("fetchfs_disk_cache_written_bytes_total");
+        if written == last || Instant::now() > deadline {
+            break;
+        }
+        last = written;
+    }
+    let fetched = metrics.value("fetchfs_disk_cache_epoch_files_total");
+    assert!(fetched > 0, "the epoch fetched files to disk");
+    assert!(fetched * (SIZE as u64) < 64 * MIB as u64, "{fetched} files fetched for a 64 MiB cache");
+    assert_eq!(metrics.value("fetchfs_disk_cache_evictions_total"), 0, "nothing evicted for the epoch");
+}
+
 /// Pages of `path` in the page cache (mincore of a mapping of it).
 fn resident_pages(path: &Path) -> usize {
     let file = File::open(path).expect("open a cache file");

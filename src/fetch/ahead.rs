@@ -190,19 +190,26 @@ impl<S: ObjectStore> Fetcher<S> {
         size: u64,
         limit: u64,
     ) -> Result<u64, StoreError> {
-        if let Some(disk) = self.tiers.disk() {
-            if let Some(version) = self.open_in_background(disk, &object, size).await {
-                let fetched = self.fill_missing_on_disk(disk, &version, &object, size).await?;
-                // Whole once the writer has taken what was queued: an open after the fetch is
-                // then passed through, with no GET.
-                let deadline = Instant::now() + std::time::Duration::from_secs(10);
-                while !version.is_complete() && Instant::now() < deadline && !version.is_gone() {
-                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-                }
-                return Ok(fetched);
-            }
+        if let Some(fetched) = self.fetch_to_disk(&object, size).await? {
+            return Ok(fetched);
         }
         self.fetch_into_memory(&object, size, limit).await
+    }
+
+    /// Fetches what the disk cache lacks of a version, and waits (a while) until it is whole there;
+    /// returns the bytes fetched, or `None` when there is no disk cache or it cannot take the
+    /// version now.
+    pub async fn fetch_to_disk(&self, object: &Arc<ObjectId>, size: u64) -> Result<Option<u64>, StoreError> {
+        let Some(disk) = self.tiers.disk() else { return Ok(None) };
+        let Some(version) = self.open_in_background(disk, object, size).await else { return Ok(None) };
+        let fetched = self.fill_missing_on_disk(disk, &version, object, size).await?;
+        // Whole once the writer has taken what was queued: an open after the fetch is then passed
+        // through, with no GET.
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while !version.is_complete() && Instant::now() < deadline && !version.is_gone() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        Ok(Some(fetched))
     }
 
     /// A readahead connection permit, shared by the GETs of one part; `None` once the runtime

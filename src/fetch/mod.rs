@@ -172,6 +172,11 @@ impl<S: ObjectStore> Fetcher<S> {
         self.tiers.disk().map(|d| d.cap())
     }
 
+    /// What more fits in the disk cache without evicting, when there is one.
+    pub fn disk_room(&self) -> Option<u64> {
+        self.tiers.disk().map(|d| d.room())
+    }
+
     pub fn cache(&self) -> &BlockCache {
         &self.cache
     }

@@ -3,6 +3,7 @@
 //! GETs. Answers are plain values and `FsError`s; `fuse` turns them into replies.
 
 pub mod control;
+mod epoch;
 mod handles;
 mod inode;
 mod listing;
@@ -37,6 +38,7 @@ use crate::store::{ObjectMeta, ObjectStore, StoreError};
 use crate::upload::dangling::Journal;
 use crate::upload::{UploadConfig, Uploader};
 use control::ControlFiles;
+use epoch::Epochs;
 use handles::{Handle, Handles};
 use inode::InodeTable;
 use listing::{Known, MAX_LISTED_ENTRIES, MetadataCache};
@@ -189,6 +191,7 @@ pub struct Fs<S> {
     metadata: MetadataCache,
     named_lookups: NamedLookups,
     next_files: NextFiles,
+    epochs: Epochs,
     handles: Handles<S>,
     /// A stream continued by a new open (a reader that reopens the file for each chunk) keeps the
     /// readahead window it had built, instead of starting again from the smallest one.
@@ -226,6 +229,7 @@ impl<S: ObjectStore> Fs<S> {
             timed_out: TimedOutReads::new(TIMED_OUT_MEMORY.min(options.read_timeout)),
             options,
             next_files: NextFiles::default(),
+            epochs: Epochs::default(),
             released_streams: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(RELEASED_STREAMS).unwrap_or(std::num::NonZeroUsize::MIN),
             )),
@@ -564,7 +568,8 @@ impl<S: ObjectStore> Fs<S> {
     }
 
     /// When `ino` is opened right after the files before it in its directory's listing, fetches the
-    /// start of the next files (small ones whole) before they are opened.
+    /// start of the next files (small ones whole) before they are opened; when the directory's
+    /// files are opened in no order, perhaps the rest of an epoch (see `epoch`).
     fn prefetch_next_files(&self, ino: Ino) {
         let Some((parent, name)) = self.inodes.parent_and_name(ino) else { return };
         let Ok(prefix) = self.dir_prefix(parent) else { return };
@@ -576,7 +581,14 @@ impl<S: ObjectStore> Fs<S> {
             Entry::File(meta) => Some(meta.size.min(fetch.part_size)),
             Entry::Directory { .. } => None,
         };
-        for next in self.next_files.on_open(parent, position, entries.len(), cost, fetch.cache_bytes / 8) {
+        let Some(ahead) = self.next_files.on_open(parent, position, entries.len(), cost, fetch.cache_bytes / 8) else {
+            // Opens in no order: with a disk cache, perhaps a shuffled epoch of the directory.
+            if self.fetcher.has_disk_cache() && self.epochs.on_unordered_open(parent, position, entries.len()) {
+                self.fetch_epoch(parent, &prefix, Arc::clone(&listing));
+            }
+            return;
+        };
+        for next in ahead {
             if let Entry::File(meta) = &entries[next].2 {
                 let object = Arc::new(ObjectId { key: meta.key.clone(), etag: meta.etag.clone() });
                 self.fetcher.prefetch_start(object, meta.size);

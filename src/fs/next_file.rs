@@ -50,7 +50,7 @@ impl Default for NextFiles {
 
 impl NextFiles {
     /// Records an open of the entry at `position` in the listing of `dir` and returns the positions
-    /// to fetch ahead, in order: none unless the open follows the pattern. `cost` says what fetching
+    /// to fetch ahead, in order: `None` when the open does not follow the pattern. `cost` says what fetching
     /// an entry ahead would take, in bytes (`None` for entries that are not files); the positions
     /// returned cost at most `budget` in all, past what was asked before.
     pub fn on_open(
@@ -60,7 +60,7 @@ impl NextFiles {
         listed: usize,
         cost: impl Fn(usize) -> Option<u64>,
         budget: u64,
-    ) -> Vec<usize> {
+    ) -> Option<Vec<usize>> {
         let mut dirs = crate::sync::lock(&self.dirs);
         let opens = dirs.get_or_insert_mut(dir, DirectoryOpens::default);
         let before = position.saturating_sub(LOOK_BACK)..position;
@@ -77,7 +77,7 @@ impl NextFiles {
         opens.asked = opens.asked.split_off(&keep_from);
         if predecessors.len() < 2 {
             opens.streak = 0;
-            return Vec::new();
+            return None;
         }
         opens.streak += 1;
         let doublings = (opens.streak / OPENS_PER_DOUBLING).min(MOST_DOUBLINGS);
@@ -96,7 +96,7 @@ impl NextFiles {
             opens.asked.insert(next);
             ahead.push(next);
         }
-        ahead
+        Some(ahead)
     }
 }
 
@@ -109,7 +109,7 @@ mod tests {
     }
 
     fn open_all(next: &NextFiles, positions: impl IntoIterator<Item = usize>) -> Vec<usize> {
-        positions.into_iter().flat_map(|p| next.on_open(1, p, 1000, files, u64::MAX)).collect()
+        positions.into_iter().flat_map(|p| next.on_open(1, p, 1000, files, u64::MAX).unwrap_or_default()).collect()
     }
 
     #[test]
@@ -122,8 +122,8 @@ mod tests {
     fn opens_in_listing_order_reach_further_ahead_and_fetch_each_file_once() {
         let next = NextFiles::default();
         open_all(&next, [0, 1]);
-        assert_eq!(next.on_open(1, 2, 1000, files, u64::MAX), vec![3, 4, 5, 6]);
-        assert_eq!(next.on_open(1, 3, 1000, files, u64::MAX), vec![7, 8, 9]);
+        assert_eq!(next.on_open(1, 2, 1000, files, u64::MAX), Some(vec![3, 4, 5, 6]));
+        assert_eq!(next.on_open(1, 3, 1000, files, u64::MAX), Some(vec![7, 8, 9]));
         let later = open_all(&next, 4..20);
         assert!(later.windows(2).all(|w| w[0] < w[1]), "each file once, in order");
         assert_eq!(later.last(), Some(&(19 + (FILES_AHEAD << 2))), "18 opens in a row: doubled twice");
@@ -162,11 +162,12 @@ mod tests {
     fn directories_and_the_listing_end_are_skipped_and_the_budget_holds() {
         let next = NextFiles::default();
         let only_odd = |p: usize| (p % 2 == 1).then_some(100);
-        let ahead: Vec<usize> = (0..12).flat_map(|p| next.on_open(1, p, 12, only_odd, u64::MAX)).collect();
+        let ahead: Vec<usize> =
+            (0..12).flat_map(|p| next.on_open(1, p, 12, only_odd, u64::MAX).unwrap_or_default()).collect();
         assert_eq!(ahead, vec![3, 5, 7, 9, 11]);
         let next = NextFiles::default();
         for p in 0..20 {
-            assert!(next.on_open(2, p, 100, files, 250).len() <= 2, "at {p}");
+            assert!(next.on_open(2, p, 100, files, 250).unwrap_or_default().len() <= 2, "at {p}");
         }
     }
 
@@ -175,6 +176,6 @@ mod tests {
         let next = NextFiles::default();
         next.on_open(1, 0, 100, files, u64::MAX);
         next.on_open(1, 1, 100, files, u64::MAX);
-        assert!(next.on_open(2, 2, 100, files, u64::MAX).is_empty());
+        assert_eq!(next.on_open(2, 2, 100, files, u64::MAX), None);
     }
 }

@@ -172,6 +172,11 @@ impl DiskCache {
         self.cap
     }
 
+    /// Bytes that fit under the cap without evicting anything.
+    pub fn room(&self) -> u64 {
+        self.cap.saturating_sub(self.used.load(Ordering::Relaxed))
+    }
+
     fn lock_open(&self) -> MutexGuard<'_, LruCache<(ObjectId, u64), Arc<VersionFile>>> {
         crate::sync::lock(&self.open)
     }

@@ -210,4 +210,48 @@ pub fn rows(
             ratio: None,
         });
     }
+    if small_files {
+        shuffled_loader_row(server, extra, name, peak_rss, rows);
+    }
+}
+
+/// The shuffled data loader that says nothing of its order (PyTorch's `shuffle=True`), on a fresh
+/// mount without and with a cold disk cache: files per second, and bytes fetched per byte read
+/// (what fetching the rest of the directory to disk cost).
+fn shuffled_loader_row(
+    server: &TestServer,
+    extra: &[&str],
+    name: &'static str,
+    peak_rss: &mut u64,
+    rows: &mut Vec<Row>,
+) {
+    eprintln!("[{name}] 8 data-loader workers, shuffled, no order given: without and with a cold disk cache ...");
+    let counters = server.knobs().counters();
+    let mut epoch = |args: &[&str]| {
+        let mount = Mount::of(server, BUCKET, args);
+        let workers = super::loader::Started::workers(&mount.path("small"), "shuffled");
+        counters.reset();
+        let took = timed(|| workers.run());
+        let fetched = counters.snapshot().body_bytes_sent as f64 / (SMALL_FILES * 100 * 1024) as f64;
+        *peak_rss = (*peak_rss).max(mount.peak_rss_kib());
+        (SMALL_FILES as f64 / took.as_secs_f64(), fetched)
+    };
+    let plain = epoch(extra);
+    let cache = fresh_dir("bench-epoch-cache");
+    let mut args = extra.to_vec();
+    let dir = cache.display().to_string();
+    args.extend(["--disk-cache", &dir]);
+    let cached = epoch(&args);
+    let _ = std::fs::remove_dir_all(&cache);
+    rows.push(Row {
+        profile: name,
+        measure: format!(
+            "8 python3 workers, {SMALL_FILES} x 100 KiB shuffled, no order given: no disk cache / a cold disk cache ({:.2}x; bytes fetched per byte read {:.2} / {:.2})",
+            cached.0 / plain.0,
+            plain.1,
+            cached.1
+        ),
+        value: format!("{:.0} / {:.0} files/s", plain.0, cached.0),
+        ratio: None,
+    });
 }
