@@ -155,8 +155,7 @@ impl VersionFile {
                 serial: Mutex::new(()),
             };
             if found != Found::Valid {
-                // An empty record need not survive a crash: without it, the file is made again.
-                file.write_record(&file.lock_state(), false)?;
+                file.write_record(&file.lock_state())?;
             }
             drop(lock);
             return Ok((file, found));
@@ -178,7 +177,7 @@ impl VersionFile {
         crate::sync::lock(&self.state)
     }
 
-    fn write_record(&self, state: &State, durable: bool) -> io::Result<()> {
+    fn write_record(&self, state: &State) -> io::Result<()> {
         let record = Record {
             identity: self.identity.clone(),
             block_size: self.block_size,
@@ -195,9 +194,6 @@ impl VersionFile {
                 .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
                 .open(&temporary)?;
             file.write_all_at(&record.encode(), 0)?;
-            if durable {
-                file.sync_all()?;
-            }
             std::fs::rename(&temporary, &self.record_path)
         })();
         if written.is_err() {
@@ -339,7 +335,10 @@ impl VersionFile {
         }
         let mut state = self.lock_state();
         let next = State { present, stamp, gone: false, checked: Some(Instant::now()) };
-        self.write_record(&next, true)?;
+        // The record need not be synced: the blocks it names are on disk before it is written, so
+        // whichever record a crash leaves names only blocks that are there (an older one, fewer;
+        // a torn or empty one, none: the file is made again).
+        self.write_record(&next)?;
         *state = next;
         drop(state);
         drop(held);
