@@ -6,6 +6,7 @@
 
 use std::collections::HashSet;
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
@@ -24,11 +25,8 @@ pub const OPENS_FOR_AN_EPOCH: usize = 12;
 pub const SMALLEST_DIRECTORY: usize = 4 * OPENS_FOR_AN_EPOCH;
 /// Directories followed at once.
 const DIRECTORIES: usize = 256;
-/// Files of an epoch fetched at once: a shuffled loader's files are small, and a GET of one is
-/// mostly waiting for its first byte.
-const FETCHES_AT_ONCE: usize = 16;
-/// The share of the disk cache's cap an epoch leaves free (for the job's own fills and the
-/// epoch's fetches still in flight): it fills the room there is and evicts nothing.
+/// The share of the disk cache's cap an epoch leaves free (for the job's own fills): it fills the
+/// room there is, counting its fetches in flight, and evicts nothing.
 const ROOM_LEFT_PER_CAP: u64 = 10;
 
 #[derive(Default)]
@@ -85,6 +83,10 @@ impl<S: ObjectStore> Fs<S> {
         let Some(me) = self.me.upgrade() else { return };
         let Some(cap) = self.fetcher.disk_cap() else { return };
         let prefix = prefix.to_owned();
+        // As many files at once as there are connections: a shuffled loader's files are small, and
+        // a GET of one is mostly waiting for its first byte (16 at once: 1030-1050 files/s for a
+        // loader at 10 ms, 32: 1090-1190).
+        let at_once = self.fetcher.config().max_connections.max(1);
         tokio::spawn(async move {
             let files: Vec<_> = listing
                 .entries()
@@ -96,15 +98,25 @@ impl<S: ObjectStore> Fs<S> {
                 .collect();
             tracing::info!(%prefix, files = files.len(), "a directory read at random: fetching its files to the disk cache");
             let fetcher = Arc::clone(&me.fetcher);
-            let has_room = |size: u64| fetcher.disk_room().is_some_and(|room| room >= size + cap / ROOM_LEFT_PER_CAP);
+            // Bytes of the files being fetched: not on disk yet, but they will be.
+            let in_flight = AtomicU64::new(0);
+            let has_room = |size: u64| {
+                let coming = in_flight.load(Ordering::Relaxed) + size;
+                fetcher.disk_room().is_some_and(|room| room >= coming + cap / ROOM_LEFT_PER_CAP)
+            };
             let mut fetches = futures::stream::iter(files)
                 .take_while(|meta| std::future::ready(has_room(meta.size)))
                 .map(|meta| {
-                    let fetcher = Arc::clone(&fetcher);
+                    let (fetcher, in_flight) = (Arc::clone(&fetcher), &in_flight);
+                    in_flight.fetch_add(meta.size, Ordering::Relaxed);
                     let object = Arc::new(ObjectId { key: meta.key, etag: meta.etag });
-                    async move { fetcher.fetch_to_disk(&object, meta.size).await }
+                    async move {
+                        let done = fetcher.fetch_to_disk(&object, meta.size).await;
+                        in_flight.fetch_sub(meta.size, Ordering::Relaxed);
+                        done
+                    }
                 })
-                .buffer_unordered(FETCHES_AT_ONCE);
+                .buffer_unordered(at_once);
             let (mut fetched, mut bytes, mut failed) = (0u64, 0u64, 0u64);
             while let Some(done) = fetches.next().await {
                 match done {
