@@ -348,6 +348,7 @@ mod tests {
             "fetchfs_open_handles 0",
             "fetchfs_panics 0",
             "fetchfs_disk_cache_passthrough_opens_total 0",
+            "fetchfs_disk_cache_epoch_files_total 0",
         ] {
             assert!(text.contains(line), "{line:?} missing from:\n{text}");
         }
