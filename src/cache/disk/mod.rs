@@ -91,6 +91,8 @@ pub struct DiskCache {
     fills: FillQueue<Fill>,
     /// Bytes the cache's files take, from the last scan plus what was written since.
     used: AtomicU64,
+    /// Bytes given room in the batch being written, not written yet.
+    reserved: AtomicU64,
     warned: Warned,
     /// Opens versions within a deadline, for callers that must not wait on a stalled disk.
     opener: OnceLock<opener::Opener>,
@@ -145,6 +147,7 @@ impl DiskCache {
             )),
             fills,
             used: AtomicU64::new(used),
+            reserved: AtomicU64::new(0),
             warned: Warned::default(),
             breaker: breaker::Breaker::default(),
             opener: OnceLock::new(),
@@ -328,15 +331,17 @@ impl DiskCache {
     fn write_batch(&self, batch: Vec<Queued<Fill>>) {
         // Each fill stays counted as pending until its batch is written.
         let mut batch = batch.iter().map(|queued| &queued.fill).peekable();
+        // Room is made one version after another, each version's bytes reserved before the next
+        // asks; the versions are then written at once, their `fdatasync`s overlapping (one after
+        // another, a directory of small files took ~0.7 ms a file here).
+        let mut writes = Vec::new();
         while let Some(first) = batch.next() {
             let mut blocks = vec![(first.index, first.bytes.clone())];
             while let Some(next) = batch.next_if(|f| Arc::ptr_eq(&f.version, &first.version)) {
                 blocks.push((next.index, next.bytes.clone()));
             }
-            let room = |blocks: &[(u64, Bytes)]| {
-                let bytes: u64 = blocks.iter().map(|(_, b)| b.len() as u64).sum();
-                self.make_room(bytes, first.version.data_path())
-            };
+            let bytes_of = |blocks: &[(u64, Bytes)]| blocks.iter().map(|(_, b)| b.len() as u64).sum::<u64>();
+            let room = |blocks: &[(u64, Bytes)]| self.make_room(bytes_of(blocks), first.version.data_path());
             if !room(&blocks) {
                 // As many of them as fit: a version larger than the room keeps its first blocks.
                 let mut fit = 0;
@@ -349,7 +354,25 @@ impl DiskCache {
                     continue;
                 }
             }
-            match first.version.write_blocks(&blocks) {
+            let reserved = bytes_of(&blocks);
+            self.reserved.fetch_add(reserved, Ordering::Relaxed);
+            writes.push((&first.version, blocks, reserved));
+        }
+        let written: Vec<_> = if writes.len() < 2 {
+            writes.iter().map(|(version, blocks, _)| version.write_blocks(blocks)).collect()
+        } else {
+            std::thread::scope(|scope| {
+                let threads: Vec<_> =
+                    writes.iter().map(|(version, blocks, _)| scope.spawn(|| version.write_blocks(blocks))).collect();
+                let joined = |t: std::thread::ScopedJoinHandle<'_, std::io::Result<u64>>| {
+                    t.join().unwrap_or_else(|_| Err(std::io::Error::other("a writer panicked")))
+                };
+                threads.into_iter().map(joined).collect()
+            })
+        };
+        for ((_, blocks, reserved), result) in writes.iter().zip(written) {
+            self.reserved.fetch_sub(*reserved, Ordering::Relaxed);
+            match result {
                 Ok(written) => {
                     self.metrics.written_bytes.inc_by(written);
                     let used = self.used.fetch_add(written, Ordering::Relaxed) + written;
@@ -369,6 +392,8 @@ impl DiskCache {
     /// Whether `bytes` more of the version at `filling` fit under the cap and above the free-space
     /// floor, evicting the least recently used other versions to make it so.
     fn make_room(&self, bytes: u64, filling: &Path) -> bool {
+        // Bytes other versions of the batch were given room for are not on disk yet.
+        let bytes = bytes + self.reserved.load(Ordering::Relaxed);
         let fits =
             |used: u64| used + bytes <= self.cap && space(&self.files.root).is_ok_and(|s| s.free >= self.floor + bytes);
         if fits(self.used.load(Ordering::Relaxed)) {
