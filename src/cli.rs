@@ -161,9 +161,14 @@ pub struct MountArgs {
     #[arg(long, default_value = "5", value_name = "SECONDS|indefinite")]
     pub negative_metadata_ttl: String,
     /// Memory budget of block data in MiB, for the whole mount: cached blocks, blocks being
-    /// received and free buffers (default 512).
+    /// received and free buffers (default 512, or what fits under the memory target).
     #[arg(long, value_name = "MIB")]
     pub cache_size: Option<u64>,
+    /// Memory the daemon aims to stay under, in MiB (default: three quarters of the container's
+    /// memory limit when one is set, else of the machine's memory); `--cache-size` defaults to
+    /// what fits under it.
+    #[arg(long, value_name = "MIB")]
+    pub memory_target: Option<u64>,
     /// Largest readahead window of one sequential reader, in MiB (default 128); the windows of
     /// files read at once share three quarters of the cache.
     #[arg(long, value_name = "MIB")]

@@ -13,6 +13,7 @@ use crate::cli::{MountArgs, S3Args, SharedCacheArgs};
 use crate::fetch::FetchConfig;
 use crate::fs::{FsOptions, User, WriteMode};
 use crate::memory_budget;
+use crate::memory_target::{Budget, MemoryTarget};
 use crate::store::s3::S3Settings;
 use crate::upload::UploadConfig;
 
@@ -40,6 +41,8 @@ pub struct MountConfig {
     pub log_level: String,
     pub log_file: Option<PathBuf>,
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Why the memory budget is smaller than its default, when the memory target made it so.
+    pub budget_chosen: Option<String>,
     pub disk_cache: Option<DiskCacheConfig>,
     pub shared_cache: Option<SharedCacheSettings>,
     pub upload: UploadConfig,
@@ -57,7 +60,18 @@ impl MountConfig {
             allow_delete: args.allow_delete,
             rename_dir_limit: args.rename_dir_limit,
         };
-        let (fetch, upload) = split_budget(fetch_config(&args)?, upload_config(&args)?, writes)?;
+        const MIB: u64 = 1024 * 1024;
+        let target_flag = match args.memory_target {
+            Some(mib) => Some(within(mib, 1..=memory_mib(), "--memory-target", "MiB")? * MIB),
+            None => None,
+        };
+        let target = MemoryTarget::choose(target_flag, memory_mib() * MIB);
+        let budget = match args.cache_size {
+            Some(_) => None,
+            None => Some(Budget::under(&target, FetchConfig::default().cache_bytes, writes.read_only)),
+        };
+        let default_budget = budget.as_ref().map_or(FetchConfig::default().cache_bytes, |b| b.bytes);
+        let (fetch, upload) = split_budget(fetch_config(&args, default_budget)?, upload_config(&args)?, writes)?;
         let prefix = match (url_prefix, args.prefix) {
             (Some(_), Some(_)) => {
                 return Err(error("a prefix was given both in the s3:// URL and with --prefix; give it once"));
@@ -112,6 +126,7 @@ impl MountConfig {
             log_level,
             log_file: args.log_file,
             metrics_addr: args.metrics_addr,
+            budget_chosen: budget.and_then(|b| b.chosen),
             disk_cache,
             shared_cache,
             upload,
@@ -324,8 +339,9 @@ fn split_budget(
     Ok((fetch, upload))
 }
 
-/// Sizes of the fetch layer from the flags, each within its limits.
-fn fetch_config(args: &MountArgs) -> Result<FetchConfig, ConfigError> {
+/// Sizes of the fetch layer from the flags, each within its limits; the budget is
+/// `default_budget` unless `--cache-size` gives it.
+fn fetch_config(args: &MountArgs, default_budget: u64) -> Result<FetchConfig, ConfigError> {
     const MIB: u64 = 1024 * 1024;
     let defaults = FetchConfig::default();
     let mib = |value: Option<u64>, default: u64, limits: RangeInclusive<u64>, flag: &str| match value {
@@ -334,7 +350,7 @@ fn fetch_config(args: &MountArgs) -> Result<FetchConfig, ConfigError> {
     };
     let memory = memory_mib();
     let config = FetchConfig {
-        cache_bytes: mib(args.cache_size, defaults.cache_bytes, 1..=memory, "--cache-size")?,
+        cache_bytes: mib(args.cache_size, default_budget, 1..=memory, "--cache-size")?,
         max_readahead: mib(args.max_readahead, defaults.max_readahead, MAX_READAHEAD_MIB, "--max-readahead")?,
         part_size: mib(args.part_size, defaults.part_size, PART_SIZE_MIB, "--part-size")?,
         max_connections: match args.max_connections {

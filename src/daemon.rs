@@ -327,6 +327,10 @@ fn startup_line(config: &MountConfig) -> String {
             writes / MIB
         ),
     };
+    let memory = match &config.budget_chosen {
+        Some(why) => format!("{memory}, {why}"),
+        None => memory,
+    };
     let disk = match &config.disk_cache {
         // SAFETY: geteuid cannot fail.
         Some(disk) if unsafe { libc::geteuid() } == 0 => {

@@ -17,6 +17,7 @@ pub(crate) mod fs;
 pub(crate) mod fuse;
 pub(crate) mod in_flight;
 pub(crate) mod memory_budget;
+pub(crate) mod memory_target;
 pub(crate) mod metrics;
 pub mod object_id;
 pub mod panics;

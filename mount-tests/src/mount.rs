@@ -41,6 +41,8 @@ pub fn fetchfs_command(credentials: Option<&Credentials>) -> Command {
 pub struct Mount {
     pub dir: PathBuf,
     pub log: PathBuf,
+    /// What `fetchfs mount` said on stderr (its startup line, warnings).
+    pub said: String,
 }
 
 impl Mount {
@@ -57,10 +59,42 @@ impl Mount {
         extra: &[&str],
         env: &[(&str, &Path)],
     ) -> Result<Self, String> {
+        let mut command = fetchfs_command(Some(credentials));
+        command.envs(env.iter().copied());
+        Self::spawned(command, endpoint, bucket, extra)
+    }
+
+    /// Mounts `bucket` with the daemon started inside a (v1) memory control group, whose
+    /// `cgroup.procs` is `procs`: it sees the group's limit from its first instruction.
+    pub fn in_cgroup(server: &TestServer, bucket: &str, extra: &[&str], procs: &Path) -> Result<Self, String> {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::process::CommandExt;
+        let credentials = server.credentials().cloned().unwrap_or_default();
+        let procs = std::ffi::CString::new(procs.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
+        let mut command = fetchfs_command(Some(&credentials));
+        // SAFETY: between fork and exec, only open, write and close (async-signal-safe) on a path
+        // made before the fork; writing "0" moves the writing process into the group.
+        unsafe {
+            command.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let wrote = libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+                if wrote != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Self::spawned(command, &server.endpoint_url(), bucket, extra)
+    }
+
+    fn spawned(mut command: Command, endpoint: &str, bucket: &str, extra: &[&str]) -> Result<Self, String> {
         let dir = fresh_dir("mnt");
         let log = dir.with_extension("log");
-        let out = fetchfs_command(Some(credentials))
-            .envs(env.iter().copied())
+        let out = command
             .arg("mount")
             .arg(bucket)
             .arg(&dir)
@@ -73,7 +107,7 @@ impl Mount {
             let _ = std::fs::remove_dir(&dir);
             return Err(format!("fetchfs mount failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr)));
         }
-        Ok(Self { dir, log })
+        Ok(Self { dir, log, said: String::from_utf8_lossy(&out.stderr).into_owned() })
     }
 
     pub fn of(server: &TestServer, bucket: &str, extra: &[&str]) -> Self {

@@ -72,3 +72,62 @@ fn a_listing_outlives_the_kernel_forgetting_its_directory() {
     assert!(asked.requests_of("HeadObject") <= 1, "{asked:?}");
     assert!(asked.requests_of("ListObjectsV2") <= 1, "{asked:?}");
 }
+
+/// A memory control group of its own (v1, as these machines mount it), removed at the end.
+struct MemoryGroup(std::path::PathBuf);
+
+impl MemoryGroup {
+    fn limited_to(bytes: u64) -> Self {
+        let dir = std::path::PathBuf::from(format!("/sys/fs/cgroup/memory/fetchfs-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a memory control group (as root)");
+        std::fs::write(dir.join("memory.limit_in_bytes"), bytes.to_string()).expect("its limit");
+        Self(dir)
+    }
+
+    /// How many processes in it the kernel killed for want of memory.
+    fn oom_kills(&self) -> u64 {
+        let control = std::fs::read_to_string(self.0.join("memory.oom_control")).unwrap_or_default();
+        control.lines().find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok()).unwrap_or(0)
+    }
+}
+
+impl Drop for MemoryGroup {
+    fn drop(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::remove_dir(&self.0).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+#[test]
+fn a_mount_in_a_container_of_128_mib_sizes_itself_to_fit_and_reads_without_an_oom_kill() {
+    let _serial = MACHINE_WIDE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    const MIB: usize = 1024 * 1024;
+    let server = TestServer::with_files(BUCKET, "small", 300, 100 * 1024);
+    let large = mount_tests::data::content(5, 512 * MIB);
+    server
+        .storage()
+        .put(BUCKET, "large.bin", mount_tests::server::StoredObject::new(large.clone(), None))
+        .expect("put");
+    let group = MemoryGroup::limited_to(128 * MIB as u64);
+    let mount = Mount::in_cgroup(&server, BUCKET, &[], &group.0.join("cgroup.procs")).unwrap_or_else(|e| panic!("{e}"));
+    let daemon = mount.daemon_pid().expect("the daemon runs");
+    assert!(
+        mount.said.contains(
+            "memory cache 64 MiB (48 for reads, 16 for writes), to fit the container's memory limit of 128 MiB"
+        ),
+        "the startup line says what it chose and why: {}",
+        mount.said
+    );
+    let read = std::fs::read(mount.path("large.bin")).expect("read large.bin");
+    assert!(read == large, "the large object's bytes");
+    let small: Vec<u8> = (0..300).flat_map(|i| mount_tests::data::content(i, 100 * 1024)).collect();
+    let out = mount.sh("ls small > /dev/null && cat small/*");
+    assert!(out.status.success() && out.stdout == small, "the small files' bytes");
+    assert_eq!(group.oom_kills(), 0, "nothing in the group was killed for memory");
+    assert!(std::path::Path::new(&format!("/proc/{daemon}")).exists(), "the daemon still runs");
+    let peak_mib = mount.peak_rss_kib() / 1024;
+    assert!(peak_mib < 128, "peak RSS {peak_mib} MiB");
+    mount.unmount_and_wait();
+}
