@@ -147,11 +147,13 @@ fn main() {
 
         if wanted(Section::ReadSizes) {
             eprintln!("[{name}] dd ...");
-            let dd =
-                on_fresh_mount(&server, &extra, &mut peak_rss, |mount| dd_mb_per_s(mount, "large.bin", large, "1M"));
+            let (dd, cpu) = on_fresh_mount(&server, &extra, &mut peak_rss, |mount| {
+                with_daemon_cpu(mount, || dd_mb_per_s(mount, "large.bin", large, "1M"))
+            });
+            let gib = large as f64 / (1024.0 * 1024.0 * 1024.0);
             rows.push(Row {
                 profile: name,
-                measure: format!("dd bs=1M of {} MiB", args.large_mib),
+                measure: format!("dd bs=1M of {} MiB (daemon CPU {:.2} s per GiB)", args.large_mib, cpu / gib),
                 value: mbps(dd),
                 ratio: Some(dd / ceiling),
             });
@@ -370,9 +372,10 @@ fn small_file_rows(server: &TestServer, extra: &[&str], peak_rss: &mut u64, name
     ];
     for (script, measure) in shell_rows {
         eprintln!("[{name}] {measure} ...");
-        let took = on_fresh_mount(server, extra, peak_rss, |mount| {
-            timed(|| run(Command::new("sh").arg("-c").arg(script).current_dir(&mount.dir)))
+        let (took, cpu) = on_fresh_mount(server, extra, peak_rss, |mount| {
+            with_daemon_cpu(mount, || timed(|| run(Command::new("sh").arg("-c").arg(script).current_dir(&mount.dir))))
         });
+        let measure = format!("{measure}; daemon CPU {:.0} us per file", cpu * 1e6 / SMALL_FILES as f64);
         rows.push(Row { profile: name, measure, value: files_per_s(SMALL_FILES, took), ratio: None });
     }
     eprintln!("[{name}] cat of files named in a list, their directory never listed ...");
@@ -724,6 +727,14 @@ fn cpu_seconds(pid: u32) -> f64 {
     let ticks: f64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<f64>().ok()).sum();
     // SAFETY: sysconf only reads system configuration.
     ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
+}
+
+/// What `work` returns, and the CPU seconds the mount's daemon spent while it ran.
+fn with_daemon_cpu<T>(mount: &Mount, work: impl FnOnce() -> T) -> (T, f64) {
+    let pid = mount.daemon_pid().unwrap_or(0);
+    let before = cpu_seconds(pid);
+    let result = work();
+    (result, cpu_seconds(pid) - before)
 }
 
 /// Runs `measure` on a mount of its own (so no page cache carries over from another measure),

@@ -9,7 +9,7 @@ use mount_tests::metrics::MetricsPort;
 use mount_tests::mount::Mount;
 use mount_tests::server::TestServer;
 
-use super::{Row, SMALL_FILES, cpu_seconds, dd_mb_per_s, on_fresh_mount, timed};
+use super::{Row, SMALL_FILES, cpu_seconds, dd_mb_per_s, on_fresh_mount, timed, with_daemon_cpu};
 
 const CACHE_BUCKET: &str = "near-cache";
 
@@ -23,15 +23,13 @@ struct Reads {
 }
 
 fn read_both(mount: &Mount, large: usize) -> Reads {
-    let pid = mount.daemon_pid().unwrap_or(0);
-    let start_cpu = cpu_seconds(pid);
-    let took = timed(|| {
-        let out = mount.sh("ls small > /dev/null && cat small/* > /dev/null");
-        assert!(out.status.success(), "cat small/*: {out:?}");
+    let (took, cat_cpu) = with_daemon_cpu(mount, || {
+        timed(|| {
+            let out = mount.sh("ls small > /dev/null && cat small/* > /dev/null");
+            assert!(out.status.success(), "cat small/*: {out:?}");
+        })
     });
-    let cat_cpu = cpu_seconds(pid) - start_cpu;
-    let mb_per_s = dd_mb_per_s(mount, "large.bin", large, "1M");
-    let dd_cpu = cpu_seconds(pid) - start_cpu - cat_cpu;
+    let (mb_per_s, dd_cpu) = with_daemon_cpu(mount, || dd_mb_per_s(mount, "large.bin", large, "1M"));
     Reads { files_per_s: SMALL_FILES as f64 / took.as_secs_f64(), mb_per_s, cat_cpu, dd_cpu }
 }
 
