@@ -120,14 +120,28 @@ fn a_mount_in_a_container_of_128_mib_sizes_itself_to_fit_and_reads_without_an_oo
         "the startup line says what it chose and why: {}",
         mount.said
     );
-    let read = std::fs::read(mount.path("large.bin")).expect("read large.bin");
-    assert!(read == large, "the large object's bytes");
     let small: Vec<u8> = (0..300).flat_map(|i| mount_tests::data::content(i, 100 * 1024)).collect();
-    let out = mount.sh("ls small > /dev/null && cat small/*");
-    assert!(out.status.success() && out.stdout == small, "the small files' bytes");
+    let read_all = |mount: &Mount| {
+        let read = std::fs::read(mount.path("large.bin")).expect("read large.bin");
+        assert!(read == large, "the large object's bytes");
+        let out = mount.sh("ls small > /dev/null && cat small/*");
+        assert!(out.status.success() && out.stdout == small, "the small files' bytes");
+    };
+    read_all(&mount);
     assert_eq!(group.oom_kills(), 0, "nothing in the group was killed for memory");
     assert!(std::path::Path::new(&format!("/proc/{daemon}")).exists(), "the daemon still runs");
     let peak_mib = mount.peak_rss_kib() / 1024;
     assert!(peak_mib < 128, "peak RSS {peak_mib} MiB");
     mount.unmount_and_wait();
+    // The same with a disk cache: its files' page cache is the group's too.
+    let cache = mount_tests::mount::fresh_dir("container-disk-cache");
+    let cache_arg = cache.to_str().expect("a UTF-8 temp path");
+    let mount = Mount::in_cgroup(&server, BUCKET, &["--disk-cache", cache_arg], &group.0.join("cgroup.procs"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    read_all(&mount);
+    assert_eq!(group.oom_kills(), 0, "nothing in the group was killed for memory, with a disk cache");
+    let peak_mib = mount.peak_rss_kib() / 1024;
+    assert!(peak_mib < 128, "peak RSS {peak_mib} MiB with a disk cache");
+    mount.unmount_and_wait();
+    let _ = std::fs::remove_dir_all(&cache);
 }
