@@ -362,12 +362,22 @@ impl DiskCache {
             writes.iter().map(|(version, blocks, _)| version.write_blocks(blocks)).collect()
         } else {
             std::thread::scope(|scope| {
-                let threads: Vec<_> =
-                    writes.iter().map(|(version, blocks, _)| scope.spawn(|| version.write_blocks(blocks))).collect();
-                let joined = |t: std::thread::ScopedJoinHandle<'_, std::io::Result<u64>>| {
-                    t.join().unwrap_or_else(|_| Err(std::io::Error::other("a writer panicked")))
-                };
-                threads.into_iter().map(joined).collect()
+                let started: Vec<_> = writes
+                    .iter()
+                    .map(|&(version, ref blocks, _)| {
+                        std::thread::Builder::new()
+                            .name("fetchfs-disk-fill".into())
+                            .spawn_scoped(scope, move || version.write_blocks(blocks))
+                            // No thread to be had (the kernel's limit): this one is written here.
+                            .map_err(|_| version.write_blocks(blocks))
+                    })
+                    .collect();
+                let finished =
+                    |started: Result<std::thread::ScopedJoinHandle<'_, std::io::Result<u64>>, _>| match started {
+                        Ok(thread) => thread.join().unwrap_or_else(|_| Err(std::io::Error::other("a writer panicked"))),
+                        Err(written) => written,
+                    };
+                started.into_iter().map(finished).collect()
             })
         };
         for ((_, blocks, reserved), result) in writes.iter().zip(written) {
