@@ -31,12 +31,16 @@ const ROOM_LEFT_PER_CAP: u64 = 10;
 
 #[derive(Default)]
 struct Seen {
+    /// Distinct positions opened, up to `OPENS_FOR_AN_EPOCH` (past it only the reach matters).
     opened: HashSet<usize>,
+    /// The lowest and highest positions opened.
+    reach: Option<(usize, usize)>,
     /// The directory's fetch was started: it is not started again while it is remembered.
     started: bool,
 }
 
-/// Per directory, the distinct files opened out of order, and whether its epoch fetch began.
+/// Per directory, the files opened out of order (a few, and how far apart), and whether its epoch
+/// fetch began: a bounded record however many files are opened.
 pub struct Epochs {
     dirs: Mutex<LruCache<Ino, Seen>>,
 }
@@ -60,8 +64,12 @@ impl Epochs {
         if seen.started {
             return false;
         }
-        seen.opened.insert(position);
-        if seen.opened.len() < OPENS_FOR_AN_EPOCH || !spread(&seen.opened, listed) {
+        if seen.opened.len() < OPENS_FOR_AN_EPOCH {
+            seen.opened.insert(position);
+        }
+        let (low, high) = seen.reach.unwrap_or((position, position));
+        seen.reach = Some((low.min(position), high.max(position)));
+        if seen.opened.len() < OPENS_FOR_AN_EPOCH || !spread(seen.reach, listed) {
             return false;
         }
         seen.started = true;
@@ -148,12 +156,11 @@ impl<S: ObjectStore> Fs<S> {
     }
 }
 
-/// Whether `opened` positions reach over at least half of the `listed` entries: a loader's random
-/// opens do, a job reading one corner of a large directory (the first files of each class, say)
-/// does not.
-fn spread(opened: &HashSet<usize>, listed: usize) -> bool {
-    let (Some(low), Some(high)) = (opened.iter().min(), opened.iter().max()) else { return false };
-    (high - low) * 2 >= listed
+/// Whether the positions opened, from `reach`'s low to its high, cover at least half of the
+/// `listed` entries: a loader's random opens do, a job reading one corner of a large directory
+/// (the first files of each class, say) does not.
+fn spread(reach: Option<(usize, usize)>, listed: usize) -> bool {
+    reach.is_some_and(|(low, high)| (high - low) * 2 >= listed)
 }
 
 #[cfg(test)]
@@ -198,6 +205,16 @@ mod tests {
             !shuffled(100, 5).into_iter().any(|p| epochs.on_unordered_open(3, p, 10_000)),
             "the first 100 of 10,000"
         );
+    }
+
+    #[test]
+    fn a_directory_read_in_one_corner_for_ever_is_remembered_in_bounded_memory() {
+        let epochs = Epochs::default();
+        assert!(!(0..100_000).any(|p| epochs.on_unordered_open(1, (p * 7) % 1000, 1_000_000)));
+        let dirs = crate::sync::lock(&epochs.dirs);
+        let seen = dirs.peek(&1).expect("followed");
+        assert_eq!(seen.opened.len(), OPENS_FOR_AN_EPOCH);
+        assert_eq!(seen.reach, Some((0, 999)));
     }
 
     #[test]
